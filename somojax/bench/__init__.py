@@ -1,0 +1,1 @@
+"""Benchmarks: throughput against the PyTorch peers and the hardware floor."""

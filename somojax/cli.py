@@ -1,0 +1,201 @@
+"""`somojax` command line: a thin dispatcher onto the library (DESIGN.md §3).
+
+Every subcommand takes `--config` (a shipped name such as `demo`, or a YAML path) and any number
+of `section.key=value` overrides, writes the resolved config into the run directory, and calls
+one library function. Errors the user can fix print as one line with a non-zero exit code;
+`--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, Sequence
+
+from somojax import __version__
+from somojax.errors import SomojaxError
+
+DEFAULT_CONFIG = "demo"
+
+COMMANDS: dict[str, str] = {
+    "synth": "generate the synthetic Earth (raw ISMN, ERA5 and static files + truth)",
+    "prepare": "build analysis-ready Zarr stores (forcings, statics, targets, statistics) from raw files",
+    "train": "train the EA-LSTM ensemble, layer by layer (cascade), with checkpoints",
+    "predict": "roll checkpoints out over a region and period into the prediction Zarr store",
+    "export": "write the prediction store as CF NetCDF files per layer and year",
+    "evaluate": "5-fold cross-validation, skill metrics, reference datasets, figures and report",
+    "import-torch": "turn a PyTorch (SoMo.ml v1 / ealstm_regional) state dict into a somojax checkpoint",
+    "bench": "measure training and rollout throughput against the PyTorch peers and the hardware floor",
+    "run": "everything in order: synth (if synthetic) -> prepare -> train -> predict -> evaluate",
+}
+
+DETAILS: dict[str, str] = {
+    "synth": "Writes <workdir>/raw (ISMN station files, ERA5-style NetCDF, static maps) and "
+    "<workdir>/stores/truth.zarr. Region, period and stations come from the `synth` section.",
+    "prepare": "Reads the raw inputs named in the `data` section (or the synthetic Earth's) and writes "
+    "forcings.zarr, statics.zarr, targets.zarr, normalization.json and a preparation report to "
+    "the store directory.",
+    "train": "Trains `train.members` members of each layer in `train.layers` in one jitted, sharded "
+    "step. Resumes from the last checkpoint when one exists.",
+    "predict": "Exact (every day its own 365-day window) or chunked inference, tiled and resumable; "
+    "writes sm and sm_spread (layer, time, latitude, longitude).",
+    "export": "One NetCDF file per layer and year, named somojax_<LAYER>_<YYYY>.nc.",
+    "evaluate": "Scores SoMo.ml*-style cross-validated series per cell and layer against the targets, "
+    "and reference products on the same cells and days.",
+    "import-torch": "Needs PyTorch (pip install 'somojax[torch]').",
+    "bench": "Prints tables and writes JSON to benchmarks/results/.",
+    "run": "The main job. With the default `demo` config it runs on the synthetic Earth in minutes.",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    epilog = "commands:\n" + "\n".join(f"  {k:<13} {v}" for k, v in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="somojax",
+        description="Global daily soil moisture from in-situ data: SoMo.ml's EA-LSTM ensemble in JAX.",
+        epilog=epilog + "\n\nRun `somojax <command> --help` for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"somojax {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="<command>")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"config name (paper, demo, tiny) or YAML path (default: {DEFAULT_CONFIG})",
+    )
+    common.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override config values, e.g. train.members=3 model.hidden_size=64",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+
+    def add(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=COMMANDS[name],
+            description=COMMANDS[name] + ". " + DETAILS[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
+        )
+
+    add("synth")
+    add("prepare")
+    sp = add("train")
+    sp.add_argument("--layers", nargs="+", default=None, help="layers to train (default: train.layers)")
+    sp.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
+    sp = add("predict")
+    sp.add_argument("--layers", nargs="+", default=None, help="layers to predict (default: all trained)")
+    sp.add_argument("--fresh", action="store_true", help="discard an unfinished prediction store and start over")
+    add("export")
+    add("evaluate")
+    sp = add("import-torch")
+    sp.add_argument("--state-dict", required=True, help="PyTorch state dict (.pt/.pth) or NumPy .npz of it")
+    sp.add_argument("--stats", required=True, help="normalisation statistics: JSON or CSV of means and stds per variable")
+    sp.add_argument("--layer", required=True, choices=["L1", "L2", "L3"], help="the layer this model predicts")
+    sp.add_argument("--out", default=None, help="checkpoint directory (default: <workdir>/checkpoints/<layer>)")
+    sp = add("bench")
+    sp.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="benchmarks to run (train, rollout, zarr, peer, floor, demo); default: all",
+    )
+    add("run")
+    return p
+
+
+def _dispatch(args: argparse.Namespace, cfg) -> object:
+    """Calls the library function of the command. Imports are deferred so --help stays fast."""
+    cmd = args.command
+    if cmd == "synth":
+        from somojax.synth import generate
+
+        return generate(cfg)
+    if cmd == "prepare":
+        from somojax.prepare import prepare
+
+        return prepare(cfg)
+    if cmd == "train":
+        from somojax.train import train
+
+        return train(cfg, layers=args.layers, fresh=args.fresh)
+    if cmd == "predict":
+        from somojax.infer import predict
+
+        return predict(cfg, layers=args.layers, fresh=args.fresh)
+    if cmd == "export":
+        from somojax.infer import export
+
+        return export(cfg)
+    if cmd == "evaluate":
+        from somojax.evaluate import evaluate
+
+        return evaluate(cfg)
+    if cmd == "import-torch":
+        from somojax.train.import_torch import import_torch
+
+        return import_torch(cfg, state_dict=args.state_dict, stats=args.stats, layer=args.layer, out=args.out)
+    if cmd == "bench":
+        from somojax.bench import run_benchmarks
+
+        return run_benchmarks(cfg, only=args.only)
+    if cmd == "run":
+        from somojax.pipeline import run
+
+        return run(cfg)
+    raise AssertionError(cmd)  # pragma: no cover
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `somojax` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from somojax.config import load_config, save_config
+    from somojax.utils.logging import setup_logging
+
+    log = setup_logging(logging.DEBUG if args.debug else logging.INFO)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = cfg.run_dir
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / "configs" / f"{args.command}-{stamp}.yaml")
+        setup_logging(logging.DEBUG if args.debug else logging.INFO, run_dir / "logs" / f"{args.command}.log")
+        log.info("somojax %s %s: config %s, run directory %s", __version__, args.command, args.config, run_dir)
+        _dispatch(args, cfg)
+        return 0
+    except SomojaxError as e:
+        if args.debug:
+            raise
+        print(f"somojax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"somojax {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so briefly, with the way to see more
+        if args.debug:
+            raise
+        msg = textwrap.shorten(str(e), 500)
+        print(
+            f"somojax {args.command}: internal error: {type(e).__name__}: {msg}\n"
+            "  (this is a bug in somojax or an unexpected input; rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

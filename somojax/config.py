@@ -1,0 +1,490 @@
+"""Typed, frozen configuration.
+
+A configuration is a tree of frozen dataclasses, one section per stage. Defaults are the
+paper's settings (SoMo.ml, DESIGN.md §1); files in `configs/` override them, and a file may name
+a `base:` file that it extends. Unknown keys are an error naming the key and the file (with a
+suggestion); values are checked against the field types. Command-line overrides are
+`section.key=value`, the value parsed as YAML (`train.members=3`, `data.quality_flags=[G,U]`).
+
+Every run writes its resolved configuration next to its outputs (`save_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
+
+import yaml
+
+from somojax import constants as C
+from somojax.errors import ConfigError
+
+
+# ----------------------------------------------------------------------------------------
+# sections
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SynthConfig:
+    """The synthetic Earth (DESIGN.md §5): region, period and sampling of the demo data."""
+
+    lat_range: tuple[float, float] = (38.0, 44.0)  # south and north edges [degrees north]
+    lon_range: tuple[float, float] = (-100.0, -92.0)  # west and east edges [degrees east]
+    start: str = "1999-01-01"  # first forcing day
+    end: str = "2004-12-31"  # last forcing day
+    station_start: str = "2001-01-01"  # first day stations observe
+    n_stations: int = 60
+    hours_per_obs: int = 1  # sub-daily sampling interval of the stations [h]
+    era5_frequency: Literal["daily", "hourly"] = "daily"  # time step of the written ERA5 files
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Raw inputs, target preparation rules and the analysis-ready stores."""
+
+    # where the raw inputs are; "synthetic" reads what `somojax synth` wrote to <workdir>/raw
+    source: Literal["synthetic", "files"] = "synthetic"
+    ismn: str = ""  # ISMN archive: folder or .zip
+    era5: tuple[str, ...] = ()  # ERA5 files or globs (NetCDF, GRIB, Zarr)
+    era5_sm: tuple[str, ...] = ()  # ERA5 soil-moisture files, if separate from `era5`
+    etopo: str = ""  # ETOPO1 1-arc-minute elevation
+    gldas_soil: str = ""  # GLDAS soil fractions (clay/sand/silt)
+    gldas_porosity: str = ""  # GLDAS porosity
+    gldas_vegetation: str = ""  # GLDAS dominant vegetation
+    land_mask: str = ""  # land mask (ERA5 lsm or GLDAS mask); empty: the GLDAS mask of statics
+    store_dir: str = ""  # analysis-ready stores; empty: <workdir>/stores
+    # periods (inclusive ISO dates)
+    forcing_start: str = "1997-01-01"
+    forcing_end: str = "2019-12-31"
+    target_start: str = "2000-01-01"
+    target_end: str = "2019-12-31"
+    # region of the analysis-ready stores: (south, north) and (west, east) edges in degrees
+    lat_range: tuple[float, float] = (-60.0, 90.0)
+    lon_range: tuple[float, float] = (-180.0, 180.0)
+    # target preparation (DESIGN.md §1)
+    quality_flags: tuple[str, ...] = ("G",)
+    min_values_per_day: int = 6
+    min_days_per_sensor: int = 60
+    dynamic_inputs: tuple[str, ...] = C.DYNAMIC_INPUTS
+    static_inputs: tuple[str, ...] = C.STATIC_INPUTS
+    # train/validation split of the training stage
+    split: Literal["cell", "period"] = "cell"
+    val_fraction: float = 0.2  # share of target cells held out (split="cell")
+    val_start: str = "2017-01-01"  # held-out period (split="period")
+    val_end: str = "2019-12-31"
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """EA-LSTM (DESIGN.md §1)."""
+
+    hidden_size: int = 128
+    forget_bias: float = 5.0
+    dropout: float = 0.5
+    seq_length: int = 365
+    predict_last_n: int = 1  # 1: sequence-to-one (the paper)
+    dtype: Literal["float32", "bfloat16"] = "float32"  # parameters and activations
+    # jax matmul precision for h @ W_hh: "default" (TF32 on recent NVIDIA GPUs), "high", "highest"
+    matmul_precision: Literal["default", "high", "highest"] = "highest"
+    # training-time formulation of x_t @ W_ih (DESIGN.md §7): "auto" picks per backend
+    hoist: Literal["auto", "yes", "no"] = "auto"
+    remat: bool = True
+    unroll: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Ensemble training (issue: training engine)."""
+
+    layers: tuple[str, ...] = C.LAYERS
+    members: int = 5
+    shared_batches: bool = False  # True: every member sees the same batch
+    batch_size: int = 256
+    epochs: int = 30
+    # learning rate from the given epoch on (ealstm_regional / SoMo.ml schedule)
+    learning_rates: tuple[tuple[int, float], ...] = ((0, 1e-3), (10, 5e-4), (25, 1e-4))
+    clip_norm: float = 1.0
+    max_updates_per_epoch: Optional[int] = None
+    loss: Literal["nse", "mse"] = "nse"
+    nse_eps: float = 0.1
+    nse_sigma_units: Literal["raw", "normalized"] = "raw"
+    early_stopping_patience: Optional[int] = None  # epochs without validation improvement
+    keep_checkpoints: int = 3
+    checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
+    log_every_steps: int = 50
+    seed: int = 0
+    # mesh (`member`, `data`); 0 = as many devices as divide the member count
+    mesh_member_size: int = 0
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Rollout to the prediction store (issue: global rollout)."""
+
+    mode: Literal["auto", "exact", "chunked"] = "auto"  # auto: follows model.predict_last_n
+    start: str = "2000-01-01"
+    end: str = "2019-12-31"
+    region: Literal["land", "bbox", "cells"] = "land"
+    bbox: tuple[float, float, float, float] = (-60.0, 90.0, -180.0, 180.0)  # S, N, W, E
+    cells_file: str = ""  # for region="cells": CSV with latitude, longitude columns
+    tile_cells: int = 512  # cells per tile (one region write)
+    time_block_days: int = 1825  # output days per device pass
+    memory_budget_gb: float = 4.0
+    output: str = ""  # prediction store; empty: <workdir>/predictions.zarr
+    chunk_time: int = 365
+    chunk_lat: int = 60
+    chunk_lon: int = 60
+    export_dir: str = ""  # NetCDF export; empty: <workdir>/export
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Cross-validation and skill scores (issue: evaluation)."""
+
+    folds: int = 5
+    fold_seed: int = 0
+    anomaly_window_days: int = 35  # centred window [d-17, d+17]
+    anomaly_min_count: int = 10
+    quantiles: tuple[float, float] = (0.2, 0.8)
+    references: tuple[str, ...] = ()  # gridded products to score: paths (ESA CCI, SoMo.ml, stores)
+    output_dir: str = ""  # empty: <workdir>/evaluation
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Benchmarks (issue: benchmarks)."""
+
+    repeats: int = 5
+    warmup: int = 2
+    batch_size: int = 256
+    seq_length: int = 365
+    hidden_size: int = 128
+    rollout_days: int = 7305  # one cell x 2000-2019
+    output_dir: str = "benchmarks/results"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole somojax run."""
+
+    name: str = "paper"
+    workdir: str = "runs/{name}"  # every output of the run lives here
+    seed: int = 0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+    # --- derived paths ----------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        """The run's working directory."""
+        return Path(self.workdir.format(name=self.name))
+
+    @property
+    def raw_dir(self) -> Path:
+        """Where `somojax synth` writes the raw files of the synthetic Earth."""
+        return self.run_dir / "raw"
+
+    @property
+    def store_dir(self) -> Path:
+        """Where `somojax prepare` writes the analysis-ready stores."""
+        return Path(self.data.store_dir) if self.data.store_dir else self.run_dir / "stores"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where training writes one checkpoint directory per layer."""
+        return self.run_dir / "checkpoints"
+
+    @property
+    def predictions_path(self) -> Path:
+        return Path(self.infer.output) if self.infer.output else self.run_dir / C.PREDICTIONS_STORE
+
+    @property
+    def export_dir(self) -> Path:
+        return Path(self.infer.export_dir) if self.infer.export_dir else self.run_dir / "export"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return Path(self.evaluate.output_dir) if self.evaluate.output_dir else self.run_dir / "evaluation"
+
+
+SECTIONS: dict[str, type] = {
+    "synth": SynthConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "infer": InferConfig,
+    "evaluate": EvaluateConfig,
+    "bench": BenchConfig,
+}
+
+
+# ----------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------
+def configs_dir() -> Path:
+    """The folder of shipped configs (`$SOMOJAX_CONFIGS`, else `configs/` of the source tree)."""
+    env = os.environ.get("SOMOJAX_CONFIGS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def available_configs() -> list[str]:
+    d = configs_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A config name (`demo`) or a path (`my.yaml`) to an existing file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        return p
+    cand = configs_dir() / f"{name_or_path}.yaml"
+    if cand.exists():
+        return cand
+    raise ConfigError(
+        f"unknown config {str(name_or_path)!r}: no such file and not one of the shipped configs "
+        f"{available_configs()} in {configs_dir()}"
+    )
+
+
+def load_config(name_or_path: str | os.PathLike = "paper", overrides: Sequence[str] = ()) -> Config:
+    """Loads a config file (following `base:`), applies `section.key=value` overrides.
+
+    Args:
+      name_or_path: a shipped config name (`paper`, `demo`, `tiny`) or a YAML path.
+      overrides: command-line overrides such as `train.members=3`.
+
+    Returns:
+      The resolved, validated `Config`.
+    """
+    path = resolve_config_path(name_or_path)
+    tree = _load_tree(path, seen=())
+    cfg = _build(Config, tree, source={})
+    return apply_overrides(cfg, overrides)
+
+
+def _load_tree(path: Path, seen: tuple[Path, ...]) -> dict:
+    """Reads a YAML file and merges it over its `base:` chain; records each key's file."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} includes itself through `base:` ({' -> '.join(map(str, seen))})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    tree: dict = {}
+    if base:
+        base_path = Path(base)
+        if not base_path.is_absolute() and not base_path.suffix:
+            base_path = resolve_config_path(base)
+        elif not base_path.is_absolute():
+            base_path = path.parent / base_path
+        tree = _load_tree(base_path, seen + (path,))
+    _check_keys(raw, path)
+    return _merge(tree, _annotate(raw, path))
+
+
+def _annotate(raw: dict, path: Path) -> dict:
+    """Wraps leaves as (value, file) so that type errors can name the file."""
+    out: dict = {}
+    for k, v in raw.items():
+        if k in SECTIONS and isinstance(v, dict):
+            out[k] = {kk: (vv, path) for kk, vv in v.items()}
+        else:
+            out[k] = (v, path)
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _unknown(key: str, known: Sequence[str], where: str) -> ConfigError:
+    hint = difflib.get_close_matches(key, known, n=1)
+    msg = f"unknown key {key!r} in {where}"
+    if hint:
+        msg += f"; did you mean {hint[0]!r}?"
+    else:
+        msg += f"; known keys: {', '.join(known)}"
+    return ConfigError(msg)
+
+
+def _check_keys(raw: dict, path: Path) -> None:
+    top = [n for n in _field_names(Config)]
+    for k, v in raw.items():
+        if k not in top:
+            raise _unknown(k, top + ["base"], f"config {path}")
+        if k in SECTIONS:
+            if not isinstance(v, dict):
+                raise ConfigError(f"section {k!r} in config {path} must be a mapping, got {v!r}")
+            known = _field_names(SECTIONS[k])
+            for kk in v:
+                if kk not in known:
+                    raise _unknown(f"{k}.{kk}", [f"{k}.{n}" for n in known], f"config {path}")
+
+
+def _build(cls: type, tree: Mapping, source: Mapping) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in tree:
+            continue
+        node = tree[f.name]
+        if f.name in SECTIONS and cls is Config:
+            kwargs[f.name] = _build(SECTIONS[f.name], node, source)
+            continue
+        value, path = node
+        kwargs[f.name] = coerce(value, hints[f.name], f"{cls.__name__}.{f.name}", path)
+    return cls(**kwargs)
+
+
+def coerce(value: Any, tp: Any, name: str, path: Any = None) -> Any:
+    """Checks `value` against the type hint `tp`, converting lists to tuples and ints to floats."""
+    where = f" (in {path})" if path else ""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, name, path)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{name}={value!r}{where}: expected {_tname(tp)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{name}={value!r}{where}: must be one of {', '.join(map(repr, args))}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}={value!r}{where}: expected a list ({_tname(tp)})")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], name, path) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{name}={value!r}{where}: expected {len(args)} values ({_tname(tp)})")
+        return tuple(coerce(v, a, name, path) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}={value!r}{where}: expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}={value!r}{where}: expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name}={value!r}{where}: expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, datetime.date):  # YAML reads 2000-01-01 as a date
+            return value.isoformat()
+        raise ConfigError(f"{name}={value!r}{where}: expected a string")
+    raise ConfigError(f"{name}: unsupported type {tp!r}")  # pragma: no cover - a programming error
+
+
+def _tname(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Applies `section.key=value` (or top-level `key=value`) overrides."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+        parts = key.strip().split(".")
+        where = "command-line override"
+        if len(parts) == 1:
+            names = [n for n in _field_names(Config) if n not in SECTIONS]
+            if parts[0] not in names:
+                raise _unknown(parts[0], names, where)
+            hint = typing.get_type_hints(Config)[parts[0]]
+            cfg = dataclasses.replace(cfg, **{parts[0]: coerce(value, hint, f"Config.{parts[0]}", where)})
+        elif len(parts) == 2 and parts[0] in SECTIONS:
+            cls = SECTIONS[parts[0]]
+            names = _field_names(cls)
+            if parts[1] not in names:
+                raise _unknown(key, [f"{parts[0]}.{n}" for n in names], where)
+            hint = typing.get_type_hints(cls)[parts[1]]
+            section = getattr(cfg, parts[0])
+            section = dataclasses.replace(section, **{parts[1]: coerce(value, hint, key, where)})
+            cfg = dataclasses.replace(cfg, **{parts[0]: section})
+        else:
+            raise _unknown(key, list(SECTIONS), where)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------
+# saving
+# ----------------------------------------------------------------------------------------
+def to_dict(cfg: Config) -> dict:
+    """The config as plain YAML/JSON-able data (tuples become lists)."""
+
+    def plain(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, (tuple, list)):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(cfg)
+
+
+def from_dict(d: Mapping, source: str = "saved config") -> Config:
+    """Rebuilds a `Config` from `to_dict` output (e.g. the copy stored in a checkpoint)."""
+    d = dict(d)
+    _check_keys(d, Path(source))
+    tree = _annotate(d, Path(source))
+    return _build(Config, tree, source={})
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Writes the resolved config as YAML (atomically) and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("# resolved somojax configuration\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,1 @@
+"""Training samples from the analysis-ready stores: valid (cell, day) tables, windows, grain."""

@@ -1,0 +1,1 @@
+"""Cross-validation, skill metrics, reference datasets, figures and the report."""

@@ -1,0 +1,111 @@
+"""Normalisation statistics: computed on the training cells and period, carried by checkpoints.
+
+`NormStats` holds mean and standard deviation per input variable and of each layer's target, the
+cells and period they were computed on, and the variable order. It is written as JSON next to
+the stores (`normalization.json`) and inside every checkpoint, so inference needs nothing else
+(STYLE.md §8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from somojax.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Means and standard deviations used to z-score inputs and targets.
+
+    Attributes:
+      mean, std: per variable name (dynamic inputs, statics, upper-layer inputs `sm_L1`...).
+      target_mean, target_std: per layer (`L1`...), of the target soil moisture [m3 m-3].
+      cells: global cell ids of the training cells the statistics were computed on.
+      period: (first day, last day) of the training period, ISO dates.
+    """
+
+    mean: Mapping[str, float]
+    std: Mapping[str, float]
+    target_mean: Mapping[str, float] = field(default_factory=dict)
+    target_std: Mapping[str, float] = field(default_factory=dict)
+    cells: tuple[int, ...] = ()
+    period: tuple[str, str] = ("", "")
+
+    def vector(self, names: tuple[str, ...] | list[str], what: str = "mean") -> np.ndarray:
+        """Stats of `names` in that order as float32 [len(names)]; a missing name is an error."""
+        table = self.mean if what == "mean" else self.std
+        missing = [n for n in names if n not in table]
+        if missing:
+            raise CheckpointError(
+                f"normalisation statistics have no {what} for {missing}; they cover {sorted(table)}"
+            )
+        return np.asarray([table[n] for n in names], np.float32)
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = dict(self.mean), dict(self.std)
+        d["target_mean"], d["target_std"] = dict(self.target_mean), dict(self.target_std)
+        d["cells"] = [int(c) for c in self.cells]
+        d["period"] = list(self.period)
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "normalisation statistics") -> "NormStats":
+        try:
+            d = json.loads(text)
+            return cls(
+                mean={k: float(v) for k, v in d["mean"].items()},
+                std={k: float(v) for k, v in d["std"].items()},
+                target_mean={k: float(v) for k, v in d.get("target_mean", {}).items()},
+                target_std={k: float(v) for k, v in d.get("target_std", {}).items()},
+                cells=tuple(int(c) for c in d.get("cells", ())),
+                period=tuple(d.get("period", ("", ""))),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source} is not a valid statistics file: {e!r}") from None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NormStats":
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"normalisation statistics {path} do not exist; run `somojax prepare` first")
+        return cls.from_json(path.read_text(), source=str(path))
+
+
+def mean_std(values: np.ndarray, name: str = "variable", min_std: float = 1e-8) -> tuple[float, float]:
+    """NaN-aware mean and (population) standard deviation, in float64.
+
+    A constant variable gets std 1 so that z-scoring leaves it at 0 instead of dividing by 0.
+    """
+    v = np.asarray(values, np.float64)
+    n = int(np.sum(np.isfinite(v)))
+    if n == 0:
+        raise ValueError(f"cannot compute statistics of {name}: no finite value")
+    m = float(np.nanmean(v))
+    s = float(np.nanstd(v))
+    return m, (s if s > min_std else 1.0)
+
+
+def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(x − mean) / std along the last axis."""
+    return (x - mean) / std
+
+
+def denormalize(y: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """y · std + mean."""
+    return y * std + mean

@@ -1,0 +1,1 @@
+"""Raw files -> analysis-ready Zarr stores (xarray/dask; no JAX here)."""

@@ -1,0 +1,195 @@
+"""The analysis-ready and output stores: their schema, validation on read, and safe writing.
+
+Every stage reads only the stores of the stage before (DESIGN.md §3). The schema below is the
+contract between them; `open_store` checks it so that a wrong store fails with a message saying
+what is wrong instead of a shape error deep inside training.
+
+| store (in the store dir)  | dims                                  | variables |
+|---------------------------|---------------------------------------|-----------|
+| `forcings.zarr`           | (time, latitude, longitude)           | the dynamic inputs (`log_tp`, `t2m`, `snr`, `ssrd`, `q`, `skt`) |
+|                           | (layer, time, latitude, longitude)    | `sm_era5`: ERA5 soil moisture on the target layers |
+| `statics.zarr`            | (latitude, longitude)                 | the ten statics, and `land` (1 land, 0 not) |
+| `targets.zarr`            | (layer, cell, time)                   | `sm` [m3 m-3], NaN where missing |
+|                           | (layer, cell)                         | `n_series`, `provenance` (network/station/sensor@depths) |
+|                           | coords on `cell`                      | `cell` (global cell id), `latitude`, `longitude` |
+| `truth.zarr` (synthetic)  | (layer, time, latitude, longitude)    | `sm_true` |
+| `predictions.zarr`        | (layer, time, latitude, longitude)    | `sm` (ensemble mean), `sm_spread` (member std) |
+
+`latitude` increases and `longitude` runs −180..180 on a 0.25° grid of cell centres; `time` is
+daily (datetime64, midnight UTC); `layer` holds `L1`, `L2`, `L3`. Each store has the global
+attributes `somojax_store` (its kind) and `somojax_schema` (the schema version).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import xarray as xr
+
+from somojax import constants as C
+from somojax.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StoreSchema:
+    """What a store must contain: variables with their dims, and required coordinates."""
+
+    kind: str
+    variables: dict[str, tuple[str, ...]]
+    coords: tuple[str, ...]
+    gridded: bool = True  # has a regular 0.25° latitude/longitude grid
+    daily: bool = True  # has a daily time axis
+
+
+FORCINGS = StoreSchema(
+    "forcings",
+    {**{v: (C.TIME, C.LAT, C.LON) for v in C.DYNAMIC_INPUTS}, C.SM_ERA5: (C.LAYER, C.TIME, C.LAT, C.LON)},
+    (C.TIME, C.LAT, C.LON, C.LAYER),
+)
+STATICS = StoreSchema(
+    "statics",
+    {**{v: (C.LAT, C.LON) for v in C.STATIC_INPUTS}, C.LAND_MASK: (C.LAT, C.LON)},
+    (C.LAT, C.LON),
+    daily=False,
+)
+TARGETS = StoreSchema(
+    "targets",
+    {C.SM: (C.LAYER, C.CELL, C.TIME), "n_series": (C.LAYER, C.CELL), "provenance": (C.LAYER, C.CELL)},
+    (C.LAYER, C.CELL, C.TIME, C.LAT, C.LON),
+    gridded=False,
+)
+TRUTH = StoreSchema("truth", {C.SM_TRUE: (C.LAYER, C.TIME, C.LAT, C.LON)}, (C.LAYER, C.TIME, C.LAT, C.LON))
+PREDICTIONS = StoreSchema(
+    "predictions",
+    {C.SM: (C.LAYER, C.TIME, C.LAT, C.LON), C.SM_SPREAD: (C.LAYER, C.TIME, C.LAT, C.LON)},
+    (C.LAYER, C.TIME, C.LAT, C.LON),
+)
+SCHEMAS = {s.kind: s for s in (FORCINGS, STATICS, TARGETS, TRUTH, PREDICTIONS)}
+FILENAMES = {
+    "forcings": C.FORCINGS_STORE,
+    "statics": C.STATICS_STORE,
+    "targets": C.TARGETS_STORE,
+    "truth": C.TRUTH_STORE,
+    "predictions": C.PREDICTIONS_STORE,
+}
+
+
+def validate(ds: xr.Dataset, kind: str, source: str | os.PathLike = "dataset", variables: Iterable[str] | None = None) -> None:
+    """Raises `StoreError` naming the first problem found against the schema of `kind`.
+
+    Args:
+      ds: the dataset (lazily opened is fine: only coordinates are read).
+      kind: one of `forcings`, `statics`, `targets`, `truth`, `predictions`.
+      source: the store path, for messages.
+      variables: the variables required (default: all of the schema). A forcing store made for a
+        subset of inputs can be validated against that subset.
+    """
+    schema = SCHEMAS[kind]
+    found = ds.attrs.get("somojax_store")
+    if found is not None and found != kind:
+        raise StoreError(f"{source} is a {found!r} store, expected a {kind!r} store")
+    required = schema.variables if variables is None else {v: schema.variables.get(v, (C.TIME, C.LAT, C.LON)) for v in variables}
+    for var, dims in required.items():
+        if var not in ds.variables:
+            raise StoreError(
+                f"{source}: variable {var!r} is missing (the {kind} store needs {sorted(required)}; "
+                f"it has {sorted(ds.data_vars)}). Re-run `somojax prepare` or fix the store."
+            )
+        if tuple(ds[var].dims) != tuple(dims):
+            raise StoreError(f"{source}: variable {var!r} has dims {tuple(ds[var].dims)}, expected {tuple(dims)}")
+    for coord in schema.coords:
+        if coord not in ds.coords:
+            raise StoreError(f"{source}: coordinate {coord!r} is missing (found {sorted(ds.coords)})")
+    if schema.gridded:
+        for d in (C.LAT, C.LON):
+            v = np.asarray(ds[d].values, np.float64)
+            if v.size > 1 and not np.allclose(np.diff(v), C.GRID_RES, atol=1e-4):
+                raise StoreError(f"{source}: {d} must increase in 0.25° steps (got steps {np.unique(np.diff(v))[:4]})")
+            off = (v - C.GRID_RES / 2) / C.GRID_RES
+            if not np.allclose(off, np.round(off), atol=1e-3):
+                raise StoreError(f"{source}: {d} values are not 0.25° cell centres (first: {v[:3]})")
+        lon = ds[C.LON].values
+        if lon.size and (lon.min() < -180 or lon.max() > 180):
+            raise StoreError(f"{source}: longitude must lie in -180..180 (found {lon.min()}..{lon.max()})")
+    if schema.daily and C.TIME in ds.coords:
+        t = ds[C.TIME].values
+        if not np.issubdtype(t.dtype, np.datetime64):
+            raise StoreError(f"{source}: time has dtype {t.dtype}, expected datetime64")
+        if t.size > 1 and not np.all(np.diff(t) == np.timedelta64(1, "D")):
+            raise StoreError(f"{source}: time must be consecutive days without gaps")
+    if C.LAYER in ds.coords:
+        bad = [str(x) for x in ds[C.LAYER].values if str(x) not in C.LAYERS]
+        if bad:
+            raise StoreError(f"{source}: unknown layer labels {bad}; expected a subset of {C.LAYERS}")
+
+
+def store_path(store_dir: str | os.PathLike, kind: str) -> Path:
+    """The path of a store of `kind` inside a store directory."""
+    return Path(store_dir) / FILENAMES[kind]
+
+
+def open_store(path: str | os.PathLike, kind: str, variables: Iterable[str] | None = None) -> xr.Dataset:
+    """Opens a Zarr store lazily and validates it against the schema of `kind`.
+
+    `path` may be the store itself or a store directory holding it.
+    """
+    path = Path(path)
+    if path.is_dir() and not (path / "zarr.json").exists() and (path / FILENAMES[kind]).exists():
+        path = path / FILENAMES[kind]
+    if not path.exists():
+        raise StoreError(f"the {kind} store {path} does not exist; run the stage that writes it first")
+    try:
+        ds = xr.open_zarr(path, consolidated=None)
+    except Exception as e:  # zarr raises a variety of errors for broken stores
+        raise StoreError(f"{path} is not a readable Zarr store: {e}") from None
+    validate(ds, kind, path, variables)
+    return ds
+
+
+def write_store(ds: xr.Dataset, path: str | os.PathLike, kind: str, encoding: dict | None = None) -> Path:
+    """Validates `ds` and writes it as a Zarr v3 store atomically (temporary path, then rename).
+
+    A crash mid-write leaves no half-written store behind under `path`.
+    """
+    path = Path(path)
+    validate(ds, kind, path)
+    ds = ds.copy()
+    ds.attrs.update({"somojax_store": kind, "somojax_schema": SCHEMA_VERSION})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def cf_attrs(var: str) -> dict:
+    """CF attributes (units, long_name) of a known variable."""
+    attrs = {}
+    if var in C.UNITS:
+        attrs["units"] = C.UNITS[var]
+    if var in C.LONG_NAMES:
+        attrs["long_name"] = C.LONG_NAMES[var]
+    return attrs
+
+
+def grid_coord_attrs() -> dict[str, dict]:
+    """CF attributes of the grid, layer and time coordinates."""
+    return {
+        C.LAT: {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude of the cell centre"},
+        C.LON: {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude of the cell centre"},
+        C.LAYER: {"long_name": "soil layer", "depth_bounds_cm": str({k: list(v) for k, v in C.LAYER_BOUNDS_CM.items()})},
+    }

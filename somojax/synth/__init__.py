@@ -1,0 +1,2 @@
+"""The synthetic Earth (DESIGN.md §5): weather, a bucket-model truth, stations and an ERA5-like
+reanalysis, written in the raw formats of real data so `prepare` reads it like real data."""

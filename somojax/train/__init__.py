@@ -1,0 +1,1 @@
+"""Ensemble training: sharded jitted step, epochs, validation, orbax checkpoints, cascade."""

@@ -1,0 +1,47 @@
+"""Test setup: 8 fake CPU devices for sharding tests, shared sample-data paths, markers.
+
+XLA_FLAGS must be set before jax is imported anywhere, hence at the top of conftest.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared_data() -> Path | None:
+    """The real sample files (../shared/data beside the checkout, or $SOMOJAX_SHARED_DATA)."""
+    for cand in (os.environ.get("SOMOJAX_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"):
+        if cand and (Path(cand) / "README.md").exists():
+            return Path(cand)
+    return None
+
+
+SHARED_DATA = _shared_data()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the real sample data; tests needing it are skipped (with the reason) without it."""
+    if SHARED_DATA is None:
+        pytest.skip("real sample data not found: set SOMOJAX_SHARED_DATA to the shared/data folder")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    import jax
+
+    has_gpu = jax.default_backend() == "gpu"
+    has_torch = importlib.util.find_spec("torch") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+        if "torch" in item.keywords and not has_torch:
+            item.add_marker(pytest.mark.skip(reason="needs PyTorch (pip install 'somojax[torch]')"))

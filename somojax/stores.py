@@ -147,7 +147,7 @@ def open_store(path: str | os.PathLike, kind: str, variables: Iterable[str] | No
     if not path.exists():
         raise StoreError(f"the {kind} store {path} does not exist; run the stage that writes it first")
     try:
-        ds = xr.open_zarr(path, consolidated=None)
+        ds = xr.open_zarr(path, consolidated=False)
     except Exception as e:  # zarr raises a variety of errors for broken stores
         raise StoreError(f"{path} is not a readable Zarr store: {e}") from None
     validate(ds, kind, path, variables)

@@ -156,6 +156,8 @@ class EvaluateConfig:
     quantiles: tuple[float, float] = (0.2, 0.8)
     references: tuple[str, ...] = ()  # gridded products to score: paths (ESA CCI, SoMo.ml, stores)
     output_dir: str = ""  # empty: <workdir>/evaluation
+    # score every dataset only on days where all datasets have a value (the paper's robustness check)
+    common_days: bool = False
 
 
 @dataclass(frozen=True)

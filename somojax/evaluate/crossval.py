@@ -251,10 +251,11 @@ def cross_validate(
     Writes `folds.csv`, `folds.json`, `folds/<k>/` (checkpoints, test predictions, done.json)
     and `cv_predictions.zarr` into `cfg.evaluation_dir`.
     """
-    from somojax.evaluate import cascade
+    if train_fn is None or predict_fn is None:
+        from somojax.evaluate import cascade
 
-    train_fn = train_fn or cascade.train_fold
-    predict_fn = predict_fn or cascade.predict_fold
+        train_fn = train_fn or cascade.train_fold
+        predict_fn = predict_fn or cascade.predict_fold
     out = cfg.evaluation_dir
     k, seed = cfg.evaluate.folds, cfg.evaluate.fold_seed
     folds = assign_folds(layer_presence(targets), k, seed)

@@ -29,6 +29,8 @@ from somojax import constants as C  # noqa: E402
 from somojax.evaluate.metrics import METRICS  # noqa: E402
 
 DPI = 110
+# matplotlib >= 3.10 names box plot orientation explicitly (`vert` is deprecated there)
+_HORIZONTAL = {"orientation": "horizontal"} if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10) else {"vert": False}
 LAYER_TITLES = {k: f"{k}: {int(a)}–{int(b)} cm" for k, (a, b) in C.LAYER_BOUNDS_CM.items()}
 SM_LABEL = "soil moisture [m³ m⁻³]"
 
@@ -144,7 +146,7 @@ def fig_metric_boxplots(
             ordered = [stats[i] for i in order]
             for s in ordered:
                 s.pop("_k")
-            bp = ax.bxp(ordered, vert=False, showfliers=False, patch_artist=True, widths=0.6)
+            bp = ax.bxp(ordered, showfliers=False, patch_artist=True, widths=0.6, **_HORIZONTAL)
             for patch, i in zip(bp["boxes"], order):
                 patch.set_facecolor("tab:orange" if names[i] == primary else "tab:blue")
                 patch.set_alpha(0.6)

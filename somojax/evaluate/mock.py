@@ -52,7 +52,7 @@ def mock_stores(
     lon = grid.lon_centres(west, west + n_lon * C.GRID_RES)
     time = pd.date_range(start, periods=days, freq="D")
     nl = len(C.LAYERS)
-    doy = time.dayofyear.to_numpy()
+    doy = time.day_of_year.to_numpy()
     season = 0.08 * np.sin(2 * np.pi * (doy - 80) / 365.25)
     base = 0.25 + 0.05 * rng.uniform(-1, 1, (1, 1, n_lat, n_lon))
     smoothing = {0: 5, 1: 12, 2: 25}
@@ -98,7 +98,9 @@ def mock_stores(
             e = era5[k, :, i, j]
             x = e.mean() + (x - x.mean()) * e.std() / x.std()
             gaps = rng.random(days) < 0.15
-            gaps[rng.integers(0, days - 60) : ][:40] = True  # one long gap
+            glen = min(40, days // 4)
+            g0 = int(rng.integers(0, max(days - glen, 1)))
+            gaps[g0 : g0 + glen] = True  # one long gap
             tgt[k, c] = np.where(gaps, np.nan, x)
             p = pred[k, :, i, j] + rng.normal(0, 0.01, days)
             cv[k, c] = e.mean() + (p - p.mean()) * e.std() / p.std()

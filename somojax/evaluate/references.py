@@ -303,13 +303,14 @@ def _nearest(grid: np.ndarray, x: np.ndarray, periodic: bool = False) -> tuple[n
     left, right = grid[i - 1], grid[i]
     idx = np.where(np.abs(x - left) <= np.abs(right - x), i - 1, i)
     dist = np.abs(grid[idx] - x)
-    if periodic:  # longitude: also across the dateline
-        wrap = np.minimum(np.abs(grid[0] + 360.0 - x), np.abs(x + 360.0 - grid[-1]))
-        use_first = np.abs(grid[0] + 360.0 - x) < dist
-        use_last = np.abs(x + 360.0 - grid[-1]) < dist
-        idx = np.where(use_first, 0, np.where(use_last, grid.size - 1, idx))
-        dist = np.minimum(dist, wrap)
-    half_step = float(np.max(np.diff(grid))) / 2
+    steps = np.diff(grid)
+    if periodic:  # longitude: the nearest point may lie across the dateline
+        d_first = np.abs(grid[0] + 360.0 - x)
+        d_last = np.abs(x + 360.0 - grid[-1])
+        idx = np.where(d_first < dist, 0, np.where(d_last < dist, grid.size - 1, idx))
+        dist = np.minimum(dist, np.minimum(d_first, d_last))
+        steps = np.append(steps, grid[0] + 360.0 - grid[-1])
+    half_step = float(np.min(steps[steps > 0])) / 2  # the grid step (a regional grid may skip cells)
     return idx, dist <= half_step + 1e-6
 
 

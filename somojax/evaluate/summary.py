@@ -25,6 +25,7 @@ CONTINENT_BOXES: tuple[tuple[str, float, float, float, float], ...] = (
     ("Antarctica", -90.0, -60.0, -180.0, 180.0),
     ("South America", -60.0, 12.5, -82.0, -34.0),
     ("North America", 7.0, 90.0, -170.0, -50.0),
+    ("Europe", 63.0, 67.0, -25.0, -13.0),  # Iceland (before Greenland's box)
     ("North America", 59.0, 90.0, -75.0, -10.0),  # Greenland
     ("North America", 50.0, 72.0, -180.0, -168.0),  # western Alaska, Aleutians
     ("Africa", -35.0, 35.8, -20.0, 32.0),

@@ -72,6 +72,16 @@ class DataConfig:
     quality_flags: tuple[str, ...] = ("G",)
     min_values_per_day: int = 6
     min_days_per_sensor: int = 60
+    # rescaling to ERA5 needs at least this many days on which series and ERA5 both have a value
+    min_overlap_days: int = 60
+    # ERA5 hourly accumulations: "hourly" (ERA5/CDS: amount of the preceding hour) or
+    # "since_00utc" (ERA5-Land: running total since 00 UTC, day total stamped D+1 00:00)
+    era5_accumulation: Literal["hourly", "since_00utc"] = "hourly"
+    # Zarr chunks of forcings.zarr: days x cells x cells (docs/stores.md)
+    chunk_days: int = 1461
+    chunk_cells: int = 24
+    # arid = net radiation / precipitation: precipitation below this floor [mm/year] is raised to it
+    arid_min_precip: float = 1.0
     dynamic_inputs: tuple[str, ...] = C.DYNAMIC_INPUTS
     static_inputs: tuple[str, ...] = C.STATIC_INPUTS
     # train/validation split of the training stage

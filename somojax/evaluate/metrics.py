@@ -161,17 +161,21 @@ def check_window(window_days: int, min_count: int) -> None:
 
 
 def _anomalies_np(a: np.ndarray, half: int, min_count: int) -> np.ndarray:
-    """Anomalies along the last axis via cumulative sums (float64 sums, int64 counts)."""
+    """Anomalies along the last axis via cumulative sums (float64 sums, int64 counts).
+
+    The series is padded with `half` empty days on both sides, so that every window sum is a
+    difference of two cumulative sums taken with plain slices, and windows at the ends of the
+    series automatically hold only the days that exist.
+    """
     a = np.asarray(a, np.float64)
     t = a.shape[-1]
     valid = np.isfinite(a)
-    pad = [(0, 0)] * (a.ndim - 1) + [(1, 0)]
-    cs = np.pad(np.cumsum(np.where(valid, a, 0.0), axis=-1), pad)
-    cn = np.pad(np.cumsum(valid, axis=-1, dtype=np.int64), pad)
-    idx = np.arange(t)
-    lo, hi = np.clip(idx - half, 0, t), np.clip(idx + half + 1, 0, t)  # window [d−half, d+half] ∩ series
-    total = cs[..., hi] - cs[..., lo]
-    count = cn[..., hi] - cn[..., lo]
+    pad = [(0, 0)] * (a.ndim - 1) + [(half + 1, half)]  # one extra leading zero: cs[..., 0] = 0
+    cs = np.cumsum(np.pad(np.where(valid, a, 0.0), pad), axis=-1)
+    cn = np.cumsum(np.pad(valid, pad), axis=-1, dtype=np.int64)
+    w = 2 * half + 1
+    total = cs[..., w : w + t] - cs[..., :t]  # window [d − half, d + half] ∩ series
+    count = cn[..., w : w + t] - cn[..., :t]
     ok = valid & (count >= min_count)
     mean = np.divide(total, count, out=np.full_like(total, np.nan), where=count > 0)
     return np.where(ok, a - mean, np.nan)

@@ -140,6 +140,7 @@ def recurrence(
     unroll: int = 1,
     precision: str | None = "highest",
     compute_dtype: Any = None,
+    custom_vjp: bool = False,
 ) -> jax.Array:
     """Runs the EA-LSTM over whole sequences from a zero state.
 
@@ -153,10 +154,18 @@ def recurrence(
       remat: rematerialise each step in the backward pass (`jax.checkpoint`).
       unroll: `lax.scan` unroll factor.
       precision, compute_dtype: see `cell`.
+      custom_vjp: same values, gradients from the hand-written backward pass of
+        `somojax.models.recurrence` (faster training; `remat` and `unroll` do not apply).
 
     Returns:
       [B, last_n, H] hidden states of the last `last_n` days.
     """
+    if custom_vjp:
+        from somojax.models.recurrence import recurrence_vjp
+
+        return recurrence_vjp(
+            params, x_d, x_s, last_n=last_n, hoist=hoist, precision=precision, compute_dtype=compute_dtype
+        )
     b, t, _ = x_d.shape
     hs = params["W_hh"].shape[0]
     i = input_gate(params, x_s)
@@ -222,6 +231,7 @@ def forward(
     unroll: int = 1,
     precision: str | None = "highest",
     compute_dtype: Any = None,
+    custom_vjp: bool = False,
 ) -> jax.Array:
     """EA-LSTM predictions in normalised target units.
 
@@ -242,6 +252,7 @@ def forward(
         unroll=unroll,
         precision=precision,
         compute_dtype=compute_dtype,
+        custom_vjp=custom_vjp,
     )
     h = dropout(h, dropout_rate, dropout_key, deterministic)
     return head(params, h)

@@ -1,0 +1,127 @@
+"""Training-step variants of the EA-LSTM on this machine, timed round-robin in one process.
+
+One member (and optionally an N-member ensemble) at batch B x T days x H hidden, fwd + bwd +
+clip + Adam, fp32. Compile time excluded; median of repeats; ratios against the first variant.
+
+    python benchmarks/bench_train_step.py                    # 1 member, paper shapes
+    python benchmarks/bench_train_step.py --members 5        # + the 5-member ensemble step
+    python benchmarks/bench_train_step.py --variants autodiff vjp vjp-u2 --repeats 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from somojax.utils.malloc import keep_freed_memory
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from somojax.models import ealstm, ensemble
+from somojax.models.recurrence import recurrence_vjp
+
+VARIANTS = {
+    # name: (kind, kwargs)
+    "autodiff": ("autodiff", dict(hoist=False, remat=True, unroll=1)),
+    "autodiff-hoist": ("autodiff", dict(hoist=True, remat=False, unroll=1)),
+    "vjp": ("vjp", dict(hoist=False, block=8)),
+    "vjp-hoist": ("vjp", dict(hoist=True, block=8)),
+    "vjp-b16": ("vjp", dict(hoist=False, block=16)),
+    "vjp-b32": ("vjp", dict(hoist=False, block=32)),
+    "vjp-nobarrier": ("vjp", dict(hoist=False, block=8, split_barrier=False)),
+}
+
+
+def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap"):
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
+
+    def fwd(p, xd, xs):
+        if kind == "autodiff":
+            h = ealstm.recurrence(p, xd, xs, **kw)
+        else:
+            h = recurrence_vjp(p, xd, xs, **kw)
+        return ealstm.head(p, h)[:, 0]
+
+    def one(p, o, xd, xs, y):
+        loss, g = jax.value_and_grad(lambda p: jnp.mean((fwd(p, xd, xs) - y) ** 2))(p)
+        u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, loss
+
+    if members is None:
+        return jax.jit(one, donate_argnums=(0, 1)), tx
+    if member_mode == "vmap":
+        return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), tx
+
+    def mapped(p, o, xd, xs, y):
+        return jax.lax.map(lambda a: one(*a), (p, o, xd, xs, y))
+
+    return jax.jit(mapped, donate_argnums=(0, 1)), tx
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--members", type=int, default=0, help="also time an N-member step (0: skip)")
+    ap.add_argument("--variants", nargs="+", default=["autodiff", "vjp", "vjp-hoist", "vjp-b16"])
+    ap.add_argument("--ensemble-variant", default="vjp")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default="")
+    ap.add_argument("--default-malloc", action="store_true", help="leave glibc malloc at its defaults")
+    a = ap.parse_args()
+    if not a.default_malloc:
+        keep_freed_memory()
+    B, T, H, D, S = a.batch, a.days, a.hidden, 6, 10
+    rng = np.random.default_rng(0)
+    xd = jnp.asarray(rng.standard_normal((B, T, D)), jnp.float32)
+    xs = jnp.asarray(rng.standard_normal((B, S)), jnp.float32)
+    y = jnp.asarray(rng.standard_normal((B,)), jnp.float32)
+
+    cases = {}
+    for name in a.variants:
+        kind, kw = VARIANTS[name]
+        fn, tx = make_step(kind, kw, None)
+        p = ealstm.init_params(jax.random.key(0), D, S, H)
+        cases[name] = [fn, p, tx.init(p), (xd, xs, y)]
+    if a.members:
+        M = a.members
+        kind, kw = VARIANTS[a.ensemble_variant]
+        for mode in ("vmap", "map"):
+            fn, tx = make_step(kind, kw, M, mode)
+            p = ensemble.init_ensemble(jax.random.key(0), M, D, S, H)
+            batch = tuple(jnp.broadcast_to(v, (M,) + v.shape) + 0 for v in (xd, xs, y))
+            cases[f"{a.ensemble_variant} x{M} {mode}"] = [fn, p, jax.vmap(tx.init)(p), batch]
+
+    compile_s = {}
+    for name, c in cases.items():
+        t0 = time.perf_counter()
+        c[1], c[2], loss = c[0](c[1], c[2], *c[3])
+        jax.block_until_ready(loss)
+        compile_s[name] = time.perf_counter() - t0
+    times = {n: [] for n in cases}
+    for _ in range(a.repeats):
+        for name, c in cases.items():
+            t0 = time.perf_counter()
+            c[1], c[2], loss = c[0](c[1], c[2], *c[3])
+            jax.block_until_ready((c[1], loss))
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times[a.variants[0]])
+    print(f"B={B} T={T} H={H} D={D} S={S}, {jax.devices()[0].platform}, {a.repeats} repeats round-robin")
+    rows = []
+    for name in cases:
+        m = statistics.median(times[name])
+        rows.append({"variant": name, "median_ms": m * 1e3, "ratio": m / base, "first_call_s": compile_s[name]})
+        print(f"{name:>22}: {m*1e3:8.1f} ms  ratio {m/base:5.2f}  (first call {compile_s[name]:.1f} s)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"shape": dict(B=B, T=T, H=H, D=D, S=S), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The hand-written backward pass of the EA-LSTM against jax.grad of the plain recurrence and NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from somojax.models import ealstm
+from somojax.models.recurrence import recurrence_vjp
+
+
+def _params(seed, d, s, h, scale=0.3):
+    rng = np.random.default_rng(seed)
+    return {k: jnp.asarray(rng.standard_normal(shape) * scale, jnp.float32) for k, shape in ealstm.param_shapes(d, s, h).items()}
+
+
+def _numpy_grads(p, x_d, x_s, w):
+    """d/dθ Σ w·h_T of the EA-LSTM, float64, by central finite differences of a NumPy forward."""
+    from tests.test_ealstm import _sigmoid
+
+    def hidden(q):
+        i = _sigmoid(x_s @ q["W_sh"] + q["b_s"])
+        h = np.zeros((x_d.shape[0], q["W_hh"].shape[0]))
+        c = np.zeros_like(h)
+        for t in range(x_d.shape[1]):
+            f, o, g = np.split(h @ q["W_hh"] + x_d[:, t] @ q["W_ih"] + q["b"], 3, axis=1)
+            c = _sigmoid(f) * c + i * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+        return np.sum(h * w)
+
+    q = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    out = {}
+    for k in ("W_hh", "W_ih", "b", "W_sh", "b_s"):
+        g = np.zeros_like(q[k])
+        for idx in np.ndindex(q[k].shape):
+            old = q[k][idx]
+            q[k][idx] = old + 1e-6
+            up = hidden(q)
+            q[k][idx] = old - 1e-6
+            down = hidden(q)
+            q[k][idx] = old
+            g[idx] = (up - down) / 2e-6
+        out[k] = g
+    return out
+
+
+@pytest.mark.parametrize(
+    "last_n,hoist,block",
+    # seq-to-one / last n / every step; blocks that leave a remainder, divide T, exceed T
+    [(1, False, 8), (1, True, 23), (5, False, 5), (5, True, 64), (23, False, 8), (23, True, 4)],
+)
+def test_grads_match_autodiff(last_n, hoist, block):
+    b, t, d, s, h = 4, 23, 6, 10, 12
+    p = _params(0, d, s, h)
+    rng = np.random.default_rng(1)
+    x_d = jnp.asarray(rng.standard_normal((b, t, d)), jnp.float32)
+    x_s = jnp.asarray(rng.standard_normal((b, s)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((b, last_n, h)), jnp.float32)
+
+    def plain(p, x):
+        return jnp.sum(ealstm.recurrence(p, x, x_s, last_n=last_n, hoist=False) * w)
+
+    def custom(p, x):
+        return jnp.sum(recurrence_vjp(p, x, x_s, last_n=last_n, hoist=hoist, block=block) * w)
+
+    v1, (g1, gx1) = jax.jit(jax.value_and_grad(plain, argnums=(0, 1)))(p, x_d)
+    v2, (g2, gx2) = jax.jit(jax.value_and_grad(custom, argnums=(0, 1)))(p, x_d)
+    assert float(v1) == float(v2)  # same forward operations: identical values
+    for k in ("W_hh", "W_ih", "b", "W_sh", "b_s"):
+        scale = float(jnp.max(jnp.abs(g1[k])))
+        np.testing.assert_allclose(np.asarray(g2[k]), np.asarray(g1[k]), atol=1e-5 * max(scale, 1.0), rtol=0, err_msg=k)
+    np.testing.assert_allclose(np.asarray(gx2), np.asarray(gx1), atol=1e-5, rtol=0)
+
+
+def test_grads_match_numpy_float64_finite_differences():
+    b, t, d, s, h = 3, 9, 2, 3, 4
+    p = _params(2, d, s, h, scale=0.5)
+    rng = np.random.default_rng(3)
+    x_d = rng.standard_normal((b, t, d))
+    x_s = rng.standard_normal((b, s))
+    w = rng.standard_normal((b, h))
+    g = jax.grad(lambda p: jnp.sum(recurrence_vjp(p, jnp.asarray(x_d, jnp.float32), jnp.asarray(x_s, jnp.float32), block=4)[:, 0] * w))(p)
+    want = _numpy_grads(p, x_d, x_s, w)
+    for k, v in want.items():
+        np.testing.assert_allclose(np.asarray(g[k]), v, atol=2e-5, rtol=1e-4, err_msg=k)
+
+
+def test_forward_through_ealstm_switch_is_the_same_model():
+    p = _params(4, 6, 10, 8)
+    rng = np.random.default_rng(5)
+    x_d = jnp.asarray(rng.standard_normal((5, 17, 6)), jnp.float32)
+    x_s = jnp.asarray(rng.standard_normal((5, 10)), jnp.float32)
+    for n in (1, 4):
+        for hoist in (False, True):
+            a = ealstm.forward(p, x_d, x_s, predict_last_n=n, hoist=hoist)
+            b = ealstm.forward(p, x_d, x_s, predict_last_n=n, custom_vjp=True, hoist=hoist)
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
+
+
+def test_vmapped_over_members_equals_each_member():
+    """The ensemble step vmaps the custom VJP over members: gradients must not mix members."""
+    ps = [_params(10 + m, 6, 10, 8) for m in range(3)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *ps)
+    rng = np.random.default_rng(6)
+    x_d = jnp.asarray(rng.standard_normal((3, 4, 11, 6)), jnp.float32)
+    x_s = jnp.asarray(rng.standard_normal((3, 4, 10)), jnp.float32)
+
+    def loss(p, xd, xs):
+        return jnp.sum(recurrence_vjp(p, xd, xs, block=4) ** 2)
+
+    gv = jax.vmap(jax.grad(loss))(stacked, x_d, x_s)
+    for m in range(3):
+        gm = jax.grad(loss)(ps[m], x_d[m], x_s[m])
+        for k in ("W_hh", "W_ih", "b", "W_sh", "b_s"):
+            np.testing.assert_allclose(np.asarray(gv[k][m]), np.asarray(gm[k]), atol=1e-6, rtol=1e-5)
+
+
+def test_rejects_bad_last_n():
+    p = _params(0, 6, 10, 8)
+    with pytest.raises(ValueError, match="last_n"):
+        recurrence_vjp(p, jnp.zeros((2, 5, 6)), jnp.zeros((2, 10)), last_n=6)

@@ -108,6 +108,9 @@ class ModelConfig:
     hoist: Literal["auto", "yes", "no"] = "auto"
     remat: bool = True
     unroll: int = 1
+    # training gradients: "custom" = hand-written backward pass (somojax.models.recurrence, faster
+    # on CPU), "autodiff" = jax.grad through lax.scan (uses remat/unroll); "auto" = custom
+    backward: Literal["auto", "autodiff", "custom"] = "auto"
 
 
 @dataclass(frozen=True)

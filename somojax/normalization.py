@@ -109,3 +109,68 @@ def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 def denormalize(y: np.ndarray, mean: float, std: float) -> np.ndarray:
     """y · std + mean."""
     return y * std + mean
+
+
+def _cell_points(ds, cells):
+    """Vectorised selection of global cell ids from a gridded (latitude, longitude) dataset."""
+    import xarray as xr
+
+    from somojax import constants as C
+    from somojax.errors import StoreError
+    from somojax.grid import cell_centre
+
+    lat, lon = cell_centre(np.asarray(cells, np.int64))
+    ilat = np.round((lat - float(ds[C.LAT].values[0])) / C.GRID_RES).astype(np.int64)
+    ilon = np.round((lon - float(ds[C.LON].values[0])) / C.GRID_RES).astype(np.int64)
+    bad = (ilat < 0) | (ilat >= ds.sizes[C.LAT]) | (ilon < 0) | (ilon >= ds.sizes[C.LON])
+    if bad.any():
+        raise StoreError(f"cells {np.asarray(cells)[bad][:5].tolist()} lie outside the store's region")
+    return ds.isel({C.LAT: xr.DataArray(ilat, dims=C.CELL), C.LON: xr.DataArray(ilon, dims=C.CELL)})
+
+
+def compute_stats(forcings, statics, targets, cells, period) -> NormStats:
+    """Normalisation statistics over the given (training) cells and period.
+
+    Args:
+      forcings: the forcings store (time, latitude, longitude): mean/std of every dynamic input
+        over `cells` × the days of `period`.
+      statics: the statics store: mean/std of every static over `cells`.
+      targets: the targets store (layer, cell, time): per layer, mean/std of `sm` over `cells`
+        × `period` (NaN-aware). The upper-layer inputs `sm_L1`, `sm_L2` (the cascade) get the
+        statistics of the targets of L1, L2, as their predictions estimate those.
+      cells: global cell ids (`grid.cell_id`).
+      period: (first day, last day), ISO dates.
+
+    Returns:
+      `NormStats` (float64 means and population stds; a constant variable gets std 1).
+    """
+    from somojax import constants as C
+
+    cells = np.asarray(sorted({int(c) for c in cells}), np.int64)
+    if cells.size == 0:
+        raise ValueError("compute_stats needs at least one cell")
+    start, end = str(period[0]), str(period[1])
+    mean: dict[str, float] = {}
+    std: dict[str, float] = {}
+    f = _cell_points(forcings, cells).sel({C.TIME: slice(start, end)})
+    if f.sizes[C.TIME] == 0:
+        raise ValueError(f"the forcings have no day in {start}..{end}")
+    for v in C.DYNAMIC_INPUTS:
+        if v in f.data_vars:
+            mean[v], std[v] = mean_std(np.asarray(f[v].values), v)
+    s = _cell_points(statics, cells)
+    for v in C.STATIC_INPUTS:
+        if v in s.data_vars:
+            mean[v], std[v] = mean_std(np.asarray(s[v].values), v)
+    tmean: dict[str, float] = {}
+    tstd: dict[str, float] = {}
+    have = np.isin(targets[C.CELL].values, cells)
+    t = targets[C.SM].isel({C.CELL: np.nonzero(have)[0]}).sel({C.TIME: slice(start, end)})
+    for layer in t[C.LAYER].values:
+        vals = np.asarray(t.sel({C.LAYER: layer}).values)
+        if np.isfinite(vals).any():
+            tmean[str(layer)], tstd[str(layer)] = mean_std(vals, f"target {layer}")
+    for layer, name in (("L1", "sm_L1"), ("L2", "sm_L2")):
+        if layer in tmean:
+            mean[name], std[name] = tmean[layer], tstd[layer]
+    return NormStats(mean=mean, std=std, target_mean=tmean, target_std=tstd, cells=tuple(int(c) for c in cells), period=(start, end))

@@ -1,0 +1,301 @@
+"""`somojax prepare`: raw ISMN + ERA5 + static maps -> analysis-ready Zarr stores and a report.
+
+Order: check the configured periods -> forcings (ERA5, lazy, written chunk by chunk) -> statics
+(ETOPO1, GLDAS, land mask, and tp/arid from the written forcings) -> targets (ISMN, rescaled to
+the written ERA5 soil moisture) -> normalisation statistics -> report. Each store is written
+atomically (`stores.write_store`), so an interrupted run leaves no half-written store.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from somojax import constants as C
+from somojax import stores
+from somojax.config import Config
+from somojax.errors import InputDataError, SomojaxError
+from somojax.normalization import compute_stats
+from somojax.prepare import checks
+from somojax.prepare.era5 import FORCING_VARS, SM_VARS, expand_paths, read_era5, require
+from somojax.prepare.forcings import build_forcings, long_term_statics, region_bbox
+from somojax.prepare.ismn import scan_ismn
+from somojax.prepare.report import Ledger, write_report
+from somojax.prepare.statics import build_statics, read_etopo, read_gldas, read_land_mask
+from somojax.prepare.targets import TargetRules, build_targets, drop_cells
+from somojax.utils.logging import get_logger
+
+log = get_logger("prepare")
+
+# file names the synthetic Earth writes under <workdir>/raw (its contract with `prepare`)
+SYNTH_LAYOUT = {
+    "ismn": "ismn",
+    "era5": "era5/era5_*.nc",
+    "etopo": "static/etopo1_1arcmin.nc",
+    "gldas_soil": "static/GLDASp4_soilfraction_025d.nc4",
+    "gldas_porosity": "static/GLDASp4_porosity_025d.nc4",
+    "gldas_vegetation": "static/GLDASp4_domveg_025d.nc4",
+    "land_mask": "static/GLDASp4_landmask_025d.nc4",
+}
+
+
+@dataclass
+class Inputs:
+    """The raw files one preparation reads."""
+
+    ismn: str
+    era5: list[str]
+    era5_sm: list[str] = field(default_factory=list)
+    etopo: str = ""
+    gldas_soil: str = ""
+    gldas_porosity: str = ""
+    gldas_vegetation: str = ""
+    land_mask: str = ""
+
+
+def resolve_inputs(cfg: Config) -> Inputs:
+    """Where the raw inputs are: the `data` section, or the synthetic Earth's files."""
+    d = cfg.data
+    if d.source == "synthetic":
+        raw = cfg.raw_dir
+        if not raw.exists():
+            raise InputDataError(f"no synthetic Earth under {raw}; run `somojax synth` first (or set data.source=files)")
+        p = {k: str(raw / v) for k, v in SYNTH_LAYOUT.items()}
+        return Inputs(p["ismn"], [p["era5"]], [], p["etopo"], p["gldas_soil"], p["gldas_porosity"], p["gldas_vegetation"], p["land_mask"])
+    missing = [k for k in ("ismn", "etopo", "gldas_soil", "gldas_porosity", "gldas_vegetation") if not getattr(d, k)]
+    if not d.era5:
+        missing.insert(1, "era5")
+    if missing:
+        raise InputDataError(
+            f"data.source=files but {', '.join('data.' + m for m in missing)} {'is' if len(missing) == 1 else 'are'} not set; "
+            "give the paths in the config or as overrides (see docs/real-data.md)"
+        )
+    return Inputs(d.ismn, list(d.era5), list(d.era5_sm), d.etopo, d.gldas_soil, d.gldas_porosity, d.gldas_vegetation, d.land_mask)
+
+
+def _encoding(ds: xr.Dataset, chunks: dict[str, int]) -> dict:
+    from zarr.codecs import ZstdCodec
+
+    enc = {}
+    for v in ds.data_vars:
+        c = tuple(min(chunks.get(d, ds.sizes[d]), ds.sizes[d]) or 1 for d in ds[v].dims)
+        e = {"chunks": c}
+        if ds[v].dtype.kind == "f" or ds[v].dtype.kind == "i":
+            e["compressors"] = (ZstdCodec(level=1),)
+        enc[v] = e
+    return enc
+
+
+def _rechunk(ds: xr.Dataset, chunks: dict[str, int]) -> xr.Dataset:
+    """Dask chunks equal to the Zarr chunks (string variables stay in memory: Zarr writes them
+    as variable-length UTF-8, which needs their values)."""
+    out = ds.chunk({d: min(chunks.get(d, ds.sizes[d]), ds.sizes[d]) or 1 for d in ds.dims})
+    for v in ds.variables:
+        if ds[v].dtype.kind in "OUS":
+            out[v] = ds[v].astype(object).compute() if v in ds.data_vars else out[v]
+    return out
+
+
+def _land_mask(inputs: Inputs, cfg: Config) -> tuple[xr.DataArray, str]:
+    """The land mask, and where it came from (data.land_mask, else a GLDAS mask variable, else
+    the cells where GLDAS soil fractions are defined)."""
+    d = cfg.data
+    if inputs.land_mask:
+        return read_land_mask(inputs.land_mask, d.lat_range, d.lon_range), inputs.land_mask
+    for path in (inputs.gldas_soil, inputs.gldas_porosity, inputs.gldas_vegetation):
+        try:
+            return read_land_mask(path, d.lat_range, d.lon_range), path
+        except InputDataError:
+            continue
+    clay = read_gldas(inputs.gldas_soil, ["clay"], d.lat_range, d.lon_range)["clay"]
+    land = clay.notnull().astype(np.float32).assign_attrs(long_name="land mask (1 land, 0 water)", units="1", derived_from="cells with GLDAS soil fractions")
+    return land, f"cells with GLDAS soil fractions in {inputs.gldas_soil}"
+
+
+def prepare(cfg: Config) -> dict:
+    """Builds forcings.zarr, statics.zarr, targets.zarr, normalization.json and the report.
+
+    Returns:
+      The preparation report (also written as `prepare_report.json` and `.md`; when preparation
+      fails on bad input, the report so far is written with the error before it is raised).
+    """
+    report: dict = {}
+    try:
+        return _prepare(cfg, report)
+    except SomojaxError as e:
+        if report:
+            report["error"] = str(e)
+            write_report(report, cfg.store_dir / C.PREPARE_REPORT)
+        raise
+
+
+def _prepare(cfg: Config, report: dict) -> dict:
+    t0 = time.perf_counter()
+    d = cfg.data
+    out_dir = cfg.store_dir
+    checks.check_periods(d.forcing_start, d.forcing_end, d.target_start, d.target_end)
+    checks.check_spinup(d.forcing_start, d.target_start, cfg.train.layers, cfg.model.seq_length)
+    inputs = resolve_inputs(cfg)
+    report.update({
+        "run": {"name": cfg.name, "source": d.source, "store_dir": str(out_dir)},
+        "inputs": asdict(inputs),
+        "settings": {
+            k: getattr(d, k)
+            for k in (
+                "forcing_start", "forcing_end", "target_start", "target_end", "lat_range", "lon_range", "quality_flags",
+                "min_values_per_day", "min_days_per_sensor", "min_overlap_days", "era5_accumulation", "dynamic_inputs", "static_inputs",
+            )
+        },
+        "checks": {},
+    })
+    try:
+        checks.check_spinup(d.forcing_start, cfg.infer.start, cfg.train.layers, cfg.model.seq_length, "prediction period (infer.start)")
+        report["checks"]["spinup_prediction_period"] = "ok"
+    except Exception as e:  # inference checks it again; here it is a warning in the report
+        report["checks"]["spinup_prediction_period"] = str(e)
+        log.warning("%s", e)
+    report["checks"]["spinup_target_period"] = "ok"
+
+    # ---- forcings ------------------------------------------------------------------------
+    log.info("reading ERA5 (%s)", ", ".join(inputs.era5 + inputs.era5_sm)[:200])
+    files = expand_paths(inputs.era5, "data.era5") + (expand_paths(inputs.era5_sm, "data.era5_sm") if inputs.era5_sm else [])
+    era5 = read_era5(files, FORCING_VARS + SM_VARS, bbox=region_bbox(d.lat_range, d.lon_range))
+    need = sorted({v for x in d.dynamic_inputs for v in _NEEDS[x]} | set(SM_VARS), key=(FORCING_VARS + SM_VARS).index)
+    require(era5, need, files)
+    forc = build_forcings(era5, d.forcing_start, d.forcing_end, d.lat_range, d.lon_range, d.dynamic_inputs, d.era5_accumulation)
+    fchunks = {C.TIME: d.chunk_days, C.LAT: d.chunk_cells, C.LON: d.chunk_cells, C.LAYER: 1}
+    fpath = stores.store_path(out_dir, "forcings")
+    log.info("writing %s: %s days x %s x %s cells", fpath, forc.sizes[C.TIME], forc.sizes[C.LAT], forc.sizes[C.LON])
+    tf = time.perf_counter()
+    stores.write_store(_rechunk(forc, fchunks), fpath, "forcings", _encoding(forc, fchunks))
+    forc = stores.open_store(fpath, "forcings", list(d.dynamic_inputs) + [C.SM_ERA5])
+    report["forcings"] = {
+        "store": str(fpath),
+        "days": int(forc.sizes[C.TIME]),
+        "cells": [int(forc.sizes[C.LAT]), int(forc.sizes[C.LON])],
+        "variables": list(forc.data_vars),
+        "era5_files": files,
+        "chunks": {v: list(forc[v].encoding.get("chunks", ())) for v in forc.data_vars},
+        "seconds": round(time.perf_counter() - tf, 2),
+    }
+
+    # ---- statics -------------------------------------------------------------------------
+    log.info("statics: ETOPO1, GLDAS, land mask, tp/arid over %s..%s", d.target_start, d.target_end)
+    etopo = read_etopo(inputs.etopo, d.lat_range, d.lon_range)
+    gldas = {}
+    gldas.update(read_gldas(inputs.gldas_soil, ["clay", "sand", "silt"], d.lat_range, d.lon_range, "data.gldas_soil"))
+    gldas.update(read_gldas(inputs.gldas_porosity, ["poro_top", "poro_mid"], d.lat_range, d.lon_range, "data.gldas_porosity"))
+    gldas.update(read_gldas(inputs.gldas_vegetation, ["domveg"], d.lat_range, d.lon_range, "data.gldas_vegetation"))
+    land, land_src = _land_mask(inputs, cfg)
+    climate, clim_info = long_term_statics(forc, d.target_start, d.target_end, d.arid_min_precip)
+    stat, stat_info = build_statics(etopo, gldas, climate.compute(), land, d.static_inputs)
+    spath = stores.store_path(out_dir, "statics")
+    stores.write_store(stat.chunk(), spath, "statics", _encoding(stat, {}))
+    stat = stores.open_store(spath, "statics")
+    report["statics"] = {"store": str(spath), "land_mask": land_src, **stat_info, "long_term": clim_info}
+
+    # NaN in the forcings over land (nothing is filled)
+    island = stat[C.LAND_MASK].values > 0.5
+    report["forcings"]["land_cell_days_missing"] = {
+        v: int(forc[v].isnull().where(xr.DataArray(island, dims=(C.LAT, C.LON))).sum().compute()) if v != C.SM_ERA5 else None
+        for v in forc.data_vars
+        if v != C.SM_ERA5
+    }
+
+    # ---- targets -------------------------------------------------------------------------
+    log.info("reading ISMN archive %s", inputs.ismn)
+    scan = scan_ismn(inputs.ismn)
+    report["ismn"] = {"archive": inputs.ismn, "files": len(scan.files), "skipped_files": scan.skipped, "other_variables": scan.other_variables}
+    rules = TargetRules(
+        d.target_start, d.target_end, tuple(d.lat_range), tuple(d.lon_range), tuple(d.quality_flags), d.min_values_per_day, d.min_days_per_sensor, d.min_overlap_days
+    )
+
+    def era5_sm(cells: np.ndarray) -> xr.DataArray:
+        from somojax.normalization import _cell_points
+
+        pts = _cell_points(forc[[C.SM_ERA5]], cells)[C.SM_ERA5].sel({C.TIME: slice(d.target_start, d.target_end)})
+        return pts.assign_coords({C.CELL: cells}).compute()
+
+    ledger = Ledger()
+    report["targets"] = {"steps": ledger.steps, "dropped": ledger.dropped}
+    targ, ledger, tinfo = build_targets(scan, era5_sm, rules, ledger)
+    bad = _incomplete_cells(targ[C.CELL].values, forc, stat, d.dynamic_inputs, d.static_inputs)
+    targ = drop_cells(targ, bad, ledger)
+    if targ.sizes[C.CELL] == 0:
+        raise InputDataError(
+            f"no target cell left after preparation of {inputs.ismn}: see the steps in {out_dir / C.PREPARE_REPORT}"
+            + _first_steps_summary(ledger)
+        )
+    tpath = stores.store_path(out_dir, "targets")
+    tchunks = {C.LAYER: 1, C.CELL: 256, C.TIME: targ.sizes[C.TIME]}
+    stores.write_store(_rechunk(targ, tchunks), tpath, "targets", _encoding(targ, tchunks))
+    targ = stores.open_store(tpath, "targets")
+    cells_info = {}
+    for layer in C.LAYERS:
+        ns = targ["n_series"].sel({C.LAYER: layer}).values
+        cells_info[layer] = {
+            "cells": int((ns > 0).sum()),
+            "series": int(ns.sum()),
+            "values": int(np.isfinite(targ[C.SM].sel({C.LAYER: layer}).values).sum()),
+        }
+    report["targets"] = {
+        "store": str(tpath),
+        "steps": ledger.steps,
+        "cells": cells_info,
+        "dropped": ledger.dropped,
+        "file_problems": tinfo["file_problems"],
+        "rescaling": tinfo["rescaling"],
+    }
+
+    # ---- normalisation statistics ----------------------------------------------------------
+    stats = compute_stats(forc, stat, targ, targ[C.CELL].values, (d.target_start, d.target_end))
+    stats.save(out_dir / C.STATS_FILE)
+    report["normalization"] = {"file": str(out_dir / C.STATS_FILE), "cells": len(stats.cells), "period": list(stats.period), "mean": dict(stats.mean), "std": dict(stats.std), "target_mean": dict(stats.target_mean), "target_std": dict(stats.target_std)}
+
+    report["run"]["seconds"] = round(time.perf_counter() - t0, 2)
+    report["run"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    jp, mp = write_report(report, out_dir / C.PREPARE_REPORT)
+    log.info(
+        "prepared %s target cells (%s) in %.1f s; report %s",
+        targ.sizes[C.CELL],
+        ", ".join(f"{k}: {v['cells']}" for k, v in cells_info.items()),
+        report["run"]["seconds"],
+        mp,
+    )
+    return report
+
+
+_NEEDS = {"log_tp": ("tp",), "t2m": ("t2m",), "snr": ("ssr", "str"), "ssrd": ("ssrd",), "q": ("d2m", "sp"), "skt": ("skt",)}
+
+
+def _incomplete_cells(cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dynamic: tuple[str, ...], static: tuple[str, ...]) -> dict[int, str]:
+    """Target cells whose statics or forcings have missing values, with the reason."""
+    from somojax.normalization import _cell_points
+
+    if len(cells) == 0:
+        return {}
+    bad: dict[int, str] = {}
+    s = _cell_points(stat, cells)
+    f = _cell_points(forc[list(dynamic)], cells).compute()
+    for i, c in enumerate(cells):
+        miss_s = [v for v in static if not np.isfinite(float(s[v].values[i]))]
+        miss_f = {v: int(np.isnan(f[v].values[:, i]).sum()) for v in dynamic}
+        miss_f = {k: n for k, n in miss_f.items() if n}
+        parts = []
+        if miss_s:
+            parts.append(f"statics missing: {', '.join(miss_s)}")
+        if miss_f:
+            parts.append("forcings missing on " + ", ".join(f"{k}: {n} days" for k, n in miss_f.items()))
+        if parts:
+            bad[int(c)] = "; ".join(parts)
+    return bad
+
+
+def _first_steps_summary(ledger: Ledger) -> str:
+    s = "; ".join(f"{st['step']}: {st['values_kept']:,} {st['unit']} kept" for st in ledger.steps)
+    return f" ({s})"

@@ -1,0 +1,177 @@
+"""The preparation report: what was read, kept and dropped at each step, and why.
+
+`Ledger` records the target builder's steps: per step the values (sub-daily values, then daily
+values), sensors and stations that went in, were kept and were dropped, with the reason of each
+drop. `write_report` writes the whole report as JSON (`prepare_report.json`, for programs) and
+Markdown (`prepare_report.md`, for people).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Hashable, Iterable, Mapping
+
+import numpy as np
+
+
+def _station(key: Hashable) -> Hashable:
+    """Sensor keys are (network, station, ...): the station is the first two parts."""
+    return tuple(key[:2]) if isinstance(key, tuple) else key
+
+
+@dataclass
+class Ledger:
+    """Counts of the target builder, step by step (nothing dropped without a reason)."""
+
+    steps: list[dict] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # one entry per dropped sensor / series
+
+    def step(
+        self,
+        name: str,
+        unit: str,
+        values_in: int,
+        values_kept: int,
+        value_reasons: Mapping[str, int],
+        before: Iterable[Hashable],
+        after: Iterable[Hashable],
+        reasons: Mapping[Hashable, str] | None = None,
+        labels: Mapping[Hashable, str] | None = None,
+        what: str = "sensors",
+    ) -> dict:
+        """Records one step.
+
+        Args:
+          name: the step, e.g. "quality flag".
+          unit: what `values_*` count ("values" sub-daily, "days" daily values).
+          values_in, values_kept: totals before and after the step.
+          value_reasons: dropped values per reason (must add up to in − kept).
+          before, after: sensor (or series) keys alive before and after the step.
+          reasons: why each dropped key was dropped (keys in before − after).
+          labels: readable name of each key, for the list of dropped items.
+          what: "sensors" or "series" (station-layer series after layer selection).
+        """
+        before, after = set(before), set(after)
+        gone = before - after
+        reasons = dict(reasons or {})
+        why = Counter(reasons.get(k, "no values left") for k in gone)
+        for k in sorted(gone, key=str):
+            self.dropped.append(
+                {"step": name, "what": what[:-1], "id": (labels or {}).get(k, str(k)), "reason": reasons.get(k, "no values left")}
+            )
+        st_before = {_station(k) for k in before}
+        st_after = {_station(k) for k in after}
+        vr = {k: int(v) for k, v in value_reasons.items() if v}
+        accounted = sum(vr.values())
+        if accounted != values_in - values_kept:  # every value must have a reason
+            vr["other (bookkeeping difference)"] = values_in - values_kept - accounted
+        rec = {
+            "step": name,
+            "what": what,
+            "unit": unit,
+            "values_in": int(values_in),
+            "values_kept": int(values_kept),
+            "values_dropped": vr,
+            what + "_in": len(before),
+            what + "_kept": len(after),
+            what + "_dropped": dict(why),
+        }
+        if what in ("sensors", "series"):
+            rec.update(stations_in=len(st_before), stations_kept=len(st_after), stations_dropped=len(st_before - st_after))
+        self.steps.append(rec)
+        return rec
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    if isinstance(x, (Path, os.PathLike)):
+        return str(x)
+    return x
+
+
+def _fmt_reasons(d: Mapping[str, int], limit: int = 6) -> str:
+    if not d:
+        return "–"
+    items = sorted(d.items(), key=lambda kv: -kv[1])
+    s = "; ".join(f"{k}: {v:,}" for k, v in items[:limit])
+    if len(items) > limit:
+        s += f"; … {len(items) - limit} more"
+    return s
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """A readable summary of the report."""
+    out = ["# somojax preparation report", ""]
+    meta = report.get("run", {})
+    if meta:
+        out += [f"- run: `{meta.get('name')}`, source `{meta.get('source')}`, written {meta.get('finished')}", f"- stores: `{meta.get('store_dir')}`", f"- time: {meta.get('seconds', 0):.1f} s", ""]
+    ismn = report.get("ismn", {})
+    if ismn:
+        out += ["## ISMN archive", ""]
+        out.append(f"- archive: `{ismn.get('archive')}`")
+        out.append(f"- soil-moisture files read: {ismn.get('files', 0):,}; unreadable files skipped: {len(ismn.get('skipped_files', []))}")
+        if ismn.get("other_variables"):
+            out.append(f"- files of other variables not used: {ismn['other_variables']}")
+        for s in ismn.get("skipped_files", [])[:20]:
+            out.append(f"  - skipped `{s['file']}`: {s['reason']}")
+        out.append("")
+    steps = report.get("targets", {}).get("steps", [])
+    if steps:
+        out += [
+            "## Targets, step by step",
+            "",
+            "| step | unit | in | kept | dropped (reason: count) | sensors / series / cells in → kept | dropped (reason: count) | stations in → kept |",
+            "|---|---|---:|---:|---|---|---|---|",
+        ]
+        for s in steps:
+            what = s.get("what", "sensors")
+            stations = f"{s['stations_in']:,} → {s['stations_kept']:,}" if "stations_in" in s else "–"
+            out.append(
+                f"| {s['step']} | {s['unit']} | {s['values_in']:,} | {s['values_kept']:,} | {_fmt_reasons(s['values_dropped'])} | "
+                f"{s[what + '_in']:,} → {s[what + '_kept']:,} {what} | {_fmt_reasons(s[what + '_dropped'])} | {stations} |"
+            )
+        out.append("")
+    tg = report.get("targets", {})
+    if tg.get("cells"):
+        out += ["## Target cells", "", "| layer | cells | series | days with a value |", "|---|---:|---:|---:|"]
+        for layer, c in tg["cells"].items():
+            out.append(f"| {layer} | {c['cells']:,} | {c['series']:,} | {c['values']:,} |")
+        out.append("")
+    dropped = tg.get("dropped", [])
+    if dropped:
+        out += [f"## Dropped sensors and series ({len(dropped):,}; all in the JSON report)", ""]
+        for d in dropped[:40]:
+            out.append(f"- {d['step']}: {d['what']} `{d['id']}`: {d['reason']}")
+        if len(dropped) > 40:
+            out.append(f"- … {len(dropped) - 40:,} more in prepare_report.json")
+        out.append("")
+    for sec in ("forcings", "statics", "normalization", "checks"):
+        if sec in report:
+            out += [f"## {sec.capitalize()}", "", "```json", json.dumps(_jsonable(report[sec]), indent=1)[:4000], "```", ""]
+    return "\n".join(out)
+
+
+def write_report(report: Mapping[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:
+    """Writes the report as JSON and, next to it, as Markdown (same stem, `.md`); atomically."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path = json_path.with_suffix(".md")
+    for path, text in ((json_path, json.dumps(_jsonable(report), indent=1)), (md_path, markdown(report))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return json_path, md_path

@@ -1,0 +1,468 @@
+"""Targets from ISMN: every step of DESIGN.md §1, each counted in the report.
+
+1. region: stations outside the configured region are not used.
+2. quality flag: keep a value only if its ISMN flag is allowed (`data.quality_flags`, default
+   `G`). Combined flags such as `D03,D05` are allowed only if every part is.
+3. daily mean: the mean of a UTC day's kept values, only for days with at least
+   `data.min_values_per_day` values.
+4. target period: days outside `data.target_start..target_end` are not used.
+5. sensor length: a sensor with fewer than `data.min_days_per_sensor` daily values is dropped.
+6. layer selection: the depth of a sensor is the middle of its depth range
+   ((depth_from + depth_to)/2; 0–0.19 m -> 9.5 cm). Layers are L1 [0, 10] cm, L2 (10, 30] cm,
+   L3 (30, 50] cm (a sensor exactly on a boundary belongs to the upper layer). Per station and
+   layer, the sensor at the layer's mid-depth (5/20/40 cm) is taken, else the one closest to it
+   within the layer; ties go to the sensor with more daily values, then to the name.
+7. rescaling: x' = μ_E + (x − μ_x)·σ_E/σ_x with the mean and (population) standard deviation of
+   the series and of ERA5 soil moisture of that layer in the station's cell over the days both
+   have. Fewer than `min_overlap_days` common days, or a constant series, skips the series.
+8. gridding: series of one layer in one 0.25° cell are averaged day by day (mean of the series
+   that have the day); `n_series` and `provenance` record what went into each cell.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from somojax import constants as C
+from somojax import grid
+from somojax.prepare.ismn import IsmnScan, SensorFile, iter_sensors
+from somojax.prepare.report import Ledger
+from somojax.stores import cf_attrs, grid_coord_attrs
+
+MIN_OVERLAP_DAYS_DEFAULT = 2
+
+
+# ----------------------------------------------------------------------------------------
+# single steps (pure functions; each has a hand-computed unit test)
+# ----------------------------------------------------------------------------------------
+def flags_allowed(flags: Sequence[str] | np.ndarray, allowed: Iterable[str]) -> np.ndarray:
+    """True where every comma-separated part of the flag is in `allowed` ("D03,D05" needs both)."""
+    allowed = {a.strip() for a in allowed}
+    flags = np.asarray(flags, dtype=str)
+    uniq, inv = np.unique(flags, return_inverse=True)
+    ok = np.array([all(p.strip() in allowed for p in u.split(",") if p.strip()) and u.strip() != "" for u in uniq], bool)
+    return ok[inv] if uniq.size else np.zeros(0, bool)
+
+
+def quality_filter(values: pd.DataFrame, allowed: Iterable[str]) -> tuple[pd.DataFrame, Counter]:
+    """Keeps values with an allowed ISMN flag and a finite value.
+
+    Returns:
+      (kept values, dropped values per reason: "flag <F>" per flag, "not a number").
+    """
+    ok = flags_allowed(values["ismn_flag"].to_numpy(), allowed)
+    reasons = Counter({f"flag {k}": int(v) for k, v in values.loc[~ok, "ismn_flag"].value_counts().items()})
+    kept = values[ok]
+    finite = np.isfinite(kept["sm"].to_numpy())
+    if not finite.all():
+        reasons["not a number"] = int((~finite).sum())
+        kept = kept[finite]
+    return kept, reasons
+
+
+def daily_means(values: pd.DataFrame, min_values: int) -> tuple[pd.Series, int]:
+    """Mean per UTC day of days with at least `min_values` values.
+
+    Returns:
+      (daily means indexed by day [datetime64, midnight], number of values dropped on days
+      with too few values).
+    """
+    if values.empty:
+        return pd.Series([], index=pd.DatetimeIndex([], name="time"), dtype=np.float64), 0
+    day = values.index.floor("D")
+    g = values["sm"].groupby(day)
+    n = g.size()
+    m = g.mean()
+    keep = n >= min_values
+    out = m[keep].astype(np.float64)
+    out.index = pd.DatetimeIndex(out.index, name="time")
+    return out, int(n[~keep].sum())
+
+
+def clip_period(daily: pd.Series, start: str, end: str) -> tuple[pd.Series, int]:
+    """Days within start..end (inclusive); returns (kept, number dropped)."""
+    inside = (daily.index >= pd.Timestamp(start)) & (daily.index <= pd.Timestamp(end))
+    return daily[inside], int((~inside).sum())
+
+
+def sensor_depth_cm(depth_from_m: float, depth_to_m: float) -> float:
+    """Depth of a sensor [cm]: the middle of its depth range (a point sensor: its depth)."""
+    return 50.0 * (float(depth_from_m) + float(depth_to_m))
+
+
+def layer_of(depth_cm: float) -> str | None:
+    """The target layer holding a sensor depth: L1 [0, 10], L2 (10, 30], L3 (30, 50] cm."""
+    for layer in C.LAYERS:
+        top, bottom = C.LAYER_BOUNDS_CM[layer]
+        if (top < depth_cm or (top == 0.0 and depth_cm >= 0.0)) and depth_cm <= bottom + 1e-9:
+            return layer
+    return None
+
+
+def rescale(x: pd.Series, ref: pd.Series, min_overlap: int = MIN_OVERLAP_DAYS_DEFAULT) -> tuple[pd.Series | None, str | None, dict]:
+    """Rescales a daily series to the mean and standard deviation of a reference series.
+
+    x' = μ_E + (x − μ_x)·σ_E/σ_x, with μ, σ (ddof=0) of both over the days both have.
+
+    Returns:
+      (rescaled series or None, reason it was skipped or None, stats dict).
+    """
+    both = pd.concat([x.rename("x"), ref.rename("e")], axis=1, join="inner").dropna()
+    n = len(both)
+    stats = {"overlap_days": n}
+    if n == 0:
+        return None, "no overlap with ERA5 soil moisture of the cell (no common day)", stats
+    if n < min_overlap:
+        return None, f"only {n} day(s) overlap with ERA5 soil moisture of the cell (need {min_overlap})", stats
+    mx, sx = float(both["x"].mean()), float(both["x"].std(ddof=0))
+    me, se = float(both["e"].mean()), float(both["e"].std(ddof=0))
+    stats.update(mu_x=mx, sigma_x=sx, mu_era5=me, sigma_era5=se)
+    if not sx > 1e-9:
+        return None, f"constant series (σ = {sx:.3g} over {n} overlapping days)", stats
+    if not se > 1e-9:
+        return None, f"ERA5 soil moisture of the cell is constant (σ = {se:.3g}) over the overlap", stats
+    return me + (x - mx) * (se / sx), None, stats
+
+
+def select_layers(candidates: Sequence["SensorSeries"]) -> tuple[dict[tuple, "SensorSeries"], dict[tuple, str]]:
+    """Picks per (network, station, layer) the sensor closest to the layer's mid-depth.
+
+    Returns:
+      ({(network, station, layer): chosen sensor}, {sensor key: reason} for sensors not chosen
+      for any layer).
+    """
+    by_slot: dict[tuple, list[SensorSeries]] = {}
+    reasons: dict[tuple, str] = {}
+    for s in candidates:
+        layer = layer_of(s.depth_cm)
+        if layer is None:
+            reasons[s.key] = f"depth {s.depth_cm:g} cm is below the deepest layer (50 cm)"
+            continue
+        by_slot.setdefault((s.network, s.station, layer), []).append(s)
+    chosen = {}
+    for slot, group in by_slot.items():
+        mid = C.LAYER_MID_CM[slot[2]]
+        group = sorted(group, key=lambda s: (round(abs(s.depth_cm - mid), 6), -len(s.daily), s.label))
+        chosen[slot] = group[0]
+        for s in group[1:]:
+            reasons[s.key] = (
+                f"not selected for {slot[2]}: {group[0].label} at {group[0].depth_cm:g} cm is closer to the mid-depth "
+                f"{mid:g} cm" + (" or has more days" if abs(group[0].depth_cm - s.depth_cm) < 1e-9 else "")
+            )
+    return chosen, reasons
+
+
+# ----------------------------------------------------------------------------------------
+# the builder
+# ----------------------------------------------------------------------------------------
+@dataclass
+class SensorSeries:
+    """A sensor's daily series and what we know about it."""
+
+    key: tuple
+    label: str
+    network: str
+    station: str
+    latitude: float
+    longitude: float
+    depth_from: float
+    depth_to: float
+    sensor: str
+    daily: pd.Series
+
+    @property
+    def depth_cm(self) -> float:
+        return sensor_depth_cm(self.depth_from, self.depth_to)
+
+    @property
+    def cell(self) -> int:
+        return int(grid.cell_id(self.latitude, self.longitude))
+
+
+@dataclass(frozen=True)
+class TargetRules:
+    """The target-preparation settings (from `cfg.data`)."""
+
+    start: str
+    end: str
+    lat_range: tuple[float, float]
+    lon_range: tuple[float, float]
+    quality_flags: tuple[str, ...] = ("G",)
+    min_values_per_day: int = 6
+    min_days_per_sensor: int = 60
+    min_overlap_days: int = MIN_OVERLAP_DAYS_DEFAULT
+
+
+def _in_region(lat: float, lon: float, rules: TargetRules) -> bool:
+    lon = ((lon + 180.0) % 360.0) - 180.0
+    return rules.lat_range[0] <= lat < rules.lat_range[1] and rules.lon_range[0] <= lon < rules.lon_range[1]
+
+
+def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger) -> tuple[list[SensorSeries], list[dict]]:
+    """Steps 1–5: region, quality flag, daily mean, target period, sensor length.
+
+    Returns the surviving sensors' daily series and file problems met while reading values.
+    """
+    problems: list[dict] = []
+    read_keys, region_keys, flag_keys, day_keys, period_keys, long_keys = [], [], [], [], [], []
+    labels: dict[tuple, str] = {}
+    reasons: dict[str, dict[tuple, str]] = {k: {} for k in ("read", "region", "flag", "daily", "period", "length")}
+    n_read = n_region = n_flag = n_daily_vals = 0
+    flag_reasons: Counter = Counter()
+    region_dropped = 0
+    few_values = 0
+    d_daily = d_period = d_length = 0
+    days_after_daily = days_after_period = days_after_length = 0
+    out: list[SensorSeries] = []
+    all_keys = []
+    for files, values, probs in iter_sensors(scan):
+        sf: SensorFile = files[0]
+        key = sf.key
+        all_keys.append(key)
+        labels[key] = sf.label
+        problems += probs
+        if values is None:
+            reasons["read"][key] = "no readable values (" + "; ".join(p["reason"] for p in probs)[:200] + ")"
+            continue
+        read_keys.append(key)
+        n = len(values)
+        n_read += n
+        if not _in_region(sf.latitude, sf.longitude, rules):
+            reasons["region"][key] = f"station at ({sf.latitude:g}, {sf.longitude:g}) is outside the region {rules.lat_range}×{rules.lon_range}"
+            region_dropped += n
+            continue
+        region_keys.append(key)
+        n_region += n
+        kept, why = quality_filter(values, rules.quality_flags)
+        flag_reasons.update(why)
+        n_flag += len(kept)
+        if kept.empty:
+            reasons["flag"][key] = f"no value with an allowed flag {list(rules.quality_flags)}"
+            continue
+        flag_keys.append(key)
+        daily, few = daily_means(kept, rules.min_values_per_day)
+        few_values += few
+        n_daily_vals += len(kept) - few
+        if daily.empty:
+            reasons["daily"][key] = f"no day with ≥ {rules.min_values_per_day} values"
+            continue
+        day_keys.append(key)
+        days_after_daily += len(daily)
+        daily, n_out = clip_period(daily, rules.start, rules.end)
+        d_period += n_out
+        if daily.empty:
+            reasons["period"][key] = f"no day in the target period {rules.start}..{rules.end}"
+            continue
+        period_keys.append(key)
+        days_after_period += len(daily)
+        if len(daily) < rules.min_days_per_sensor:
+            reasons["length"][key] = f"{len(daily)} daily values < {rules.min_days_per_sensor}"
+            d_length += len(daily)
+            continue
+        long_keys.append(key)
+        days_after_length += len(daily)
+        out.append(
+            SensorSeries(key, sf.label, sf.network, sf.station, sf.latitude, sf.longitude, sf.depth_from, sf.depth_to, sf.sensor, daily)
+        )
+    ledger.step("read", "values", n_read, n_read, {}, all_keys, read_keys, reasons["read"], labels)
+    ledger.step("region", "values", n_read, n_region, {"station outside the region": region_dropped}, read_keys, region_keys, reasons["region"], labels)
+    ledger.step("quality flag", "values", n_region, n_flag, flag_reasons, region_keys, flag_keys, reasons["flag"], labels)
+    ledger.step(
+        "daily mean", "values", n_flag, n_daily_vals, {f"on days with < {rules.min_values_per_day} values": few_values}, flag_keys, day_keys, reasons["daily"], labels
+    )
+    ledger.step("target period", "days", days_after_daily, days_after_period, {"outside the target period": d_period}, day_keys, period_keys, reasons["period"], labels)
+    ledger.step(
+        "sensor length", "days", days_after_period, days_after_length, {f"sensors with < {rules.min_days_per_sensor} days": d_length}, period_keys, long_keys, reasons["length"], labels
+    )
+    return out, problems
+
+
+@dataclass
+class Series:
+    """A selected (station, layer) series on its way to a cell."""
+
+    key: tuple  # (network, station, layer)
+    layer: str
+    sensor: SensorSeries
+    values: pd.Series
+
+    @property
+    def label(self) -> str:
+        return f"{self.sensor.label} ({self.layer})"
+
+
+def build_targets(
+    scan: IsmnScan,
+    era5_sm: Callable[[np.ndarray], xr.DataArray],
+    rules: TargetRules,
+    ledger: Ledger | None = None,
+) -> tuple[xr.Dataset, Ledger, dict]:
+    """All target steps: ISMN scan -> the targets store's dataset.
+
+    Args:
+      scan: `ismn.scan_ismn` output.
+      era5_sm: function of global cell ids [n] returning ERA5 soil moisture on the target layers
+        as (layer, cell, time) over (at least) the target period, for the rescaling.
+      rules: the settings.
+
+    Returns:
+      (dataset with `sm` (layer, cell, time), `n_series`, `provenance`; the ledger; info).
+    """
+    ledger = ledger or Ledger()
+    sensors, problems = daily_series(scan, rules, ledger)
+
+    # 6. layer selection
+    chosen, not_chosen = select_layers(sensors)
+    n_days = sum(len(s.daily) for s in sensors)
+    used = {s.key for s in chosen.values()}
+    labels = {s.key: s.label for s in sensors}
+    ledger.step(
+        "layer selection",
+        "days",
+        n_days,
+        sum(len(s.daily) for s in sensors if s.key in used),
+        {"sensor not selected": sum(len(s.daily) for s in sensors if s.key not in used)},
+        [s.key for s in sensors],
+        used,
+        not_chosen,
+        labels,
+    )
+    series = [Series(slot, slot[2], s, s.daily) for slot, s in sorted(chosen.items())]
+
+    # 7. rescaling to ERA5 of the cell
+    days = pd.date_range(rules.start, rules.end, freq="D")
+    cells = np.array(sorted({s.sensor.cell for s in series}), np.int64)
+    ref = era5_sm(cells) if cells.size else None
+    ref_np = {}
+    if ref is not None:
+        ref = ref.sel({C.TIME: slice(rules.start, rules.end)}).transpose(C.LAYER, C.CELL, C.TIME)
+        arr = np.asarray(ref.values, np.float64)
+        rdays = pd.DatetimeIndex(ref[C.TIME].values)
+        for li, layer in enumerate(ref[C.LAYER].values):
+            for ci, c in enumerate(cells):
+                ref_np[(str(layer), int(c))] = pd.Series(arr[li, ci], index=rdays)
+    kept_series: list[Series] = []
+    skip_reasons: dict[tuple, str] = {}
+    rescale_stats: dict[str, dict] = {}
+    for s in series:
+        r = ref_np.get((s.layer, s.sensor.cell))
+        if r is None:
+            skip_reasons[s.key] = "no ERA5 soil moisture for the cell"
+            continue
+        y, why, st = rescale(s.values, r, rules.min_overlap_days)
+        rescale_stats[s.label] = st
+        if y is None:
+            skip_reasons[s.key] = why
+            continue
+        kept_series.append(Series(s.key, s.layer, s.sensor, y))
+    slabels = {s.key: s.label for s in series}
+    ledger.step(
+        "rescaling",
+        "days",
+        sum(len(s.values) for s in series),
+        sum(len(s.values) for s in kept_series),
+        {"series skipped": sum(len(s.values) for s in series if s.key in skip_reasons)},
+        [s.key for s in series],
+        [s.key for s in kept_series],
+        skip_reasons,
+        slabels,
+        what="series",
+    )
+
+    # 8. gridding and averaging
+    ds = grid_series(kept_series, days)
+    n_vals = int(np.isfinite(ds[C.SM].values).sum())
+    ledger.step(
+        "gridding",
+        "days",
+        sum(len(s.values) for s in kept_series),
+        sum(len(s.values) for s in kept_series),
+        {},
+        [s.key for s in kept_series],
+        [s.key for s in kept_series],
+        {},
+        slabels,
+        what="series",
+    )
+    info = {
+        "file_problems": problems,
+        "rescaling": rescale_stats,
+        "cell_days_with_value": n_vals,
+    }
+    return ds, ledger, info
+
+
+def grid_series(series: Sequence[Series], days: pd.DatetimeIndex) -> xr.Dataset:
+    """Averages series per (layer, cell) day by day; the targets store's dataset.
+
+    Returns:
+      Dataset with `sm` (layer, cell, time) float32 [m3 m-3] (NaN where no series has the day),
+      `n_series` (layer, cell), `provenance` (layer, cell), coords `cell`, `latitude`,
+      `longitude` on `cell`. All three layers are present (a layer without series is all NaN).
+    """
+    cells = np.array(sorted({s.sensor.cell for s in series}), np.int64)
+    col = {int(c): i for i, c in enumerate(cells)}
+    nl, nc, nt = len(C.LAYERS), cells.size, len(days)
+    total = np.zeros((nl, nc, nt), np.float64)
+    count = np.zeros((nl, nc, nt), np.int32)
+    n_series = np.zeros((nl, nc), np.int32)
+    prov: list[list[list[str]]] = [[[] for _ in range(nc)] for _ in range(nl)]
+    for s in series:
+        li, ci = C.LAYERS.index(s.layer), col[s.sensor.cell]
+        v = s.values.reindex(days).to_numpy(np.float64)
+        ok = np.isfinite(v)
+        total[li, ci, ok] += v[ok]
+        count[li, ci, ok] += 1
+        n_series[li, ci] += 1
+        prov[li][ci].append(s.sensor.label)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sm = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+    lat, lon = grid.cell_centre(cells) if nc else (np.zeros(0), np.zeros(0))
+    provenance = np.array([["; ".join(sorted(p)) for p in row] for row in prov], dtype=object).reshape(nl, nc)
+    ds = xr.Dataset(
+        {
+            C.SM: ((C.LAYER, C.CELL, C.TIME), sm, {**cf_attrs(C.SM), "long_name": "in-situ soil moisture rescaled to ERA5, cell mean"}),
+            "n_series": ((C.LAYER, C.CELL), n_series, {"long_name": "number of station series averaged in the cell", "units": "1"}),
+            "provenance": ((C.LAYER, C.CELL), provenance, {"long_name": "network/station/sensor@depth of each series"}),
+        },
+        coords={
+            C.LAYER: (C.LAYER, np.array(C.LAYERS, dtype=object), grid_coord_attrs()[C.LAYER]),
+            C.CELL: (C.CELL, cells, {"long_name": "global 0.25 deg cell id (row * 1440 + col from -89.875, -179.875)"}),
+            C.TIME: (C.TIME, days.values.astype("datetime64[ns]"), {"long_name": "UTC day", "standard_name": "time"}),
+            C.LAT: (C.CELL, lat, grid_coord_attrs()[C.LAT]),
+            C.LON: (C.CELL, lon, grid_coord_attrs()[C.LON]),
+        },
+    )
+    return ds
+
+
+def drop_cells(ds: xr.Dataset, bad: Mapping[int, str], ledger: Ledger) -> xr.Dataset:
+    """Removes target cells whose model inputs are incomplete, counting them in the ledger."""
+    cells = ds[C.CELL].values
+    keep = np.array([int(c) not in bad for c in cells], bool)
+    vals = np.isfinite(ds[C.SM].values)
+    before = [(int(c),) for c in cells]
+    after = [(int(c),) for c, k in zip(cells, keep) if k]
+    reasons = Counter()
+    for c, k in zip(cells, keep):
+        if not k:
+            reasons[bad[int(c)]] += int(vals[:, list(cells).index(c)].sum())
+    ledger.step(
+        "inputs complete",
+        "cell-days",
+        int(vals.sum()),
+        int(vals[:, keep].sum()),
+        reasons,
+        before,
+        after,
+        {(int(c),): bad[int(c)] for c in cells if int(c) in bad},
+        {(int(c),): f"cell {int(c)}" for c in cells},
+        what="cells",
+    )
+    return ds.isel({C.CELL: keep})

@@ -1,0 +1,96 @@
+"""Units of raw input variables: normalised spelling, accepted units, conversions.
+
+Raw files spell units many ways (`J m**-2`, `J m-2`, `J/m^2`). `normalize_units` reduces a string
+to a canonical spelling; `check_units` raises `InputDataError` when a variable's `units`
+attribute is not one we accept, naming the file, the variable, the units found and expected. We
+never guess a conversion from values: wrong units (a temperature in °C, precipitation in mm where
+ERA5 writes m) are an error the user fixes, not something we silently rescale.
+"""
+
+from __future__ import annotations
+
+import re
+
+from somojax.errors import InputDataError
+
+# Canonical ERA5 units (normalised spelling) of every ERA5 short name somojax reads.
+ERA5_UNITS: dict[str, tuple[str, ...]] = {
+    "t2m": ("K",),
+    "d2m": ("K",),
+    "skt": ("K",),
+    "sp": ("Pa",),
+    "tp": ("m",),  # hourly amount or day total, metres of water
+    "ssr": ("J m-2",),
+    "str": ("J m-2",),
+    "ssrd": ("J m-2",),
+    "swvl1": ("m3 m-3",),
+    "swvl2": ("m3 m-3",),
+    "swvl3": ("m3 m-3",),
+    "lsm": ("1", "0 - 1", "(0 - 1)", "(0,1)", "0-1", ""),
+}
+
+_SYNONYMS = {
+    "kelvin": "K",
+    "degk": "K",
+    "pascal": "Pa",
+    "metre": "m",
+    "meter": "m",
+    "metres": "m",
+    "meters": "m",
+    "m of water equivalent": "m",
+    "jm-2": "J m-2",
+    "m3/m3": "m3 m-3",
+    "m^3/m^3": "m3 m-3",
+    "m3m-3": "m3 m-3",
+    "-": "1",
+    "fraction": "1",
+    "dimensionless": "1",
+}
+
+
+def normalize_units(units: str | None) -> str:
+    """A canonical spelling: `J m**-2` -> `J m-2`, `m**3 m**-3` -> `m3 m-3`, `J/m^2` -> `J m-2`."""
+    if units is None:
+        return ""
+    u = str(units).strip()
+    low = u.lower()
+    if low in _SYNONYMS:
+        return _SYNONYMS[low]
+    u = u.replace("**", "").replace("^", "")
+    # "a/b^n" -> "a b-n" (only the simple one-slash form)
+    if "/" in u and u.count("/") == 1:
+        num, den = u.split("/")
+        den_parts = []
+        for part in den.split():
+            m = re.fullmatch(r"([A-Za-z]+)(-?\d*)", part)
+            if not m:
+                den_parts = None
+                break
+            exp = int(m.group(2)) if m.group(2) else 1
+            den_parts.append(f"{m.group(1)}{-exp}")
+        if den_parts is not None:
+            u = " ".join([num.strip()] + den_parts)
+    u = " ".join(u.split())
+    return _SYNONYMS.get(u.lower(), u)
+
+
+def check_units(var: str, units: str | None, accepted: tuple[str, ...], source: str) -> str:
+    """Checks a `units` attribute against the accepted spellings; returns the normalised units.
+
+    A missing `units` attribute is accepted (returns "") — the caller records the assumption in
+    the preparation report. Wrong units raise `InputDataError`.
+    """
+    if units is None or str(units).strip() == "":
+        return ""
+    norm = normalize_units(units)
+    if norm in accepted or (norm == "1" and "1" in accepted):
+        return norm
+    hint = ""
+    if accepted == ("K",) and norm.lower() in ("degc", "c", "°c", "deg c", "celsius", "degrees_celsius"):
+        hint = " (convert with +273.15)"
+    elif accepted == ("m",) and norm.lower() in ("mm", "kg m-2"):
+        hint = " (ERA5 writes precipitation in metres of water; divide by 1000)"
+    raise InputDataError(
+        f"{source}: variable {var!r} has units {units!r}, expected {' or '.join(repr(a) for a in accepted if a)}"
+        f"{hint}. Fix the file's units (or the data) and run again."
+    )

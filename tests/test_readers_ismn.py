@@ -1,0 +1,152 @@
+"""ISMN readers on the real samples (both formats, zips, CR-only files, broken files)."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from somojax.errors import InputDataError
+from somojax.prepare.ismn import iter_sensors, read_ismn_file, scan_ismn
+
+ARM1 = "COSMOS/ARM-1/COSMOS_COSMOS_ARM-1_sm_0.000000_0.190000_Cosmic-ray-Probe_20170810_20180809.stm"
+NARBONNE = "SMOSMANIA/SMOSMANIA_SMOSMANIA_Narbonne_sm_0.050000_0.050000_ThetaProbe-ML2X_20070101_20070131.stm"
+
+
+def _raw_lines(path):
+    """The file's value lines parsed with plain Python (independent of pandas/ismn)."""
+    text = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n").decode()
+    return [ln.split() for ln in text.split("\n") if ln.strip()]
+
+
+def test_header_values_and_ceop_give_identical_series(shared_data):
+    ismn = shared_data / "ismn"
+    for station in ("ARM-1", "Barrow-ARM"):
+        a = scan_ismn(ismn / "Data_seperate_files_header_20170810_20180809")
+        b = scan_ismn(ismn / "Data_seperate_files_20170810_20180809")
+        fa = next(f for f in a.files if f.station == station)
+        fb = next(f for f in b.files if f.station == station)
+        assert (fa.format, fb.format) == ("header_values", "ceop_sep")
+        assert fa.key == fb.key
+        assert (fa.latitude, fa.longitude, fa.depth_from, fa.depth_to) == (fb.latitude, fb.longitude, fb.depth_from, fb.depth_to)
+        da = read_ismn_file(fa.archive, fa.path)
+        db = read_ismn_file(fb.archive, fb.path)
+        assert da.sizes["time"] == db.sizes["time"] > 6000
+        np.testing.assert_array_equal(da["time"].values, db["time"].values)
+        np.testing.assert_array_equal(da["sm"].values, db["sm"].values)
+        np.testing.assert_array_equal(da["ismn_flag"].values, db["ismn_flag"].values)
+        np.testing.assert_array_equal(da["provider_flag"].values, db["provider_flag"].values)
+
+
+def test_header_values_matches_plain_parse(shared_data):
+    p = shared_data / "ismn" / "Data_seperate_files_header_20170810_20180809" / ARM1
+    ds = read_ismn_file(p)
+    lines = _raw_lines(p)
+    head, rows = lines[0], lines[1:]
+    assert ds.attrs["network"] == head[1] == "COSMOS" and ds.attrs["station"] == "ARM-1"
+    assert ds.attrs["latitude"] == pytest.approx(float(head[3])) and ds.attrs["longitude"] == pytest.approx(float(head[4]))
+    assert (ds.attrs["depth_from"], ds.attrs["depth_to"]) == (0.0, 0.19)
+    assert ds.attrs["sensor"] == "Cosmic-ray-Probe"
+    assert ds.sizes["time"] == len(rows)
+    np.testing.assert_array_equal(ds["sm"].values, [float(r[2]) for r in rows])
+    assert ds["ismn_flag"].values.tolist() == [r[3] for r in rows]
+    assert ds["provider_flag"].values.tolist() == [r[4] for r in rows]
+    assert pd.Timestamp(ds["time"].values[0]) == pd.Timestamp(f"{rows[0][0]} {rows[0][1]}".replace("/", "-"))
+    assert ds["sm"].attrs["units"] == "m3 m-3"
+
+
+@pytest.mark.parametrize("folder", ["format_ceop_sep", "format_header_values"])
+def test_cr_only_files_without_station_folder(shared_data, folder):
+    p = shared_data / "ismn" / folder / NARBONNE
+    raw = p.read_bytes()
+    assert b"\r" in raw and b"\n" not in raw.rstrip(b"\r\n")[:2000]  # CR-only line endings
+    ds = read_ismn_file(p)
+    rows = _raw_lines(p)[0 if folder == "format_ceop_sep" else 1 :]
+    value_col = 12 if folder == "format_ceop_sep" else 2
+    np.testing.assert_array_equal(ds["sm"].values, [float(r[value_col]) for r in rows])
+    assert (ds.attrs["network"], ds.attrs["station"]) == ("SMOSMANIA", "Narbonne")
+    assert set(ds["ismn_flag"].values) <= {"G", "U", "D02", "D03", "D04", "D05", "M"}
+    scan = scan_ismn(shared_data / "ismn" / folder)
+    assert len(scan.files) == 1 and scan.skipped == []
+
+
+def test_cr_only_formats_agree(shared_data):
+    a = read_ismn_file(shared_data / "ismn" / "format_ceop_sep" / NARBONNE)
+    b = read_ismn_file(shared_data / "ismn" / "format_header_values" / NARBONNE)
+    np.testing.assert_array_equal(a["sm"].values, b["sm"].values)
+    np.testing.assert_array_equal(a["time"].values, b["time"].values)
+
+
+def test_zip_with_extra_top_folder_matches_unpacked(shared_data):
+    z = scan_ismn(shared_data / "ismn" / "Data_seperate_files_20170810_20180809.zip")
+    d = scan_ismn(shared_data / "ismn" / "Data_seperate_files_20170810_20180809")
+    assert sorted(f.key for f in z.files) == sorted(f.key for f in d.files)
+    # the network comes from the file header, not from the extra top folder of the zip
+    assert {f.network for f in z.files} == {"COSMOS", "FR_Aqui"}
+    fz = next(f for f in z.files if f.station == "fraye")
+    fd = next(f for f in d.files if f.station == "fraye")
+    vz = read_ismn_file(fz.archive, fz.path)
+    vd = read_ismn_file(fd.archive, fd.path)
+    assert vz.sizes["time"] == 52045
+    np.testing.assert_array_equal(vz["sm"].values, vd["sm"].values)
+
+
+def test_multinetwork_zip(shared_data):
+    scan = scan_ismn(shared_data / "ismn" / "zip_archives" / "multinetwork" / "header_values" / "Data_header_values.zip")
+    nets = sorted((f.network, f.station) for f in scan.files)
+    assert [n for n, _ in nets].count("MAQU") == 2
+    assert [n for n, _ in nets].count("SCAN") == 3
+    assert [n for n, _ in nets].count("SOILSCAPE") == 3
+    assert all(abs(f.depth_from - 0.05) < 0.002 for f in scan.files)
+    total = 0
+    for files, values, problems in iter_sensors(scan):
+        assert values is not None and problems == [] and values["sm"].notna().all()
+        assert values.index.is_monotonic_increasing
+        total += len(values)
+    assert total > 100_000
+
+
+def test_every_sample_archive_is_readable(shared_data):
+    ismn = shared_data / "ismn"
+    scan = scan_ismn(ismn / "zip_archives")
+    assert len(scan.files) == 13 and scan.skipped == []
+    for p in ["Data_seperate_files_header_20170810_20180809", "format_ceop_sep", "format_header_values"]:
+        assert scan_ismn(ismn / p).skipped == []
+
+
+def test_malformed_file_clear_error(shared_data):
+    p = shared_data / "ismn" / "malformed" / "mal_formed_file.txt"
+    with pytest.raises(InputDataError, match=r"mal_formed_file\.txt: not a readable ISMN data file .*'no good data here' has 4 field"):
+        read_ismn_file(p)
+
+
+def test_bad_file_in_archive_is_skipped_and_counted(shared_data, tmp_path):
+    src = shared_data / "ismn" / "Data_seperate_files_header_20170810_20180809"
+    arc = tmp_path / "archive"
+    shutil.copytree(src, arc)
+    bad = arc / "COSMOS" / "Broken" / "COSMOS_COSMOS_Broken_sm_0.050000_0.050000_X_20170810_20180809.stm"
+    bad.parent.mkdir()
+    shutil.copy(shared_data / "ismn" / "malformed" / "mal_formed_file.txt", bad)
+    other = arc / "COSMOS" / "ARM-1" / "COSMOS_COSMOS_ARM-1_ts_0.050000_0.050000_X_20170810_20180809.stm"
+    other.write_text("x\n")
+    scan = scan_ismn(arc)
+    assert len(scan.files) == 2
+    assert len(scan.skipped) == 1 and "Broken" in scan.skipped[0]["file"] and "not a readable ISMN data file" in scan.skipped[0]["reason"]
+    assert scan.other_variables == {"ts": 1}
+    # the same inside a zip
+    zp = tmp_path / "a.zip"
+    with zipfile.ZipFile(zp, "w") as z:
+        for f in arc.rglob("*"):
+            z.write(f, f.relative_to(arc))
+    scan = scan_ismn(zp)
+    assert len(scan.files) == 2 and len(scan.skipped) == 1
+
+
+def test_missing_archive_and_empty_folder(tmp_path):
+    with pytest.raises(InputDataError, match="does not exist"):
+        scan_ismn(tmp_path / "nope")
+    with pytest.raises(InputDataError, match=r"no ISMN data files \(\*\.stm\)"):
+        scan_ismn(tmp_path)

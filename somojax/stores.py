@@ -129,6 +129,20 @@ def validate(ds: xr.Dataset, kind: str, source: str | os.PathLike = "dataset", v
         bad = [str(x) for x in ds[C.LAYER].values if str(x) not in C.LAYERS]
         if bad:
             raise StoreError(f"{source}: unknown layer labels {bad}; expected a subset of {C.LAYERS}")
+    if kind == "targets" and ds.sizes.get(C.CELL, 0):
+        from somojax.grid import cell_id
+
+        cells = np.asarray(ds[C.CELL].values)
+        if np.unique(cells).size != cells.size:
+            raise StoreError(f"{source}: cell ids are not unique")
+        expect = cell_id(np.asarray(ds[C.LAT].values), np.asarray(ds[C.LON].values))
+        wrong = np.nonzero(expect != cells)[0]
+        if wrong.size:
+            i = int(wrong[0])
+            raise StoreError(
+                f"{source}: cell {int(cells[i])} has latitude/longitude {float(ds[C.LAT].values[i])}, "
+                f"{float(ds[C.LON].values[i])}, which lie in cell {int(expect[i])} ({wrong.size} such cells)"
+            )
 
 
 def store_path(store_dir: str | os.PathLike, kind: str) -> Path:

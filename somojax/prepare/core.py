@@ -280,7 +280,7 @@ def _incomplete_cells(cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dyn
     if len(cells) == 0:
         return {}
     bad: dict[int, str] = {}
-    s = _cell_points(stat, cells)
+    s = _cell_points(stat[list(static)], cells).compute()
     f = _cell_points(forc[list(dynamic)], cells).compute()
     for i, c in enumerate(cells):
         miss_s = [v for v in static if not np.isfinite(float(s[v].values[i]))]

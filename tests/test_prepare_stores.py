@@ -146,12 +146,17 @@ def test_report_counts_every_step(prepared):
     assert steps["read"]["sensors_in"] == 8 and steps["read"]["stations_in"] == 4
     assert steps["quality flag"]["values_dropped"].keys() == {"flag D03,D05"}
     # ST3 observes until 2000-05-15: 1 April .. 15 May = 30 + 15 days in the target period
-    assert steps["sensor length"]["sensors_dropped"] == {"45 daily values < 60": 1}
+    assert steps["sensor length"]["sensors_dropped"] == {"fewer than 60 daily values": 1}
     assert steps["sensor length"]["stations_dropped"] == 1
     assert steps["layer selection"]["sensors_kept"] == 5
     dropped = {d["id"]: d["reason"] for d in report["targets"]["dropped"]}
     assert "below the deepest layer" in dropped["NET/ST0/Probe@0.6-0.6m"]
     assert "not selected for L1" in dropped["NET/ST0/Probe@0.1-0.1m"]
+    assert dropped["NET/ST3/Probe@0.05-0.05m"] == "45 daily values < 60"
+    assert steps["layer selection"]["sensors_dropped"] == {
+        "deeper than the deepest layer (50 cm)": 1,
+        "not selected for L1 (another sensor of the station is closer to 5 cm or has more days)": 1,
+    }
     on_disk = json.loads((cfg.store_dir / C.PREPARE_REPORT).read_text())
     assert on_disk["targets"]["cells"] == report["targets"]["cells"] == {
         "L1": {"cells": 2, "series": 3, "values": on_disk["targets"]["cells"]["L1"]["values"]},
@@ -159,7 +164,7 @@ def test_report_counts_every_step(prepared):
         "L3": {"cells": 1, "series": 1, "values": on_disk["targets"]["cells"]["L3"]["values"]},
     }
     md = (cfg.store_dir / "prepare_report.md").read_text()
-    assert "| quality flag | values |" in md and "45 daily values < 60" in md
+    assert "| quality flag | values |" in md and "fewer than 60 daily values: 1" in md and "45 daily values < 60" in md
 
 
 def test_normalization_file_matches_numpy(prepared):
@@ -206,7 +211,9 @@ def test_no_overlap_series_is_skipped_with_reason(tmp_path):
     raw, st = _raw(tmp_path, nan_cell_sm=True)
     report = prepare(_cfg(tmp_path, raw, st))
     steps = {s["step"]: s for s in report["targets"]["steps"]}
-    assert steps["rescaling"]["series_dropped"] == {"no overlap with ERA5 soil moisture of the cell (no common day)": 1}
+    assert steps["rescaling"]["series_dropped"] == {"no overlap with ERA5 soil moisture of the cell": 1}
+    detail = [d for d in report["targets"]["dropped"] if d["step"] == "rescaling"]
+    assert detail == [{"step": "rescaling", "what": "series", "id": "NET/ST2/Probe@0-0.19m (L1)", "reason": "no overlap with ERA5 soil moisture of the cell (no common day)"}]
     t = stores.open_store(tmp_path / "stores", "targets")
     assert int(grid.cell_id(40.60, -97.30)) not in t[C.CELL].values.tolist()
 

@@ -117,9 +117,10 @@ def test_layer_selection_mid_depth_then_closest_within_layer():
     chosen, reasons = select_layers(s)
     got = {k: v.depth_cm for k, v in chosen.items()}
     assert got == {("N", "A", "L1"): 5.0, ("N", "A", "L2"): 15.0, ("N", "A", "L3"): 50.0, ("N", "B", "L1"): 10.0, ("N", "B", "L2"): 15.0}
-    assert "below the deepest layer" in reasons[s[6].key]
-    assert "closer to the mid-depth 5 cm" in reasons[s[1].key]
-    assert "closer to the mid-depth 20 cm" in reasons[s[4].key]
+    assert "below the deepest layer" in reasons[s[6].key][1]
+    assert "closer to the mid-depth 5 cm" in reasons[s[1].key][1]
+    assert "closer to the mid-depth 20 cm" in reasons[s[4].key][1]
+    assert reasons[s[4].key][0] == "not selected for L2 (another sensor of the station is closer to 20 cm or has more days)"
     assert len(reasons) == 4
 
 
@@ -128,7 +129,7 @@ def test_layer_selection_tie_goes_to_more_days():
     b = _sensor("A", 0.05, 0.05, ndays=120, name="Y")
     chosen, reasons = select_layers([a, b])
     assert chosen[("N", "A", "L1")].sensor == "Y"
-    assert "more days" in reasons[a.key]
+    assert "more days" in reasons[a.key][1]
 
 
 def test_rescale_hand_computed():

@@ -273,7 +273,7 @@ def _prepare(cfg: Config, report: dict) -> dict:
 _NEEDS = {"log_tp": ("tp",), "t2m": ("t2m",), "snr": ("ssr", "str"), "ssrd": ("ssrd",), "q": ("d2m", "sp"), "skt": ("skt",)}
 
 
-def _incomplete_cells(cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dynamic: tuple[str, ...], static: tuple[str, ...]) -> dict[int, str]:
+def _incomplete_cells(cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dynamic: tuple[str, ...], static: tuple[str, ...]) -> dict[int, tuple[str, str]]:
     """Target cells whose statics or forcings have missing values, with the reason."""
     from somojax.normalization import _cell_points
 
@@ -292,7 +292,8 @@ def _incomplete_cells(cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dyn
         if miss_f:
             parts.append("forcings missing on " + ", ".join(f"{k}: {n} days" for k, n in miss_f.items()))
         if parts:
-            bad[int(c)] = "; ".join(parts)
+            cat = " and ".join(x for x, on in (("statics missing", miss_s), ("forcings missing", miss_f)) if on)
+            bad[int(c)] = (cat, "; ".join(parts))
     return bad
 
 

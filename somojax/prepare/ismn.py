@@ -265,8 +265,9 @@ def read_values(sf: SensorFile) -> pd.DataFrame:
         out = pd.DataFrame(
             {
                 "sm": pd.to_numeric(data[var], errors="raise").to_numpy(np.float64),
-                "ismn_flag": data[f"{var}_flag"].astype(str).str.strip().to_numpy(),
-                "provider_flag": data[f"{var}_orig_flag"].astype(str).str.strip().to_numpy(),
+                # whitespace-separated columns: the flags carry no surrounding blanks
+                "ismn_flag": data[f"{var}_flag"].to_numpy(dtype=object),
+                "provider_flag": data[f"{var}_orig_flag"].to_numpy(dtype=object),
             },
             index=pd.DatetimeIndex(data.index, name="time"),
         )

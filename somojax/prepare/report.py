@@ -52,18 +52,22 @@ class Ledger:
           values_in, values_kept: totals before and after the step.
           value_reasons: dropped values per reason (must add up to in − kept).
           before, after: sensor (or series) keys alive before and after the step.
-          reasons: why each dropped key was dropped (keys in before − after).
+          reasons: why each dropped key was dropped (keys in before − after): a string, or a
+            (category, detail) pair — categories are counted, details listed.
           labels: readable name of each key, for the list of dropped items.
           what: "sensors" or "series" (station-layer series after layer selection).
         """
         before, after = set(before), set(after)
         gone = before - after
         reasons = dict(reasons or {})
-        why = Counter(reasons.get(k, "no values left") for k in gone)
+        # a reason is a string, or (category for the counts, detail for the list of dropped items)
+        def split(k):
+            r = reasons.get(k, "no values left")
+            return (r[0], r[1]) if isinstance(r, tuple) else (r, r)
+
+        why = Counter(split(k)[0] for k in gone)
         for k in sorted(gone, key=str):
-            self.dropped.append(
-                {"step": name, "what": what[:-1], "id": (labels or {}).get(k, str(k)), "reason": reasons.get(k, "no values left")}
-            )
+            self.dropped.append({"step": name, "what": {"series": "series"}.get(what, what.rstrip("s")), "id": (labels or {}).get(k, str(k)), "reason": split(k)[1]})
         st_before = {_station(k) for k in before}
         st_after = {_station(k) for k in after}
         vr = {k: int(v) for k, v in value_reasons.items() if v}

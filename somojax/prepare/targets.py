@@ -44,10 +44,9 @@ MIN_OVERLAP_DAYS_DEFAULT = 2
 def flags_allowed(flags: Sequence[str] | np.ndarray, allowed: Iterable[str]) -> np.ndarray:
     """True where every comma-separated part of the flag is in `allowed` ("D03,D05" needs both)."""
     allowed = {a.strip() for a in allowed}
-    flags = np.asarray(flags, dtype=str)
-    uniq, inv = np.unique(flags, return_inverse=True)
-    ok = np.array([all(p.strip() in allowed for p in u.split(",") if p.strip()) and u.strip() != "" for u in uniq], bool)
-    return ok[inv] if uniq.size else np.zeros(0, bool)
+    codes, uniq = pd.factorize(np.asarray(flags, dtype=object), use_na_sentinel=False)
+    ok = np.array([isinstance(u, str) and u.strip() != "" and all(p.strip() in allowed for p in u.split(",")) for u in uniq], bool)
+    return ok[codes] if len(uniq) else np.zeros(0, bool)
 
 
 def quality_filter(values: pd.DataFrame, allowed: Iterable[str]) -> tuple[pd.DataFrame, Counter]:
@@ -130,6 +129,13 @@ def rescale(x: pd.Series, ref: pd.Series, min_overlap: int = MIN_OVERLAP_DAYS_DE
     return me + (x - mx) * (se / sx), None, stats
 
 
+def _category(reason: str) -> str:
+    """The countable part of a rescaling skip reason (without the numbers)."""
+    if reason.startswith("only "):
+        return "too few days overlap with ERA5 soil moisture of the cell"
+    return reason.split(" (")[0]
+
+
 def select_layers(candidates: Sequence["SensorSeries"]) -> tuple[dict[tuple, "SensorSeries"], dict[tuple, str]]:
     """Picks per (network, station, layer) the sensor closest to the layer's mid-depth.
 
@@ -142,7 +148,7 @@ def select_layers(candidates: Sequence["SensorSeries"]) -> tuple[dict[tuple, "Se
     for s in candidates:
         layer = layer_of(s.depth_cm)
         if layer is None:
-            reasons[s.key] = f"depth {s.depth_cm:g} cm is below the deepest layer (50 cm)"
+            reasons[s.key] = ("deeper than the deepest layer (50 cm)", f"depth {s.depth_cm:g} cm is below the deepest layer (50 cm)")
             continue
         by_slot.setdefault((s.network, s.station, layer), []).append(s)
     chosen = {}
@@ -152,8 +158,9 @@ def select_layers(candidates: Sequence["SensorSeries"]) -> tuple[dict[tuple, "Se
         chosen[slot] = group[0]
         for s in group[1:]:
             reasons[s.key] = (
+                f"not selected for {slot[2]} (another sensor of the station is closer to {mid:g} cm or has more days)",
                 f"not selected for {slot[2]}: {group[0].label} at {group[0].depth_cm:g} cm is closer to the mid-depth "
-                f"{mid:g} cm" + (" or has more days" if abs(group[0].depth_cm - s.depth_cm) < 1e-9 else "")
+                f"{mid:g} cm" + (" or has more days" if abs(group[0].depth_cm - s.depth_cm) < 1e-9 else ""),
             )
     return chosen, reasons
 
@@ -234,7 +241,7 @@ def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger) -> tuple[li
         n = len(values)
         n_read += n
         if not _in_region(sf.latitude, sf.longitude, rules):
-            reasons["region"][key] = f"station at ({sf.latitude:g}, {sf.longitude:g}) is outside the region {rules.lat_range}×{rules.lon_range}"
+            reasons["region"][key] = ("station outside the region", f"station at ({sf.latitude:g}, {sf.longitude:g}) is outside the region {rules.lat_range}×{rules.lon_range}")
             region_dropped += n
             continue
         region_keys.append(key)
@@ -262,7 +269,7 @@ def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger) -> tuple[li
         period_keys.append(key)
         days_after_period += len(daily)
         if len(daily) < rules.min_days_per_sensor:
-            reasons["length"][key] = f"{len(daily)} daily values < {rules.min_days_per_sensor}"
+            reasons["length"][key] = (f"fewer than {rules.min_days_per_sensor} daily values", f"{len(daily)} daily values < {rules.min_days_per_sensor}")
             d_length += len(daily)
             continue
         long_keys.append(key)
@@ -358,7 +365,7 @@ def build_targets(
         y, why, st = rescale(s.values, r, rules.min_overlap_days)
         rescale_stats[s.label] = st
         if y is None:
-            skip_reasons[s.key] = why
+            skip_reasons[s.key] = (_category(why), why)
             continue
         kept_series.append(Series(s.key, s.layer, s.sensor, y))
     slabels = {s.key: s.label for s in series}
@@ -450,9 +457,10 @@ def drop_cells(ds: xr.Dataset, bad: Mapping[int, str], ledger: Ledger) -> xr.Dat
     before = [(int(c),) for c in cells]
     after = [(int(c),) for c, k in zip(cells, keep) if k]
     reasons = Counter()
-    for c, k in zip(cells, keep):
+    for i, (c, k) in enumerate(zip(cells, keep)):
         if not k:
-            reasons[bad[int(c)]] += int(vals[:, list(cells).index(c)].sum())
+            r = bad[int(c)]
+            reasons[r[0] if isinstance(r, tuple) else r] += int(vals[:, i].sum())
     ledger.step(
         "inputs complete",
         "cell-days",

@@ -39,3 +39,239 @@ class Bundle:
     @property
     def n_members(self) -> int:
         return int(self.params["W_hh"].shape[0])
+
+
+# ----------------------------------------------------------------------------------------
+# on-disk layout (orbax, V0 `CheckpointManager` API; JAX-NOTES §5)
+# ----------------------------------------------------------------------------------------
+# <checkpoint_dir>/<layer>/
+#   state/<step>/state   params, optimizer state, dropout keys, step      (keep-last-N, resume)
+#   state/<step>/meta    JSON: epoch, data-iterator state, loop counters, config, stats, inputs
+#   best/<step>/params   params of the best validation loss so far          (inference)
+#   best/<step>/meta     JSON: as above, with the validation loss
+# `load_bundle` reads best/ when it exists, else the latest state/ (import-torch writes best/).
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import orbax.checkpoint as ocp  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding  # noqa: E402
+
+from somojax.errors import CheckpointError  # noqa: E402
+
+STATE_DIR = "state"
+BEST_DIR = "best"
+
+
+def _manager(directory: Path, items: tuple[str, str], keep: int | None, read_only: bool = False) -> ocp.CheckpointManager:
+    """An orbax manager of (arrays item, JSON item) checkpoints."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only)
+    handlers = {items[0]: ocp.StandardCheckpointHandler(), items[1]: ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=handlers)
+
+
+class TrainCheckpointer:
+    """Checkpoints of one layer's training run: the last `keep` train states and the best params.
+
+    `save` is asynchronous (orbax writes in the background and renames the step directory only
+    when complete, so a run killed mid-save leaves the previous checkpoint as the latest);
+    `wait()` blocks until pending saves are on disk.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3):
+        self.dir = Path(directory)
+        self._state = _manager(self.dir / STATE_DIR, ("state", "meta"), keep)
+        self._best = _manager(self.dir / BEST_DIR, ("params", "meta"), 1)
+
+    def latest_step(self) -> int | None:
+        return self._state.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._state.all_steps())
+
+    def save(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+        """Saves a train state (pytree of arrays) and its JSON metadata under `step`."""
+        self._state.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))),
+            force=True,
+        )
+
+    def save_best(self, step: int, params: Any, meta: Mapping[str, Any]) -> None:
+        """Saves the parameters with the best validation loss so far (replacing the previous best)."""
+        self._best.save(
+            int(step),
+            args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(dict(meta))),
+            force=True,
+        )
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restores (state, meta) of `step` (default: the latest) onto the shardings of `target`.
+
+        `target` is a pytree of `jax.ShapeDtypeStruct` with shardings (see `abstract_like`); the
+        mesh may differ from the one the checkpoint was written from.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.dir / STATE_DIR}")
+        try:
+            r = self._state.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"checkpoint {self.dir / STATE_DIR / str(step)} does not match the model being trained ({e}); "
+                "start over with `somojax train --fresh` or use another workdir"
+            ) from None
+        return r.state, dict(r.meta)
+
+    def wait(self) -> None:
+        self._state.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def close(self) -> None:
+        self._state.close()
+        self._best.close()
+
+    def __enter__(self) -> "TrainCheckpointer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def discard_checkpoints(directory: str | Path) -> None:
+    """Deletes a layer's train states and best params (`train --fresh`)."""
+    import shutil
+
+    for part in (STATE_DIR, BEST_DIR):
+        p = Path(directory) / part
+        if p.exists():
+            shutil.rmtree(p)
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s of `tree`'s leaves with the given shardings (a matching tree)."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
+
+
+def _single_device_target(metadata: Any) -> Any:
+    dev = SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), metadata)
+
+
+def bundle_meta(
+    layer: str,
+    model: ModelConfig,
+    stats: NormStats,
+    dynamic_inputs: tuple[str, ...],
+    static_inputs: tuple[str, ...],
+    config: Mapping[str, Any] | None,
+    **extra: Any,
+) -> dict:
+    """The JSON metadata that makes a checkpoint self-contained for inference (STYLE.md §8)."""
+    import dataclasses
+
+    return {
+        "layer": layer,
+        "model": dataclasses.asdict(model),
+        "stats": json.loads(stats.to_json()),
+        "dynamic_inputs": list(dynamic_inputs),
+        "static_inputs": list(static_inputs),
+        "config": dict(config) if config is not None else None,
+        **extra,
+    }
+
+
+def bundle_from(params: Mapping[str, Any], meta: Mapping[str, Any], source: str = "checkpoint") -> Bundle:
+    """A `Bundle` from parameters and the metadata written with them."""
+    from somojax.config import from_dict
+
+    try:
+        model = from_dict({"model": meta["model"]}, source=f"{source} (model settings)").model
+        stats = NormStats.from_json(json.dumps(meta["stats"]), source=f"{source} (normalisation statistics)")
+        return Bundle(
+            layer=str(meta["layer"]),
+            params={k: np.asarray(v) for k, v in params.items()},
+            model=model,
+            stats=stats,
+            dynamic_inputs=tuple(meta["dynamic_inputs"]),
+            static_inputs=tuple(meta["static_inputs"]),
+            config=meta.get("config"),
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{source} lacks {e} in its metadata; it was not written by somojax") from None
+
+
+def save_bundle(bundle: Bundle, directory: str | Path, step: int = 0, **extra: Any) -> Path:
+    """Writes a `Bundle` as a checkpoint directory that `load_bundle` reads (its best/ part).
+
+    Used by `somojax import-torch`; training writes the same layout through `TrainCheckpointer`.
+    """
+    directory = Path(directory)
+    meta = bundle_meta(
+        bundle.layer, bundle.model, bundle.stats, bundle.dynamic_inputs, bundle.static_inputs, bundle.config, **extra
+    )
+    mngr = _manager(directory / BEST_DIR, ("params", "meta"), 1)
+    with mngr:
+        params = {k: np.asarray(v) for k, v in bundle.params.items()}
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+        mngr.wait_until_finished()
+    return directory
+
+
+def load_bundle(checkpoint_dir: str | Path, which: str = "auto") -> Bundle:
+    """The model of a layer's checkpoint directory, ready for inference.
+
+    Args:
+      checkpoint_dir: `<workdir>/checkpoints/<layer>` (written by training or import-torch).
+      which: "best" (lowest validation loss), "latest" (the last saved train state), or "auto":
+        best when it exists, else latest.
+
+    Returns:
+      `Bundle` with NumPy parameters [member, ...] on the host.
+    """
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint directory {d} does not exist; train the layer or import weights first")
+    order = {"auto": (BEST_DIR, STATE_DIR), "best": (BEST_DIR,), "latest": (STATE_DIR,)}.get(which)
+    if order is None:
+        raise ValueError(f"which={which!r}: expected 'auto', 'best' or 'latest'")
+    for part in order:
+        if not (d / part).is_dir():
+            continue
+        item = "params" if part == BEST_DIR else "state"
+        mngr = _manager(d / part, (item, "meta"), None, read_only=True)
+        with mngr:
+            step = mngr.latest_step()
+            if step is None:
+                continue
+            meta_tree = mngr.item_metadata(step)[item]
+            if part == STATE_DIR:  # the whole train state (small), then its params
+                target = _single_device_target(meta_tree)
+                r = mngr.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+                )
+                params = r.state["params"]
+            else:
+                target = _single_device_target(meta_tree)
+                r = mngr.restore(
+                    step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+                )
+                params = r.params
+            return bundle_from(params, r.meta, source=str(d / part / str(step)))
+    raise CheckpointError(f"no finished checkpoint in {d} (looked for {', '.join(order)}/)")
+
+
+def member_spec(x: Any) -> P:
+    """Partition spec of a train-state leaf: leading member axis, scalars replicated."""
+    from somojax import constants as C
+
+    return P(C.MEMBER_AXIS) if np.ndim(x) else P()
+
+
+def state_shardings(state: Any, mesh: Any) -> Any:
+    """NamedShardings for every leaf of a train state on `mesh` (see `member_spec`)."""
+    return jax.tree.map(lambda x: NamedSharding(mesh, member_spec(x)), state)

@@ -1,0 +1,398 @@
+"""The optimisation loop of one layer: epochs, validation, early stopping, checkpoints, resume.
+
+Resume order (what a restarted run does before its first step; big_vision `train.py` style):
+  1. Build the mesh and the shardings of the train state from the config and the device set
+     (which may differ from the run that wrote the checkpoint).
+  2. If the layer's checkpoint directory has a finished train state and `fresh` is False:
+     a. read its metadata and check that it was written by a compatible run (model, optimiser,
+        batches, data split and input order: `fingerprint`); else stop with `CheckpointError`;
+     b. restore params, optimizer state, dropout keys and step onto the current shardings;
+     c. restore the data iterator's position (`set_state`);
+     d. restore the loop counters: epoch, step within the epoch, best validation loss, epochs
+        without improvement, history.
+     Otherwise initialise the state from `train.seed`.
+  3. Continue the epoch loop where the counters point. Learning rate, dropout keys and batches
+     depend only on (epoch, step, iterator position), all restored, so the resumed run computes
+     exactly what the uninterrupted run computes (bitwise on CPU; tests/test_train_resume.py).
+
+A non-finite training or validation loss stops the run with `TrainingError` naming the step and
+the member; checkpoints are written only after the losses since the previous check were found
+finite, so the last checkpoint on disk is always a good one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from somojax import constants as C
+from somojax import sharding as shd
+from somojax.checkpoint import TrainCheckpointer, abstract_like, discard_checkpoints, state_shardings
+from somojax.config import Config, to_dict
+from somojax.errors import CheckpointError, ConfigError, TrainingError
+from somojax.train.compile import JitOnce
+from somojax.train.inputs import TrainData
+from somojax.train.step import (
+    BATCH_KEYS,
+    StepOptions,
+    init_state,
+    learning_rate,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+)
+from somojax.utils.logging import MetricsWriter, Progress, get_logger
+
+log = get_logger("train")
+
+# settings that must match for a checkpoint to be resumed (epochs, patience, logging may change)
+_RESUME_KEYS = {
+    "model": None,  # all of it
+    "train": (
+        "members",
+        "shared_batches",
+        "batch_size",
+        "learning_rates",
+        "clip_norm",
+        "max_updates_per_epoch",
+        "loss",
+        "nse_eps",
+        "nse_sigma_units",
+        "seed",
+    ),
+    "data": ("split", "val_fraction", "val_start", "val_end", "split_seed", "target_start", "target_end"),
+}
+
+
+def fingerprint(cfg: Config, extra: Mapping[str, Any]) -> str:
+    """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
+    d = to_dict(cfg)
+    sub: dict[str, Any] = {}
+    for section, keys in _RESUME_KEYS.items():
+        sub[section] = d[section] if keys is None else {k: d[section][k] for k in keys}
+    sub["extra"] = dict(extra)
+    return hashlib.sha256(json.dumps(sub, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class LoopState:
+    """Host-side counters of the loop (saved in every checkpoint's metadata)."""
+
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # updates done in the current epoch
+    best_val: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the last improvement
+    finished: bool = False
+    stop_reason: str = ""
+    history: list[dict] = field(default_factory=list)  # one record per epoch
+
+
+@dataclass
+class TrainResult:
+    """What `fit` returns."""
+
+    state: dict  # the final train state (device arrays)
+    loop: LoopState
+    checkpoint_dir: Path
+    resumed_from: int | None  # the step the run resumed from, None for a fresh start
+
+
+class Trainer:
+    """Trains one layer's ensemble on a `TrainData`, with checkpoints in `checkpoint_dir`.
+
+    Args:
+      cfg: the run config (model, train sections are used).
+      data: training and validation batches.
+      n_dynamic, n_static: number of model inputs.
+      checkpoint_dir: the layer's checkpoint directory.
+      opts: resolved step options (see `step.step_options`).
+      meta: JSON metadata stored with every checkpoint (layer, stats, input order, config:
+        see `checkpoint.bundle_meta`), so each checkpoint is self-contained for inference.
+      devices: devices of the mesh (default: all).
+      resume_extra: extra values that must match for a checkpoint to be resumed (input order,
+        number of samples ...).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        data: TrainData,
+        *,
+        n_dynamic: int,
+        n_static: int,
+        checkpoint_dir: str | Path,
+        opts: StepOptions,
+        meta: Mapping[str, Any],
+        devices: list | None = None,
+        resume_extra: Mapping[str, Any] | None = None,
+        metrics_dir: str | Path | None = None,
+    ):
+        self.cfg, self.data, self.opts = cfg, data, opts
+        self.n_dynamic, self.n_static = n_dynamic, n_static
+        self.dir = Path(checkpoint_dir)
+        self.meta = dict(meta)
+        self.tc = cfg.train
+        self.mesh: Mesh = shd.make_mesh(self.tc.members, self.tc.mesh_member_size, devices)
+        self.fp = fingerprint(cfg, {"n_dynamic": n_dynamic, "n_static": n_static, **(resume_extra or {})})
+        self.metrics_dir = Path(metrics_dir) if metrics_dir else self.dir
+        data_size = self.mesh.shape[C.DATA_AXIS]
+        if self.tc.batch_size % data_size:
+            raise ConfigError(
+                f"train.batch_size={self.tc.batch_size} must be a multiple of the mesh's data axis "
+                f"({data_size} of {self.mesh.devices.size} devices; mesh {dict(self.mesh.shape)}); "
+                f"use e.g. train.batch_size={data_size * max(1, round(self.tc.batch_size / data_size))} "
+                "or set train.mesh_member_size"
+            )
+        self.tx = make_optimizer(self.tc.clip_norm)
+        self._build()
+
+    # --- compiled functions -------------------------------------------------------------
+    def _build(self) -> None:
+        tc = self.tc
+        key = jax.random.key(tc.seed)
+        shapes = jax.eval_shape(lambda: init_state(key, tc.members, self.n_dynamic, self.n_static, self.cfg.model, self.tx))
+        self.state_sharding = state_shardings(shapes, self.mesh)
+        self.abstract_state = abstract_like(shapes, self.state_sharding)
+        self._init = jax.jit(
+            lambda: init_state(key, tc.members, self.n_dynamic, self.n_static, self.cfg.model, self.tx),
+            out_shardings=self.state_sharding,
+        )
+        self.batch_sharding = shd.batch_sharding(self.mesh, per_member=not tc.shared_batches)
+        self.val_sharding = shd.batch_sharding(self.mesh, per_member=False)
+        metric_sharding = NamedSharding(self.mesh, P())
+        self.train_step = JitOnce(
+            make_train_step(self.opts, self.tx, tc.shared_batches),
+            name="train_step",
+            in_shardings=(self.state_sharding, self._batch_shardings(self.batch_sharding), metric_sharding),
+            out_shardings=(self.state_sharding, metric_sharding),
+            donate_argnums=(0,),
+        )
+        self.eval_step = JitOnce(
+            make_eval_step(self.opts),
+            name="eval_step",
+            in_shardings=(self.state_sharding["params"], self._batch_shardings(self.val_sharding)),
+            out_shardings=metric_sharding,
+        )
+
+    @staticmethod
+    def _batch_shardings(s: NamedSharding) -> dict:
+        spec = tuple(s.spec)
+        # sigma is [M, B] / [B]: the same leading axes as the others
+        return {k: NamedSharding(s.mesh, P(*spec)) for k in BATCH_KEYS}
+
+    def put_batch(self, batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict:
+        """Host batch -> global device arrays (each process passes its own part of the batch)."""
+        out = {}
+        n_proc = jax.process_count()
+        lead = len(tuple(sharding.spec))  # 1 (shared) or 2 (per member): the data axis is the last of these
+        for k in BATCH_KEYS:
+            v = np.asarray(batch[k], np.float32)
+            gshape = list(v.shape)
+            gshape[lead - 1] *= n_proc
+            out[k] = jax.make_array_from_process_local_data(sharding, v, tuple(gshape))
+        return out
+
+    # --- state ----------------------------------------------------------------------------
+    def initial_state(self, fresh: bool, ckpt: TrainCheckpointer) -> tuple[dict, LoopState, Any, int | None]:
+        """(state, loop counters, data iterator, resumed step) following the resume order above."""
+        it = self.data.train_iterator()
+        step = None if fresh else ckpt.latest_step()
+        if step is None:
+            return self._init(), LoopState(), it, None
+        state, meta = ckpt.restore(self.abstract_state, step)
+        if meta.get("fingerprint") != self.fp:
+            raise CheckpointError(
+                f"the checkpoint in {self.dir} was written with different model, training, data-split or input "
+                "settings than this run; resume with the same settings, or start over with `somojax train --fresh` "
+                "(or another workdir)"
+            )
+        it.set_state(meta["data_state"])
+        loop = LoopState(**{k: v for k, v in meta["loop"].items() if k in {f.name for f in dataclasses.fields(LoopState)}})
+        loop.best_val = math.inf if loop.best_val is None else float(loop.best_val)
+        log.info("resumed %s at step %d (epoch %d, update %d of the epoch)", self.dir, step, loop.epoch, loop.step_in_epoch)
+        return state, loop, it, step
+
+    def _meta(self, loop: LoopState, it: Any, global_step: int) -> dict:
+        d = dataclasses.asdict(loop)
+        d["best_val"] = None if not math.isfinite(loop.best_val) else loop.best_val
+        return {**self.meta, "fingerprint": self.fp, "global_step": int(global_step), "data_state": it.get_state(), "loop": d}
+
+    # --- validation -----------------------------------------------------------------------
+    def validate(self, params: dict) -> dict | None:
+        """Validation loss of every member and of the ensemble mean (dropout off)."""
+        if self.data.n_val == 0:
+            return None
+        acc = None
+        for batch in self.data.val_batches():
+            out = self.eval_step(params, self.put_batch(batch, self.val_sharding))
+            acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
+        acc = jax.device_get(acc)
+        count = float(np.max(acc["count"]))
+        if count == 0:
+            return None
+        members = np.asarray(acc["sum"], np.float64) / np.maximum(np.asarray(acc["count"], np.float64), 1.0)
+        return {
+            "val_loss": float(acc["mean_sum"]) / max(float(acc["mean_count"]), 1.0),
+            "val_loss_members": members.tolist(),
+            "val_targets": int(count),
+        }
+
+    # --- the loop -------------------------------------------------------------------------
+    def fit(self, fresh: bool = False) -> TrainResult:
+        """Runs (or resumes) training until `train.epochs`, early stopping, or an error."""
+        tc = self.tc
+        if fresh:
+            discard_checkpoints(self.dir)
+        ckpt = TrainCheckpointer(self.dir, keep=tc.keep_checkpoints)
+        metrics = MetricsWriter(self.metrics_dir, tensorboard=False)
+        try:
+            state, loop, it, resumed = self.initial_state(fresh, ckpt)
+            if loop.finished and (loop.epoch >= tc.epochs or loop.stop_reason.startswith("early")):
+                log.info("%s: training already finished (%s)", self.dir, loop.stop_reason)
+                return TrainResult(state, loop, self.dir, resumed)
+            loop.finished = False  # more epochs were asked for since it finished
+            state = self._run(state, loop, it, ckpt, metrics)
+            return TrainResult(state, loop, self.dir, resumed)
+        finally:
+            ckpt.wait()
+            ckpt.close()
+            metrics.close()
+
+    def _run(self, state: dict, loop: LoopState, it: Any, ckpt: TrainCheckpointer, metrics: MetricsWriter) -> dict:
+        tc, spe = self.tc, self.data.steps_per_epoch
+        global_step = loop.epoch * spe + loop.step_in_epoch
+        samples_per_step = tc.batch_size * (1 if tc.shared_batches else tc.members)
+        pending: list[tuple[int, int, dict]] = []  # (step, epoch, device metrics) not yet checked
+        progress = Progress(total=tc.epochs * spe - global_step, desc=f"train {self.meta.get('layer', '')}", unit="step", logger=log)
+        window: list[dict] = []
+        try:
+            while loop.epoch < tc.epochs:
+                lr = learning_rate(tc.learning_rates, loop.epoch)
+                lr_arr = jnp.asarray(lr, jnp.float32)
+                while loop.step_in_epoch < spe:
+                    batch = self.put_batch(next(it), self.batch_sharding)
+                    state, m = self.train_step(state, batch, lr_arr)
+                    loop.step_in_epoch += 1
+                    global_step += 1
+                    pending.append((global_step, loop.epoch, m))
+                    progress.update(1, samples=samples_per_step)
+                    due_log = global_step % max(tc.log_every_steps, 1) == 0
+                    due_ckpt = bool(tc.checkpoint_every_steps) and global_step % tc.checkpoint_every_steps == 0
+                    if due_log or due_ckpt:
+                        window += self._check(pending)
+                        pending = []
+                    if due_log and window:
+                        self._log_train(metrics, global_step, loop.epoch, lr, window, progress)
+                        window = []
+                    if due_ckpt and loop.step_in_epoch < spe:
+                        ckpt.save(global_step, state, self._meta(loop, it, global_step))
+                window += self._check(pending)
+                pending = []
+                if window:
+                    self._log_train(metrics, global_step, loop.epoch, lr, window, progress)
+                    window = []
+                val = self.validate(state["params"])
+                self._end_epoch(state, loop, it, ckpt, metrics, val, global_step, lr)
+                if loop.finished:
+                    break
+        finally:
+            progress.close()
+        return state
+
+    def _check(self, pending: list[tuple[int, int, dict]]) -> list[dict]:
+        """Fetches pending step metrics; raises TrainingError at the first non-finite loss."""
+        out = []
+        for step, epoch, m in pending:
+            loss = np.asarray(jax.device_get(m["loss"]), np.float64)
+            gnorm = np.asarray(jax.device_get(m["grad_norm"]), np.float64)
+            bad = np.nonzero(~np.isfinite(loss) | ~np.isfinite(gnorm))[0]
+            if bad.size:
+                mem = int(bad[0])
+                raise TrainingError(
+                    f"non-finite training loss at step {step} (epoch {epoch}), member {mem}: loss {loss[mem]}, "
+                    f"gradient norm {gnorm[mem]}. The last good checkpoint in {self.dir} is intact; lower "
+                    "train.learning_rates or check the inputs for extreme values"
+                )
+            out.append({"step": step, "loss": loss, "grad_norm": gnorm})
+        return out
+
+    def _log_train(self, metrics: MetricsWriter, step: int, epoch: int, lr: float, window: list[dict], progress: Progress) -> None:
+        loss = np.mean([w["loss"] for w in window], axis=0)
+        gnorm = np.mean([w["grad_norm"] for w in window], axis=0)
+        rates = progress.rates()
+        rec = {
+            "epoch": epoch,
+            "lr": lr,
+            "loss": float(np.mean(loss)),
+            "grad_norm": float(np.mean(gnorm)),
+            "steps_per_s": rates.get("step/s", 0.0),
+            "samples_per_s": rates.get("samples/s", 0.0),
+        }
+        rec.update({f"loss_member{m}": float(v) for m, v in enumerate(loss)})
+        metrics.write(step, rec, prefix="train/")
+        log.info(
+            "%s step %d epoch %d: loss %.4g (members %s), lr %.3g, %.3g steps/s, %.3g samples/s, ETA %s",
+            self.meta.get("layer", ""),
+            step,
+            epoch,
+            rec["loss"],
+            " ".join(f"{v:.3g}" for v in loss),
+            lr,
+            rec["steps_per_s"],
+            rec["samples_per_s"],
+            progress.status().rsplit("ETA ", 1)[-1],
+        )
+
+    def _end_epoch(self, state, loop: LoopState, it, ckpt: TrainCheckpointer, metrics: MetricsWriter, val, step: int, lr: float) -> None:
+        tc = self.tc
+        rec: dict[str, Any] = {"epoch": loop.epoch, "step": step, "lr": lr}
+        improved = True
+        if val is not None:
+            v = val["val_loss"]
+            if not all(math.isfinite(x) for x in [v, *val["val_loss_members"]]):
+                bad = [m for m, x in enumerate(val["val_loss_members"]) if not math.isfinite(x)]
+                raise TrainingError(
+                    f"non-finite validation loss after epoch {loop.epoch} (step {step}), members {bad or 'ensemble mean'}; "
+                    f"the last good checkpoint in {self.dir} is intact"
+                )
+            rec.update(val)
+            improved = v < loop.best_val
+            metrics.write(step, {"val_loss": v, **{f"val_loss_member{m}": x for m, x in enumerate(val["val_loss_members"])}, "epoch": loop.epoch}, prefix="val/")
+            log.info(
+                "%s epoch %d: validation loss %.4g (ensemble mean; members %s)%s",
+                self.meta.get("layer", ""),
+                loop.epoch,
+                v,
+                " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
+                " *best*" if improved else "",
+            )
+        loop.epoch += 1
+        loop.step_in_epoch = 0
+        loop.history.append(rec)
+        if improved:
+            loop.best_val = val["val_loss"] if val is not None else math.inf
+            loop.best_epoch = loop.epoch - 1
+            loop.bad_epochs = 0
+            ckpt.save_best(step, state["params"], {**self.meta, "global_step": step, "epoch": loop.epoch - 1, "val_loss": rec.get("val_loss")})
+        else:
+            loop.bad_epochs += 1
+        patience = tc.early_stopping_patience
+        if loop.epoch >= tc.epochs:
+            loop.finished, loop.stop_reason = True, f"{tc.epochs} epochs"
+        elif patience is not None and loop.bad_epochs >= patience:
+            loop.finished = True
+            loop.stop_reason = f"early stopping after epoch {loop.epoch - 1}: no improvement for {patience} epochs"
+            log.info("%s: %s", self.meta.get("layer", ""), loop.stop_reason)
+        ckpt.save(step, state, self._meta(loop, it, step))

@@ -1,0 +1,206 @@
+"""The ensemble train and evaluation steps: pure functions, jitted by the caller (STYLE.md §4).
+
+Train state (a plain pytree; every leaf but `step` carries the leading `member` axis):
+
+    params     {W_ih [M, D, 3H], W_hh [M, H, 3H], ...}        (somojax.models.ealstm layout)
+    opt_state  optax state of clip_by_global_norm + scale_by_adam, per member
+    rng        [M, 2] uint32: member m's dropout key (raw key data, checkpointable)
+    step       int32 scalar: updates done
+
+One step updates all members: `jax.vmap` over the member axis of a per-member step whose
+gradient clipping, Adam moments and learning-rate scaling all live INSIDE the vmap, so members
+never couple (clipping a stacked pytree would compute one norm over all members, JAX-NOTES §1).
+Member m's dropout key at step s is `fold_in(rng[m], s)`: a resumed run draws the same masks,
+and member m of an N-member run draws what a 1-member run with key rng[m] draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from somojax.config import ModelConfig, TrainConfig
+from somojax.models import ealstm, ensemble, losses
+
+BATCH_KEYS = ("x_d", "x_s", "y", "sigma")  # what the step reads from a batch
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Static settings of the step (hashable: part of what jit compiles)."""
+
+    predict_last_n: int = 1
+    dropout: float = 0.0
+    loss: str = "nse"  # "nse" (NSE*) or "mse"
+    nse_eps: float = 0.1
+    sigma_scale: float = 1.0  # σ_c is multiplied by this (1/target std for normalised units)
+    hoist: bool = False
+    remat: bool = True
+    unroll: int = 1
+    precision: str = "highest"
+    compute_dtype: str | None = None
+    custom_vjp: bool = True
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return dict(
+            predict_last_n=self.predict_last_n,
+            hoist=self.hoist,
+            remat=self.remat,
+            unroll=self.unroll,
+            precision=self.precision,
+            compute_dtype=None if self.compute_dtype is None else jnp.dtype(self.compute_dtype),
+            custom_vjp=self.custom_vjp,
+        )
+
+
+def step_options(model: ModelConfig, train: TrainConfig, target_std: float = 1.0, backend: str | None = None) -> StepOptions:
+    """Resolves the config (including the per-backend `auto` choices) into `StepOptions`.
+
+    `model.hoist: auto` hoists the input projection except on the CPU, where computing x_t W_ih
+    inside the step is faster for training (DESIGN.md §7). `model.backward: auto` uses the
+    hand-written backward pass. `model.dtype: bfloat16` runs the recurrent matmul on bfloat16
+    operands with float32 accumulation; parameters, state and optimizer stay float32.
+    """
+    backend = backend or jax.default_backend()
+    hoist = {"yes": True, "no": False, "auto": backend != "cpu"}[model.hoist]
+    sigma_scale = 1.0 if train.nse_sigma_units == "raw" else 1.0 / float(target_std)
+    return StepOptions(
+        predict_last_n=model.predict_last_n,
+        dropout=model.dropout,
+        loss=train.loss,
+        nse_eps=train.nse_eps,
+        sigma_scale=sigma_scale,
+        hoist=hoist,
+        remat=model.remat,
+        unroll=model.unroll,
+        precision=model.matmul_precision,
+        compute_dtype=None if model.dtype == "float32" else model.dtype,
+        custom_vjp=model.backward in ("auto", "custom"),
+    )
+
+
+def make_optimizer(clip_norm: float) -> optax.GradientTransformation:
+    """Per-member global-norm clipping then Adam; the learning rate is applied by the step.
+
+    `optax.adam(lr)` is `scale_by_adam` followed by scaling with −lr; taking lr as a step argument
+    lets the epoch schedule change it without recompiling.
+    """
+    parts = [optax.scale_by_adam()]
+    if clip_norm and clip_norm > 0:
+        parts.insert(0, optax.clip_by_global_norm(clip_norm))
+    return optax.chain(*parts)
+
+
+def init_state(
+    key: jax.Array,
+    n_members: int,
+    n_dynamic: int,
+    n_static: int,
+    model: ModelConfig,
+    tx: optax.GradientTransformation,
+) -> dict:
+    """A fresh train state. `key` splits into the init key and the dropout key.
+
+    Member m is initialised with `split(init_key, n_members)[m]` (see `ensemble.init_ensemble`)
+    and its dropout key is `split(dropout_key, n_members)[m]`.
+    """
+    init_key, drop_key = jax.random.split(key)
+    params = ensemble.init_ensemble(init_key, n_members, n_dynamic, n_static, model.hidden_size, model.forget_bias)
+    return {
+        "params": params,
+        "opt_state": jax.vmap(tx.init)(params),
+        "rng": jax.random.key_data(jax.random.split(drop_key, n_members)),
+        "step": jnp.zeros((), jnp.int32),
+    }
+
+
+def member_loss(params: Mapping, batch: Mapping, key: jax.Array | None, opts: StepOptions) -> tuple[jax.Array, jax.Array]:
+    """(Σ loss terms, number of valid targets) of one member on one batch [B, ...].
+
+    With `key=None` dropout is off (validation).
+    """
+    pred = ealstm.forward(
+        params,
+        batch["x_d"],
+        batch["x_s"],
+        dropout_rate=opts.dropout,
+        dropout_key=key,
+        deterministic=key is None,
+        **opts.model_kwargs(),
+    )
+    weight = None
+    if opts.loss == "nse":
+        weight = losses.nse_weight(batch["sigma"] * opts.sigma_scale, opts.nse_eps)
+    return losses.masked_sums(pred, batch["y"], weight)
+
+
+def member_update(params, opt_state, rng, step, batch, lr, *, opts: StepOptions, tx: optax.GradientTransformation):
+    """One member's update. Returns (params, opt_state, loss, gradient norm)."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+
+    def loss_fn(p):
+        s, n = member_loss(p, batch, key, opts)
+        return s / jnp.maximum(n, 1.0)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
+    return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+
+
+def batch_axes(batch: Mapping, shared: bool) -> dict:
+    """vmap axes of a batch: None (shared by all members) or 0 (per-member [M, B, ...])."""
+    return {k: (None if shared else 0) for k in batch}
+
+
+def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool):
+    """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS."""
+
+    def train_step(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
+        batch = {k: batch[k] for k in BATCH_KEYS}
+        upd = jax.vmap(
+            lambda p, o, r, b: member_update(p, o, r, state["step"], b, lr, opts=opts, tx=tx),
+            in_axes=(0, 0, 0, batch_axes(batch, shared_batches)),
+        )
+        params, opt_state, loss, gnorm = upd(state["params"], state["opt_state"], state["rng"], batch)
+        new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
+        return new, {"loss": loss, "grad_norm": gnorm}
+
+    return train_step
+
+
+def make_eval_step(opts: StepOptions):
+    """fn(params, batch) -> sums for the validation loss of every member and of the ensemble mean.
+
+    The batch is shared by all members ([B, ...]); dropout is off. Returns
+    {"sum": [M], "count": [M], "mean_sum": [], "mean_count": []}; the loss is sum / count.
+    """
+
+    def eval_step(params: dict, batch: dict) -> dict:
+        batch = {k: batch[k] for k in BATCH_KEYS}
+        pred = jax.vmap(
+            lambda p: ealstm.forward(p, batch["x_d"], batch["x_s"], deterministic=True, **opts.model_kwargs())
+        )(params)  # [M, B, n]
+        weight = None
+        if opts.loss == "nse":
+            weight = losses.nse_weight(batch["sigma"] * opts.sigma_scale, opts.nse_eps)
+        s, n = jax.vmap(lambda p: losses.masked_sums(p, batch["y"], weight))(pred)
+        ms, mn = losses.masked_sums(jnp.mean(pred, axis=0), batch["y"], weight)
+        return {"sum": s, "count": n, "mean_sum": ms, "mean_count": mn}
+
+    return eval_step
+
+
+def learning_rate(schedule: tuple[tuple[int, float], ...], epoch: int) -> float:
+    """The rate of the last schedule entry whose first epoch is <= `epoch` (epochs count from 0)."""
+    rate = None
+    for first, lr in sorted(schedule):
+        if epoch >= first:
+            rate = lr
+    if rate is None:
+        raise ValueError(f"train.learning_rates {schedule} has no rate for epoch {epoch} (start it at epoch 0)")
+    return float(rate)

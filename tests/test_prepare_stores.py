@@ -279,3 +279,10 @@ def test_missing_inputs_and_short_era5_are_named(tmp_path):
     shutil.rmtree(raw / "ismn")
     with pytest.raises(InputDataError, match=r"ISMN archive .*ismn does not exist"):
         prepare(_cfg(tmp_path, raw, st))
+
+
+def test_era5_outside_the_forcing_period_is_named(tmp_path):
+    raw, st = _raw(tmp_path)
+    cfg = _cfg(tmp_path, raw, st, "data.forcing_start=1990-01-01", "data.forcing_end=1991-12-31", "data.target_start=1990-06-01", "data.target_end=1991-12-31")
+    with pytest.raises(InputDataError, match=r"tp: no time step in 1990-01-01\.\.1991-12-31 in .*era5_2000\.nc.*none of the forcing period"):
+        prepare(cfg)

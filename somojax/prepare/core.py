@@ -164,7 +164,7 @@ def _prepare(cfg: Config, report: dict) -> dict:
     # ---- forcings ------------------------------------------------------------------------
     log.info("reading ERA5 (%s)", ", ".join(inputs.era5 + inputs.era5_sm)[:200])
     files = expand_paths(inputs.era5, "data.era5") + (expand_paths(inputs.era5_sm, "data.era5_sm") if inputs.era5_sm else [])
-    era5 = read_era5(files, FORCING_VARS + SM_VARS, bbox=region_bbox(d.lat_range, d.lon_range))
+    era5 = read_era5(files, FORCING_VARS + SM_VARS, bbox=region_bbox(d.lat_range, d.lon_range), period=(d.forcing_start, d.forcing_end))
     need = sorted({v for x in d.dynamic_inputs for v in _NEEDS[x]} | set(SM_VARS), key=(FORCING_VARS + SM_VARS).index)
     require(era5, need, files)
     forc = build_forcings(era5, d.forcing_start, d.forcing_end, d.lat_range, d.lon_range, d.dynamic_inputs, d.era5_accumulation)

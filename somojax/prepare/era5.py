@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from somojax import constants as C
@@ -235,7 +236,13 @@ def _chunk(da: xr.DataArray, target_bytes: float = 96e6) -> xr.DataArray:
     return da.chunk({C.TIME: min(n, da.sizes[C.TIME])})
 
 
-def read_era5(paths: Sequence[str | os.PathLike], variables: Iterable[str] | None = None, bbox: tuple[float, float, float, float] | None = None, what: str = "data.era5") -> dict[str, xr.DataArray]:
+def read_era5(
+    paths: Sequence[str | os.PathLike],
+    variables: Iterable[str] | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    what: str = "data.era5",
+    period: tuple[str, str] | None = None,
+) -> dict[str, xr.DataArray]:
     """Reads ERA5 files into one lazy DataArray per short name, concatenated over time.
 
     Args:
@@ -243,6 +250,9 @@ def read_era5(paths: Sequence[str | os.PathLike], variables: Iterable[str] | Non
       variables: short names to keep (default: all somojax knows).
       bbox: (south, north, west, east) in degrees: crop to this box before anything is loaded.
       what: the config key, for messages.
+      period: (first day, last day): keep only the times these UTC days need (up to the next
+        day's 00:00, which holds the last hourly accumulation), before any dask graph is built —
+        ARCO-ERA5 holds 80+ years of hours.
 
     Returns:
       {short name: DataArray (time, latitude, longitude)} in ERA5 units, data lazy (dask).
@@ -251,6 +261,7 @@ def read_era5(paths: Sequence[str | os.PathLike], variables: Iterable[str] | Non
     files = expand_paths(paths, what)
     want = set(variables) if variables is not None else set(KNOWN)
     pieces: dict[str, list[xr.DataArray]] = {}
+    empty: dict[str, xr.DataArray] = {}
     grids: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     for f in files:
         ds = open_file(f)
@@ -258,6 +269,16 @@ def read_era5(paths: Sequence[str | os.PathLike], variables: Iterable[str] | Non
             if v not in want:
                 continue
             da = ds[v]
+            if period is not None and C.TIME in da.dims and da.sizes[C.TIME] > 0:
+                t0 = np.datetime64(pd.Timestamp(period[0]).normalize().to_datetime64(), "ns")
+                t1 = np.datetime64(pd.Timestamp(period[1]).normalize().to_datetime64(), "ns") + np.timedelta64(1, "D")
+                tv = da[C.TIME].values.astype("datetime64[ns]")
+                keep = np.nonzero((tv >= t0) & (tv <= t1))[0]
+                if keep.size == 0:  # kept empty: the daily builder then names the missing days
+                    empty.setdefault(v, da.isel({C.TIME: slice(0, 0)}))
+                    continue
+                contiguous = keep[-1] - keep[0] + 1 == keep.size
+                da = da.isel({C.TIME: slice(int(keep[0]), int(keep[-1]) + 1) if contiguous else keep})
             if bbox is not None and C.LAT in da.dims:
                 s, n, w, e = bbox
                 da = da.sel({C.LAT: slice(s - 1e-6, n + 1e-6), C.LON: slice(w - 1e-6, e + 1e-6)})
@@ -272,6 +293,8 @@ def read_era5(paths: Sequence[str | os.PathLike], variables: Iterable[str] | Non
                 else:
                     grids[key] = (da[C.LAT].values, da[C.LON].values, f)
             pieces.setdefault(v, []).append(da)
+    for v, da in empty.items():
+        pieces.setdefault(v, [da])
     out: dict[str, xr.DataArray] = {}
     for v, parts in pieces.items():
         srcs = [p.attrs.get("source_file", "?") for p in parts]

@@ -142,7 +142,9 @@ def daily(
     if dt is None:
         dt = np.timedelta64(86400, "s") if t.size == 1 else None
     if dt is None:
-        raise InputDataError(f"{name}: no time steps in {source}")
+        raise InputDataError(
+            f"{name}: no time step in {start}..{end} in {source}" + (" (the files hold none of the forcing period)" if t.size == 0 else "")
+        )
     dt_s = int(dt / np.timedelta64(1, "s"))
     attrs = {"source_files": da.attrs.get("source_files", [])}
     if dt_s == 86400:  # daily file: a value per day (stamped 00:00 or 12:00)

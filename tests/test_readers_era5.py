@@ -144,3 +144,22 @@ def test_files_split_by_variable_and_year_are_combined(tmp_path):
         read_era5([str(tmp_path / "*.nc")])
     with pytest.raises(InputDataError, match="matches no file"):
         read_era5([str(tmp_path / "nothing_*.nc")])
+
+
+def test_forecast_time_step_axes_are_put_on_validity_time():
+    # cfgrib's view of CDS GRIB accumulations: forecasts from 06 and 18 UTC with steps 1..12 h
+    init = pd.to_datetime(["2001-06-01 06:00", "2001-06-01 18:00"]).values
+    step = (np.arange(1, 13) * np.timedelta64(1, "h")).astype("timedelta64[ns]")
+    vt = init[:, None] + step[None, :]
+    vals = np.arange(24, dtype=np.float32).reshape(2, 12, 1, 1) * np.ones((1, 1, 2, 2), np.float32)
+    ds = xr.Dataset(
+        {"tp": (("time", "step", "latitude", "longitude"), vals, {"units": "m"})},
+        coords={"time": init, "step": step, "valid_time": (("time", "step"), vt), "latitude": [40.25, 40.0], "longitude": [262.0, 262.25], "surface": 0.0},
+    )
+    from somojax.prepare.era5 import standardize
+
+    out = standardize(ds, "fc.grib")["tp"]
+    assert out.dims == (C.TIME, C.LAT, C.LON)
+    np.testing.assert_array_equal(out[C.TIME].values, np.sort(vt.ravel()))
+    assert out[C.TIME].values[0] == np.datetime64("2001-06-01T07:00", "ns")
+    np.testing.assert_array_equal(out.values[:, 0, 0], np.arange(24))

@@ -205,6 +205,8 @@ def standardize(ds: xr.Dataset, source: str) -> xr.Dataset:
         ds = normalize_latlon(ds, source)
         for d in (C.LAT, C.LON):
             ds = ds.assign_coords({d: ds[d].astype(np.float64)})
+    if has_grid:
+        ds = ds.transpose(*[d for d in (C.TIME, C.LAT, C.LON) if d in ds.dims], ...)
     for v in ds.data_vars:
         ds[v].attrs["source_file"] = source
     return ds

@@ -9,6 +9,7 @@ atomically (`stores.write_store`), so an interrupted run leaves no half-written 
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -223,7 +224,9 @@ def _prepare(cfg: Config, report: dict) -> dict:
 
     ledger = Ledger()
     report["targets"] = {"steps": ledger.steps, "dropped": ledger.dropped}
-    targ, ledger, tinfo = build_targets(scan, era5_sm, rules, ledger)
+    # large archives are read by several processes (each sensor's files, flags and daily means)
+    workers = min(os.cpu_count() or 1, 8) if len(scan.files) >= PARALLEL_FILES else 1
+    targ, ledger, tinfo = build_targets(scan, era5_sm, rules, ledger, workers)
     bad = _incomplete_cells(targ[C.CELL].values, forc, stat, d.dynamic_inputs, d.static_inputs)
     targ = drop_cells(targ, bad, ledger)
     if targ.sizes[C.CELL] == 0:
@@ -269,6 +272,8 @@ def _prepare(cfg: Config, report: dict) -> dict:
     )
     return report
 
+
+PARALLEL_FILES = 500  # ISMN archives with at least this many soil-moisture files are read in parallel
 
 _NEEDS = {"log_tp": ("tp",), "t2m": ("t2m",), "snr": ("ssr", "str"), "ssrd": ("ssrd",), "q": ("d2m", "sp"), "skt": ("skt",)}
 

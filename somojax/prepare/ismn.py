@@ -324,33 +324,43 @@ def read_ismn_file(path: str | os.PathLike, relpath: str | None = None) -> xr.Da
     return to_dataset(sf, read_values(sf))
 
 
-def iter_sensors(scan: IsmnScan) -> Iterator[tuple[list[SensorFile], pd.DataFrame | None, list[dict]]]:
-    """Groups the files of a scan by sensor and yields (files, values, problems) per sensor.
-
-    Files of one sensor (same network, station, sensor type and depths) are concatenated in time;
-    duplicated time stamps keep the first value and are reported. A file whose values cannot be
-    parsed is reported in `problems` and left out; values is None when no file of the sensor
-    could be read.
-    """
+def group_sensors(scan: IsmnScan) -> list[list[SensorFile]]:
+    """The files of a scan grouped by sensor (same network, station, sensor type and depths),
+    in a stable order."""
     groups: dict[tuple, list[SensorFile]] = {}
     for sf in scan.files:
         groups.setdefault(sf.key, []).append(sf)
-    for key in sorted(groups):
-        members = groups[key]
-        parts, problems = [], []
-        for sf in members:
-            try:
-                parts.append(read_values(sf))
-            except InputDataError as e:
-                problems.append({"file": sf.where, "reason": str(e)})
-        if not parts:
-            yield members, None, problems
-            continue
-        vals = pd.concat(parts) if len(parts) > 1 else parts[0]
-        if not vals.index.is_monotonic_increasing:
-            vals = vals.sort_index(kind="stable")
-        dup = vals.index.duplicated(keep="first")
-        if dup.any():
-            problems.append({"file": ", ".join(sf.where for sf in members), "reason": f"{int(dup.sum())} duplicated time stamps (first kept)", "values": int(dup.sum())})
-            vals = vals[~dup]
-        yield members, vals, problems
+    return [groups[k] for k in sorted(groups)]
+
+
+def read_sensor(members: list[SensorFile]) -> tuple[pd.DataFrame | None, list[dict], int]:
+    """The values of one sensor's files concatenated in time.
+
+    Returns:
+      (values or None when no file could be read, problems [{"file", "reason"}], number of
+      duplicated time stamps dropped — the first value of a time is kept).
+    """
+    parts, problems = [], []
+    for sf in members:
+        try:
+            parts.append(read_values(sf))
+        except InputDataError as e:
+            problems.append({"file": sf.where, "reason": str(e)})
+    if not parts:
+        return None, problems, 0
+    vals = pd.concat(parts) if len(parts) > 1 else parts[0]
+    if not vals.index.is_monotonic_increasing:
+        vals = vals.sort_index(kind="stable")
+    dup = vals.index.duplicated(keep="first")
+    n_dup = int(dup.sum())
+    if n_dup:
+        problems.append({"file": ", ".join(sf.where for sf in members), "reason": f"{n_dup} duplicated time stamps (first kept)"})
+        vals = vals[~dup]
+    return vals, problems, n_dup
+
+
+def iter_sensors(scan: IsmnScan) -> Iterator[tuple[list[SensorFile], pd.DataFrame | None, list[dict]]]:
+    """(files, values, problems) per sensor; see `group_sensors` and `read_sensor`."""
+    for members in group_sensors(scan):
+        values, problems, _ = read_sensor(members)
+        yield members, values, problems

@@ -1,6 +1,7 @@
 """Targets from ISMN: every step of DESIGN.md §1, each counted in the report.
 
-1. region: stations outside the configured region are not used.
+1. region: stations outside the configured region are not used (their files are not read);
+   read: a sensor's files are concatenated in time (a duplicated time stamp keeps the first value).
 2. quality flag: keep a value only if its ISMN flag is allowed (`data.quality_flags`, default
    `G`). Combined flags such as `D03,D05` are allowed only if every part is.
 3. daily mean: the mean of a UTC day's kept values, only for days with at least
@@ -22,6 +23,7 @@
 from __future__ import annotations
 
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -31,7 +33,7 @@ import xarray as xr
 
 from somojax import constants as C
 from somojax import grid
-from somojax.prepare.ismn import IsmnScan, SensorFile, iter_sensors
+from somojax.prepare.ismn import IsmnScan, SensorFile
 from somojax.prepare.report import Ledger
 from somojax.stores import cf_attrs, grid_coord_attrs
 
@@ -211,81 +213,155 @@ def _in_region(lat: float, lon: float, rules: TargetRules) -> bool:
     return rules.lat_range[0] <= lat < rules.lat_range[1] and rules.lon_range[0] <= lon < rules.lon_range[1]
 
 
-def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger) -> tuple[list[SensorSeries], list[dict]]:
-    """Steps 1–5: region, quality flag, daily mean, target period, sensor length.
+@dataclass
+class SensorOutcome:
+    """What steps 1–5 did to one sensor (computed in a worker process when reading in parallel)."""
+
+    key: tuple
+    label: str
+    meta: SensorFile
+    problems: list
+    stage: str  # the step that dropped the sensor, or "kept"
+    reason: object = None  # str or (category, detail)
+    n_raw: int = 0  # values in the files
+    n_dup: int = 0  # duplicated time stamps dropped
+    n_flag: int = 0  # values with an allowed flag
+    flag_reasons: Counter | None = None
+    few: int = 0  # values on days with too few values
+    n_days: int = 0  # daily values
+    n_out: int = 0  # days outside the target period
+    daily: pd.Series | None = None  # the daily series in the target period (stage != "read")
+
+
+def process_sensor(members: list[SensorFile], rules: TargetRules) -> SensorOutcome:
+    """Steps read, quality flag, daily mean, target period and sensor length for one sensor."""
+    from somojax.prepare.ismn import read_sensor
+
+    sf = members[0]
+    meta = dataclasses.replace(sf, _handle=None)
+    values, problems, n_dup = read_sensor(members)
+    out = SensorOutcome(sf.key, sf.label, meta, problems, "kept")
+    if values is None:
+        out.stage, out.reason = "read", ("no readable values", "no readable values (" + "; ".join(p["reason"] for p in problems)[:300] + ")")
+        return out
+    out.n_raw, out.n_dup = len(values) + n_dup, n_dup
+    kept, why = quality_filter(values, rules.quality_flags)
+    out.flag_reasons, out.n_flag = why, len(kept)
+    if kept.empty:
+        out.stage, out.reason = "flag", f"no value with an allowed flag {list(rules.quality_flags)}"
+        return out
+    daily, out.few = daily_means(kept, rules.min_values_per_day)
+    out.n_days = len(daily)
+    if daily.empty:
+        out.stage, out.reason = "daily", f"no day with ≥ {rules.min_values_per_day} values"
+        return out
+    daily, out.n_out = clip_period(daily, rules.start, rules.end)
+    out.daily = daily
+    if daily.empty:
+        out.stage, out.reason = "period", f"no day in the target period {rules.start}..{rules.end}"
+        return out
+    if len(daily) < rules.min_days_per_sensor:
+        out.stage = "length"
+        out.reason = (f"fewer than {rules.min_days_per_sensor} daily values", f"{len(daily)} daily values < {rules.min_days_per_sensor}")
+    return out
+
+
+def _process_chunk(args: tuple[list[list[SensorFile]], TargetRules]) -> list[SensorOutcome]:
+    groups, rules = args
+    return [process_sensor(g, rules) for g in groups]
+
+
+def _outcomes(groups: list[list[SensorFile]], rules: TargetRules, workers: int) -> Iterable[SensorOutcome]:
+    if workers <= 1 or len(groups) < 2:
+        for g in groups:
+            yield process_sensor(g, rules)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from somojax.utils.logging import get_logger
+
+    # spawn, not fork: the calling process may hold JAX/XLA threads (somojax run)
+    plain = [[dataclasses.replace(sf, _handle=None) for sf in g] for g in groups]
+    size = max(1, min(32, len(plain) // (4 * workers)))
+    batches = [(plain[i : i + size], rules) for i in range(0, len(plain), size)]
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            results = [o for res in ex.map(_process_chunk, batches) for o in res]
+    except BrokenProcessPool as e:  # e.g. a calling script without `if __name__ == "__main__":`
+        get_logger("prepare").warning("parallel ISMN reading failed (%s); reading in this process instead", e)
+        results = [process_sensor(g, rules) for g in groups]
+    yield from results
+
+
+def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: int = 1) -> tuple[list[SensorSeries], list[dict]]:
+    """Steps region, read, quality flag, daily mean, target period, sensor length.
+
+    Args:
+      workers: processes reading and reducing sensor files in parallel (1: in this process).
 
     Returns the surviving sensors' daily series and file problems met while reading values.
     """
-    problems: list[dict] = []
-    read_keys, region_keys, flag_keys, day_keys, period_keys, long_keys = [], [], [], [], [], []
-    labels: dict[tuple, str] = {}
-    reasons: dict[str, dict[tuple, str]] = {k: {} for k in ("read", "region", "flag", "daily", "period", "length")}
-    n_read = n_region = n_flag = n_daily_vals = 0
-    flag_reasons: Counter = Counter()
-    region_dropped = 0
-    few_values = 0
-    d_daily = d_period = d_length = 0
-    days_after_daily = days_after_period = days_after_length = 0
-    out: list[SensorSeries] = []
-    all_keys = []
-    for files, values, probs in iter_sensors(scan):
-        sf: SensorFile = files[0]
-        key = sf.key
-        all_keys.append(key)
-        labels[key] = sf.label
-        problems += probs
-        if values is None:
-            reasons["read"][key] = "no readable values (" + "; ".join(p["reason"] for p in probs)[:200] + ")"
-            continue
-        read_keys.append(key)
-        n = len(values)
-        n_read += n
-        if not _in_region(sf.latitude, sf.longitude, rules):
-            reasons["region"][key] = ("station outside the region", f"station at ({sf.latitude:g}, {sf.longitude:g}) is outside the region {rules.lat_range}×{rules.lon_range}")
-            region_dropped += n
-            continue
-        region_keys.append(key)
-        n_region += n
-        kept, why = quality_filter(values, rules.quality_flags)
-        flag_reasons.update(why)
-        n_flag += len(kept)
-        if kept.empty:
-            reasons["flag"][key] = f"no value with an allowed flag {list(rules.quality_flags)}"
-            continue
-        flag_keys.append(key)
-        daily, few = daily_means(kept, rules.min_values_per_day)
-        few_values += few
-        n_daily_vals += len(kept) - few
-        if daily.empty:
-            reasons["daily"][key] = f"no day with ≥ {rules.min_values_per_day} values"
-            continue
-        day_keys.append(key)
-        days_after_daily += len(daily)
-        daily, n_out = clip_period(daily, rules.start, rules.end)
-        d_period += n_out
-        if daily.empty:
-            reasons["period"][key] = f"no day in the target period {rules.start}..{rules.end}"
-            continue
-        period_keys.append(key)
-        days_after_period += len(daily)
-        if len(daily) < rules.min_days_per_sensor:
-            reasons["length"][key] = (f"fewer than {rules.min_days_per_sensor} daily values", f"{len(daily)} daily values < {rules.min_days_per_sensor}")
-            d_length += len(daily)
-            continue
-        long_keys.append(key)
-        days_after_length += len(daily)
-        out.append(
-            SensorSeries(key, sf.label, sf.network, sf.station, sf.latitude, sf.longitude, sf.depth_from, sf.depth_to, sf.sensor, daily)
-        )
-    ledger.step("read", "values", n_read, n_read, {}, all_keys, read_keys, reasons["read"], labels)
-    ledger.step("region", "values", n_read, n_region, {"station outside the region": region_dropped}, read_keys, region_keys, reasons["region"], labels)
-    ledger.step("quality flag", "values", n_region, n_flag, flag_reasons, region_keys, flag_keys, reasons["flag"], labels)
+    from somojax.prepare.ismn import group_sensors
+
+    groups = group_sensors(scan)
+    labels = {g[0].key: g[0].label for g in groups}
+    all_keys = [g[0].key for g in groups]
+    inside = [g for g in groups if _in_region(g[0].latitude, g[0].longitude, rules)]
+    region_reasons = {
+        g[0].key: ("station outside the region", f"station at ({g[0].latitude:g}, {g[0].longitude:g}) is outside the region {rules.lat_range}×{rules.lon_range}")
+        for g in groups
+        if not _in_region(g[0].latitude, g[0].longitude, rules)
+    }
+    n_files = sum(len(g) for g in groups)
     ledger.step(
-        "daily mean", "values", n_flag, n_daily_vals, {f"on days with < {rules.min_values_per_day} values": few_values}, flag_keys, day_keys, reasons["daily"], labels
+        "region", "files", n_files, sum(len(g) for g in inside), {"station outside the region (not read)": n_files - sum(len(g) for g in inside)},
+        all_keys, [g[0].key for g in inside], region_reasons, labels,
     )
-    ledger.step("target period", "days", days_after_daily, days_after_period, {"outside the target period": d_period}, day_keys, period_keys, reasons["period"], labels)
+    stages = ("read", "flag", "daily", "period", "length", "kept")
+    alive: dict[str, list[tuple]] = {k: [] for k in stages}  # keys that passed each step
+    reasons: dict[str, dict[tuple, object]] = {k: {} for k in stages}
+    problems: list[dict] = []
+    tot = Counter()
+    flag_reasons: Counter = Counter()
+    out: list[SensorSeries] = []
+    for o in _outcomes(inside, rules, workers):
+        problems += o.problems
+        if o.stage != "kept":
+            reasons[o.stage][o.key] = o.reason
+        passed = stages[: stages.index(o.stage)] if o.stage != "kept" else stages
+        for st in passed:
+            alive[st].append(o.key)
+        tot["raw"] += o.n_raw
+        tot["dup"] += o.n_dup
+        tot["flag"] += o.n_flag
+        flag_reasons.update(o.flag_reasons or {})
+        tot["few"] += o.few
+        tot["days"] += o.n_days
+        tot["out"] += o.n_out
+        if o.stage in ("length", "kept"):
+            tot["in_period"] += len(o.daily)
+        if o.stage == "length":
+            tot["short"] += len(o.daily)
+        if o.stage == "kept":
+            m = o.meta
+            out.append(SensorSeries(o.key, o.label, m.network, m.station, m.latitude, m.longitude, m.depth_from, m.depth_to, m.sensor, o.daily))
+    region_keys = [g[0].key for g in inside]
+    n_read = tot["raw"] - tot["dup"]
+    ledger.step("read", "values", tot["raw"], n_read, {"duplicated time stamp": tot["dup"]}, region_keys, alive["read"], reasons["read"], labels)
+    ledger.step("quality flag", "values", n_read, tot["flag"], flag_reasons, alive["read"], alive["flag"], reasons["flag"], labels)
     ledger.step(
-        "sensor length", "days", days_after_period, days_after_length, {f"sensors with < {rules.min_days_per_sensor} days": d_length}, period_keys, long_keys, reasons["length"], labels
+        "daily mean", "values", tot["flag"], tot["flag"] - tot["few"], {f"on days with < {rules.min_values_per_day} values": tot["few"]},
+        alive["flag"], alive["daily"], reasons["daily"], labels,
+    )
+    ledger.step(
+        "target period", "days", tot["days"], tot["days"] - tot["out"], {"outside the target period": tot["out"]},
+        alive["daily"], alive["period"], reasons["period"], labels,
+    )
+    ledger.step(
+        "sensor length", "days", tot["in_period"], tot["in_period"] - tot["short"], {f"sensors with < {rules.min_days_per_sensor} days": tot["short"]},
+        alive["period"], alive["length"], reasons["length"], labels,
     )
     return out, problems
 
@@ -309,6 +385,7 @@ def build_targets(
     era5_sm: Callable[[np.ndarray], xr.DataArray],
     rules: TargetRules,
     ledger: Ledger | None = None,
+    workers: int = 1,
 ) -> tuple[xr.Dataset, Ledger, dict]:
     """All target steps: ISMN scan -> the targets store's dataset.
 
@@ -317,12 +394,13 @@ def build_targets(
       era5_sm: function of global cell ids [n] returning ERA5 soil moisture on the target layers
         as (layer, cell, time) over (at least) the target period, for the rescaling.
       rules: the settings.
+      workers: processes for reading the ISMN files (steps 1–5).
 
     Returns:
       (dataset with `sm` (layer, cell, time), `n_series`, `provenance`; the ledger; info).
     """
     ledger = ledger or Ledger()
-    sensors, problems = daily_series(scan, rules, ledger)
+    sensors, problems = daily_series(scan, rules, ledger, workers)
 
     # 6. layer selection
     chosen, not_chosen = select_layers(sensors)

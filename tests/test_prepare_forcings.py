@@ -254,3 +254,19 @@ def test_long_term_statics_hand_computed():
     np.testing.assert_allclose(out["tp"].values, [[730.5, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(out["arid"].values, [[1.0, 2.0]], rtol=1e-6)
     assert info["cells_at_precipitation_floor"] == 1 and info["days"] == 2
+
+
+def test_region_at_the_dateline_uses_wrapped_points(tmp_path):
+    from somojax.prepare.era5 import read_era5
+
+    lats = np.array([0.5, 0.25, 0.0])
+    lons = np.arange(0.0, 360.0, 0.25)  # global, 0..359.75: 180 is the point -180 after wrapping
+    ds = era5_dataset(pd.date_range("2001-06-01", periods=2, freq="D"), lats, lons, seed=1)
+    ds[["t2m"]].to_netcdf(tmp_path / "g.nc")
+    era5 = read_era5([tmp_path / "g.nc"], bbox=(0.0, 0.5, 179.5, 180.0))
+    out = daily(era5["t2m"], "t2m", "2001-06-01", "2001-06-02", accumulated=False)
+    cells = to_cell_centres(out, np.array([0.125]), np.array([179.625, 179.875])).values
+    raw = ds["t2m"].values.astype(np.float64)  # (time, lat descending, lon)
+    j = {x: int(np.argmin(np.abs(lons - x))) for x in (179.75, 180.0)}
+    ref = 0.25 * (raw[:, 1, j[179.75]] + raw[:, 2, j[179.75]] + raw[:, 1, j[180.0]] + raw[:, 2, j[180.0]])
+    np.testing.assert_allclose(cells[:, 0, 1], ref, rtol=1e-6)

@@ -283,7 +283,9 @@ def read_era5(
                 da = da.isel({C.TIME: slice(int(keep[0]), int(keep[-1]) + 1) if contiguous else keep})
             if bbox is not None and C.LAT in da.dims:
                 s, n, w, e = bbox
-                da = da.sel({C.LAT: slice(s - 1e-6, n + 1e-6), C.LON: slice(w - 1e-6, e + 1e-6)})
+                da = da.sel({C.LAT: slice(s - 1e-6, n + 1e-6)})
+                if -180.0 < w and e < 180.0:  # a box touching ±180 needs the wrapped points too
+                    da = da.sel({C.LON: slice(w - 1e-6, e + 1e-6)})
             if C.LAT in da.dims:
                 key = v
                 if key in grids:

@@ -14,13 +14,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import xarray as xr
 
 from somojax import constants as C
 from somojax import stores
 from somojax.config import Config
-from somojax.errors import InputDataError, SomojaxError
+from somojax.errors import ConfigError, InputDataError, SomojaxError
 from somojax.normalization import compute_stats
 from somojax.prepare import checks
 from somojax.prepare.era5 import FORCING_VARS, SM_VARS, expand_paths, read_era5, require
@@ -157,7 +158,7 @@ def _prepare(cfg: Config, report: dict) -> dict:
     try:
         checks.check_spinup(d.forcing_start, cfg.infer.start, cfg.train.layers, cfg.model.seq_length, "prediction period (infer.start)")
         report["checks"]["spinup_prediction_period"] = "ok"
-    except Exception as e:  # inference checks it again; here it is a warning in the report
+    except ConfigError as e:  # inference checks it again; here it is a warning in the report
         report["checks"]["spinup_prediction_period"] = str(e)
         log.warning("%s", e)
     report["checks"]["spinup_target_period"] = "ok"
@@ -202,11 +203,10 @@ def _prepare(cfg: Config, report: dict) -> dict:
 
     # NaN in the forcings over land (nothing is filled)
     island = stat[C.LAND_MASK].values > 0.5
-    report["forcings"]["land_cell_days_missing"] = {
-        v: int(forc[v].isnull().where(xr.DataArray(island, dims=(C.LAT, C.LON))).sum().compute()) if v != C.SM_ERA5 else None
-        for v in forc.data_vars
-        if v != C.SM_ERA5
-    }
+    land_da = xr.DataArray(island, dims=(C.LAT, C.LON))
+    names = list(d.dynamic_inputs) + [C.SM_ERA5]
+    counts = dask.compute(*[(forc[v].isnull() & land_da).sum() for v in names])
+    report["forcings"]["land_cell_days_missing"] = {v: int(n) for v, n in zip(names, counts)}
 
     # ---- targets -------------------------------------------------------------------------
     log.info("reading ISMN archive %s", inputs.ismn)

@@ -304,3 +304,11 @@ def test_parallel_reading_gives_the_same_targets(prepared):
     for x, y in zip(a, b):
         pd.testing.assert_series_equal(x.daily, y.daily)
     assert a_led.steps == b_led.steps
+
+
+def test_compute_stats_rejects_cells_outside_the_store(prepared):
+    cfg, _, _ = prepared
+    f, s, t = (stores.open_store(cfg.store_dir, k) for k in ("forcings", "statics", "targets"))
+    far = int(grid.cell_id(-30.1, 20.1))
+    with pytest.raises(StoreError, match=rf"cells \[{far}\] lie outside the store's region"):
+        compute_stats(f, s, t, [far], (cfg.data.target_start, cfg.data.target_end))

@@ -34,6 +34,7 @@ VARIANTS = {
     "vjp-b16": ("vjp", dict(hoist=False, block=16)),
     "vjp-b32": ("vjp", dict(hoist=False, block=32)),
     "vjp-nobarrier": ("vjp", dict(hoist=False, block=8, split_barrier=False)),
+    "vjp-bf16": ("vjp", dict(hoist=False, block=8, compute_dtype="bfloat16")),
 }
 
 
@@ -63,6 +64,51 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
     return jax.jit(mapped, donate_argnums=(0, 1)), tx
 
 
+def torch_case(B: int, T: int, D: int, S: int, H: int):
+    """ealstm_regional's EA-LSTM training step in PyTorch (the peer of DESIGN.md §6), same shapes."""
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+
+    class EALSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight_ih = nn.Parameter(torch.randn(D, 3 * H) * 0.1)
+            self.weight_hh = nn.Parameter(torch.randn(H, 3 * H) * 0.05)
+            self.weight_sh = nn.Parameter(torch.randn(S, H) * 0.1)
+            self.bias = nn.Parameter(torch.zeros(3 * H))
+            self.bias_s = nn.Parameter(torch.zeros(H))
+
+        def forward(self, x_d, x_s):
+            b = x_d.shape[0]
+            h = x_d.new_zeros(b, H)
+            c = x_d.new_zeros(b, H)
+            i = torch.sigmoid(torch.addmm(self.bias_s.expand(b, -1), x_s, self.weight_sh))
+            bias = self.bias.unsqueeze(0).expand(b, -1)
+            for t in range(x_d.shape[1]):
+                gates = torch.addmm(bias, h, self.weight_hh) + torch.mm(x_d[:, t], self.weight_ih)
+                f, o, g = gates.chunk(3, 1)
+                c = torch.sigmoid(f) * c + i * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            return h
+
+    lstm, drop, fc = EALSTM(), nn.Dropout(0.4), nn.Linear(H, 1)
+    params = list(lstm.parameters()) + list(fc.parameters())
+    opt = torch.optim.Adam(params, 1e-3)
+    xd, xs, y, sig = torch.randn(B, T, D), torch.randn(B, S), torch.randn(B, 1), torch.rand(B, 1)
+
+    def step(*_):
+        opt.zero_grad()
+        loss = (((fc(drop(lstm(xd, xs))) - y) ** 2) / (sig + 0.1) ** 2).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return None, None, loss.detach()
+
+    return [step, None, None, ()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=256)
@@ -73,6 +119,7 @@ def main() -> None:
     ap.add_argument("--ensemble-variant", default="vjp")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default="")
+    ap.add_argument("--torch", action="store_true", help="also time ealstm_regional's PyTorch loop (round-robin)")
     ap.add_argument("--default-malloc", action="store_true", help="leave glibc malloc at its defaults")
     a = ap.parse_args()
     if not a.default_malloc:
@@ -97,6 +144,9 @@ def main() -> None:
             p = ensemble.init_ensemble(jax.random.key(0), M, D, S, H)
             batch = tuple(jnp.broadcast_to(v, (M,) + v.shape) + 0 for v in (xd, xs, y))
             cases[f"{a.ensemble_variant} x{M} {mode}"] = [fn, p, jax.vmap(tx.init)(p), batch]
+
+    if a.torch:
+        cases["torch (ealstm_regional)"] = torch_case(B, T, D, S, H)
 
     compile_s = {}
     for name, c in cases.items():

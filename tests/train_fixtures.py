@@ -57,3 +57,85 @@ def array_data(cfg: Config, arrays: WindowArrays | None = None, val_cells=(10, 1
         seed=cfg.train.seed,
         max_updates_per_epoch=cfg.train.max_updates_per_epoch,
     )
+
+
+def write_learnable_stores(store_dir, n_days: int = 300, n_target_cells: int = 12, seed: int = 0, start: str = "2000-01-01"):
+    """Forcings, statics and targets stores on a 2°x2° grid whose L1/L2/L3 targets are learnable.
+
+    L1 is a leaky bucket filled by `log_tp`, L2 a slower bucket filled by L1, L3 slower still;
+    every target is scaled by the cell's `clay`, and 20% of the target days are missing.
+    Returns the global ids of the target cells.
+    """
+    import pandas as pd
+    import xarray as xr
+
+    from somojax import constants as C
+    from somojax import grid, stores
+
+    rng = np.random.default_rng(seed)
+    lat, lon = grid.lat_centres(40.0, 42.0), grid.lon_centres(-98.0, -96.0)
+    time = pd.date_range(start, periods=n_days, freq="D")
+    shape = (n_days, lat.size, lon.size)
+    season = np.sin(2 * np.pi * np.arange(n_days) / 365.0)[:, None, None]
+    f = {v: (rng.standard_normal(shape) + (k % 3) * season).astype(np.float32) for k, v in enumerate(C.DYNAMIC_INPUTS)}
+    f["log_tp"] = np.log1p(rng.exponential(2.0, shape) * (rng.uniform(size=shape) < 0.3)).astype(np.float32)
+    coords = {C.TIME: time, C.LAT: lat, C.LON: lon, C.LAYER: list(C.LAYERS)}
+    fvars = {v: ((C.TIME, C.LAT, C.LON), a) for v, a in f.items()}
+    fvars[C.SM_ERA5] = ((C.LAYER, C.TIME, C.LAT, C.LON), np.zeros((3,) + shape, np.float32))
+    forc = xr.Dataset(fvars, coords=coords)
+    st = {v: rng.standard_normal((lat.size, lon.size)).astype(np.float32) for v in C.STATIC_INPUTS}
+    st[C.LAND_MASK] = np.ones((lat.size, lon.size), np.float32)
+    stat = xr.Dataset({v: ((C.LAT, C.LON), a) for v, a in st.items()}, coords={C.LAT: lat, C.LON: lon})
+    iy = rng.choice(lat.size, n_target_cells)
+    ix = rng.choice(lon.size, n_target_cells, replace=False) if n_target_cells <= lon.size else rng.choice(lon.size, n_target_cells)
+    pairs = sorted(set(zip(iy.tolist(), ix.tolist())))
+    iy, ix = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    cells = grid.cell_id(lat[iy], lon[ix])
+    rain = f["log_tp"][:, iy, ix].T  # [cell, day]
+    scale = 1.0 + 0.3 * np.tanh(st["clay"][iy, ix])[:, None]
+    layers = []
+    prev = rain
+    for rate in (0.15, 0.05, 0.02):
+        s = np.zeros_like(prev, dtype=np.float64)
+        for t in range(n_days):
+            s[:, t] = (1 - rate) * (s[:, t - 1] if t else 0.0) + rate * prev[:, t]
+        layers.append(0.1 + 0.2 * scale * s)
+        prev = s
+    sm = np.stack(layers).astype(np.float32)  # [layer, cell, day]
+    sm[rng.uniform(size=sm.shape) < 0.2] = np.nan
+    targ = xr.Dataset(
+        {
+            C.SM: ((C.LAYER, C.CELL, C.TIME), sm),
+            "n_series": ((C.LAYER, C.CELL), np.ones((3, len(cells)), np.int32)),
+            "provenance": ((C.LAYER, C.CELL), np.full((3, len(cells)), "test/station/sensor@0.05")),
+        },
+        coords={C.LAYER: list(C.LAYERS), C.CELL: cells, C.TIME: time, C.LAT: (C.CELL, lat[iy]), C.LON: (C.CELL, lon[ix])},
+    )
+    stores.write_store(forc, stores.store_path(store_dir, "forcings"), "forcings")
+    stores.write_store(stat, stores.store_path(store_dir, "statics"), "statics")
+    stores.write_store(targ, stores.store_path(store_dir, "targets"), "targets")
+    return cells
+
+
+def store_config(tmp_path, n_days: int = 300, **train) -> Config:
+    """A tiny config reading the stores of `write_learnable_stores` from <tmp>/stores."""
+    import pandas as pd
+
+    end = str((pd.Timestamp("2000-01-01") + pd.Timedelta(days=n_days - 1)).date())
+    cfg = load_config(
+        "tiny",
+        [
+            f"workdir={tmp_path}",
+            "data.forcing_start=2000-01-01",
+            f"data.forcing_end={end}",
+            "data.target_start=2000-03-01",
+            f"data.target_end={end}",
+            "data.val_fraction=0.25",
+            "model.hidden_size=8",
+            "model.seq_length=20",
+            "model.dropout=0.0",
+        ],
+    )
+    t = dict(members=2, batch_size=16, epochs=4, max_updates_per_epoch=8, learning_rates=((0, 2e-2),), log_every_steps=4)
+    t.update(train)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t))

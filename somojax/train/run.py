@@ -1,0 +1,129 @@
+"""`somojax train`: the layers of the cascade, in order, each with its own checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from somojax import constants as C
+from somojax.checkpoint import Bundle, bundle_meta, load_bundle
+from somojax.config import Config, to_dict
+from somojax.errors import CheckpointError, ConfigError
+from somojax.train.cascade import upper_predictions
+from somojax.train.inputs import ArrayTrainData
+from somojax.train.loop import Trainer, TrainResult
+from somojax.train.step import step_options
+from somojax.train.store_inputs import LayerInputs, layer_inputs, open_stores
+from somojax.utils.logging import get_logger
+from somojax.utils.malloc import keep_freed_memory
+
+log = get_logger("train")
+
+
+def train(
+    cfg: Config,
+    layers: Sequence[str] | None = None,
+    fresh: bool = False,
+    cells: Sequence[int] | None = None,
+) -> dict[str, Bundle]:
+    """Trains (or resumes) the ensemble of each layer, upper layers first.
+
+    Args:
+      cfg: the run config; stores are read from `cfg.store_dir`, checkpoints written to
+        `cfg.checkpoint_dir/<layer>` (resumed when present, unless `fresh`).
+      layers: layers to train (default `train.layers`), run in the order L1, L2, L3. A layer whose
+        upper layers are not in the list uses their existing checkpoints.
+      fresh: discard existing checkpoints of these layers and start over.
+      cells: train only on these global cell ids (a cross-validation fold's training cells).
+
+    Returns:
+      {layer: Bundle} of the trained layers (best validation checkpoint).
+    """
+    keep_freed_memory()  # before JAX starts its CPU threads (see somojax.utils.malloc)
+    todo = [l for l in C.LAYERS if l in (layers or cfg.train.layers)]
+    unknown = sorted(set(layers or cfg.train.layers) - set(C.LAYERS))
+    if unknown:
+        raise ConfigError(f"unknown layers {unknown}; expected some of {C.LAYERS}")
+    datasets = open_stores(cfg)
+    bundles: dict[str, Bundle] = {}
+    for layer in todo:
+        uppers = {u.removeprefix("sm_") for u in C.UPPER_LAYER_INPUTS[layer]}
+        for u in sorted(uppers - set(bundles)):
+            try:
+                bundles[u] = load_bundle(cfg.checkpoint_dir / u)
+            except CheckpointError as e:
+                raise CheckpointError(f"training {layer} needs the trained {u} model (the cascade): {e}") from None
+        upper = None
+        if uppers:
+            d = cfg.data
+
+            def upper(dyn, stat, layer=layer):
+                return upper_predictions(layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs))
+
+        li = layer_inputs(cfg, layer, cells=cells, upper=upper, datasets=datasets)
+        train_layer(cfg, layer, li, fresh=fresh)
+        bundles[layer] = load_bundle(cfg.checkpoint_dir / layer)
+    return {l: bundles[l] for l in todo}
+
+
+def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, devices: list | None = None) -> TrainResult:
+    """Trains one layer from prepared `LayerInputs` into `cfg.checkpoint_dir/<layer>`."""
+    m, t = cfg.model, cfg.train
+    data = ArrayTrainData(
+        li.arrays,
+        li.train_samples,
+        li.val_samples,
+        seq_length=m.seq_length,
+        predict_last_n=m.predict_last_n,
+        batch_size=t.batch_size,
+        members=t.members,
+        shared_batches=t.shared_batches,
+        seed=t.seed + C.LAYERS.index(layer),
+        max_updates_per_epoch=t.max_updates_per_epoch,
+    )
+    meta = bundle_meta(
+        layer,
+        m,
+        li.stats,
+        li.dynamic_inputs,
+        li.static_inputs,
+        to_dict(cfg),
+        train_cells=[int(c) for c in li.train_cells],
+        val_cells=[int(c) for c in li.val_cells],
+        samples={"train": data.n_train, "val": data.n_val},
+    )
+    trainer = Trainer(
+        cfg,
+        data,
+        n_dynamic=len(li.dynamic_inputs),
+        n_static=len(li.static_inputs),
+        checkpoint_dir=Path(cfg.checkpoint_dir) / layer,
+        opts=step_options(m, t, target_std=li.stats.target_std[layer]),
+        meta=meta,
+        devices=devices,
+        resume_extra={
+            "layer": layer,
+            "inputs": list(li.dynamic_inputs) + list(li.static_inputs),
+            "train_cells": _digest(li.train_cells),
+            "samples": [data.n_train, data.n_val],
+        },
+        metrics_dir=Path(cfg.run_dir) / "metrics" / layer,
+    )
+    log.info(
+        "%s: %d members, %d epochs x %d updates of %d samples, mesh %s",
+        layer,
+        t.members,
+        t.epochs,
+        data.steps_per_epoch,
+        t.batch_size * (1 if t.shared_batches else t.members),
+        dict(trainer.mesh.shape),
+    )
+    return trainer.fit(fresh=fresh)
+
+
+def _digest(cells: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.asarray(cells, np.int64).tobytes()).hexdigest()[:16]

@@ -1,0 +1,88 @@
+"""`somojax.train.train` on stores written in the test: the cascade L1 -> L2 -> L3 learns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from somojax import constants as C
+from somojax.checkpoint import load_bundle
+from somojax.errors import CheckpointError
+from somojax.train import train
+from somojax.train.cascade import exact_rollout
+from somojax.train.store_inputs import valid_windows
+from somojax.utils.logging import read_metrics
+from tests.train_fixtures import store_config, write_learnable_stores
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    cells = write_learnable_stores(tmp / "stores")
+    cfg = store_config(tmp)
+    bundles = train(cfg)
+    return cfg, cells, bundles
+
+
+def test_cascade_trains_every_layer_and_lowers_validation_loss(trained):
+    cfg, cells, bundles = trained
+    assert list(bundles) == ["L1", "L2", "L3"]
+    assert bundles["L2"].dynamic_inputs == tuple(C.DYNAMIC_INPUTS) + ("sm_L1",)
+    assert bundles["L3"].dynamic_inputs == tuple(C.DYNAMIC_INPUTS) + ("sm_L1", "sm_L2")
+    for layer, b in bundles.items():
+        assert b.n_members == 2
+        assert set(b.stats.cells) <= set(int(c) for c in cells)
+        val = [r["val/val_loss"] for r in read_metrics(cfg.run_dir / "metrics" / layer / "metrics.jsonl") if "val/val_loss" in r]
+        assert len(val) == cfg.train.epochs
+        assert min(val[1:]) < val[0], (layer, val)
+    # upper-layer input statistics are those of the upper layer's predictions, not of its targets
+    s2 = bundles["L2"].stats
+    assert s2.mean["sm_L1"] != pytest.approx(s2.target_mean.get("L1", np.nan))
+
+
+def test_rerun_of_a_finished_layer_changes_nothing(trained):
+    cfg, _, bundles = trained
+    again = train(cfg, layers=["L2"])  # finished: loads L1, does not retrain L2
+    np.testing.assert_array_equal(again["L2"].params["W_hh"], bundles["L2"].params["W_hh"])
+
+
+def test_layer_2_alone_needs_layer_1(tmp_path):
+    write_learnable_stores(tmp_path / "stores")
+    cfg = store_config(tmp_path)
+    with pytest.raises(CheckpointError, match="needs the trained L1 model"):
+        train(cfg, layers=["L2"])
+
+
+def test_training_cells_restrict_the_data(trained, tmp_path):
+    cfg, cells, _ = trained
+    import dataclasses
+
+    sub = [int(c) for c in cells[: len(cells) // 2 + 1]]
+    cfg2 = dataclasses.replace(cfg, workdir=str(tmp_path / "fold"), data=dataclasses.replace(cfg.data, store_dir=str(cfg.store_dir)))
+    cfg2 = dataclasses.replace(cfg2, train=dataclasses.replace(cfg2.train, epochs=1, max_updates_per_epoch=2))
+    b = train(cfg2, layers=["L1"], cells=sub)["L1"]
+    meta_cells = set(b.stats.cells)
+    assert meta_cells and meta_cells <= set(sub)
+
+
+def test_exact_rollout_matches_per_window_forward(trained):
+    """The cascade's exact mode: every day its own window from a zero state."""
+    _, _, bundles = trained
+    from somojax.models import ealstm
+
+    b = bundles["L1"]
+    rng = np.random.default_rng(0)
+    L = b.model.seq_length
+    x_d = rng.standard_normal((3, 45, len(b.dynamic_inputs))).astype(np.float32)
+    x_d[1, 30] = np.nan
+    x_s = rng.standard_normal((3, len(b.static_inputs))).astype(np.float32)
+    got = exact_rollout(b, x_d, x_s, block_days=7, cell_block=2)
+    want = np.full((3, 45), np.nan)
+    mean, std = b.stats.target_mean["L1"], b.stats.target_std["L1"]
+    for e in range(L - 1, 45):
+        preds = [np.asarray(ealstm.forward({k: v[m] for k, v in b.params.items()}, x_d[:, e - L + 1 : e + 1], x_s))[:, 0] for m in range(b.n_members)]
+        want[:, e] = np.maximum(np.mean(preds, axis=0) * std + mean, 0.0)
+    np.testing.assert_allclose(got, want, atol=1e-5, equal_nan=True)
+    assert np.array_equal(np.isfinite(got), valid_windows(x_d, L))  # NaN exactly where a window is incomplete

@@ -210,3 +210,30 @@ def test_early_stopping(tmp_path):
     assert res.loop.finished and res.loop.epoch == 3 and "early stopping" in res.loop.stop_reason
     assert res.loop.best_epoch == 0
     assert math.isfinite(res.loop.best_val)
+
+
+def test_any_device_count_gives_the_same_training(tmp_path):
+    """1, 2, 3 and 8 devices: meshes (1,1), (2,1), (1,3), (2,4); same parameters after 3 steps."""
+    cfg = tiny_config(tmp_path, members=2, batch_size=24)
+    results = {}
+    for n in (1, 2, 3, 8):
+        tr = make_trainer(cfg, tmp_path, name=f"dev{n}", devices=jax.devices()[:n])
+        it = tr.data.train_iterator()
+        state = tr._init()
+        for _ in range(3):
+            state, _ = tr.train_step(state, tr.put_batch(next(it), tr.batch_sharding), jnp.float32(1e-2))
+        results[n] = (dict(tr.mesh.shape), jax.device_get(state["params"]))
+    assert [results[n][0] for n in (1, 2, 3, 8)] == [
+        {"member": 1, "data": 1}, {"member": 2, "data": 1}, {"member": 1, "data": 3}, {"member": 2, "data": 4}
+    ]
+    for n in (2, 3, 8):
+        for k, v in results[n][1].items():
+            np.testing.assert_allclose(v, results[1][1][k], rtol=1e-4, atol=1e-5, err_msg=f"{n} devices, {k}")
+
+
+def test_batch_must_divide_the_data_axis(tmp_path):
+    from somojax.errors import ConfigError
+
+    cfg = tiny_config(tmp_path, members=2, batch_size=20)
+    with pytest.raises(ConfigError, match=r"train.batch_size=20 must be a multiple of the mesh's data axis \(3"):
+        make_trainer(cfg, tmp_path, devices=jax.devices()[:3])

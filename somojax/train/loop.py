@@ -193,15 +193,16 @@ class Trainer:
         return {k: NamedSharding(s.mesh, P(*spec)) for k in BATCH_KEYS}
 
     def put_batch(self, batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict:
-        """Host batch -> global device arrays (each process passes its own part of the batch)."""
+        """Host batch -> global device arrays.
+
+        Every process holds the same global batch (the data iterators are deterministic for a
+        seed); each process transfers only the shards of its own devices, so the same code is
+        correct for one process and for a multi-host job.
+        """
         out = {}
-        n_proc = jax.process_count()
-        lead = len(tuple(sharding.spec))  # 1 (shared) or 2 (per member): the data axis is the last of these
         for k in BATCH_KEYS:
             v = np.asarray(batch[k], np.float32)
-            gshape = list(v.shape)
-            gshape[lead - 1] *= n_proc
-            out[k] = jax.make_array_from_process_local_data(sharding, v, tuple(gshape))
+            out[k] = jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx])
         return out
 
     # --- state ----------------------------------------------------------------------------

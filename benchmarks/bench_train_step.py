@@ -58,6 +58,19 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
     if member_mode == "vmap":
         return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), tx
 
+    if member_mode == "loop":  # members as independent chains of one graph; update vmapped
+
+        def looped(p, o, xd, xs, y):
+            def total(p):
+                losses = [jnp.mean((fwd(jax.tree.map(lambda a: a[m], p), xd[m], xs[m]) - y[m]) ** 2) for m in range(members)]
+                return sum(losses), jnp.stack(losses)
+
+            (_, loss), g = jax.value_and_grad(total, has_aux=True)(p)
+            u, o = jax.vmap(tx.update)(g, o, p)
+            return optax.apply_updates(p, u), o, loss
+
+        return jax.jit(looped, donate_argnums=(0, 1)), tx
+
     def mapped(p, o, xd, xs, y):
         return jax.lax.map(lambda a: one(*a), (p, o, xd, xs, y))
 
@@ -139,7 +152,7 @@ def main() -> None:
     if a.members:
         M = a.members
         kind, kw = VARIANTS[a.ensemble_variant]
-        for mode in ("vmap", "map"):
+        for mode in ("vmap", "loop"):
             fn, tx = make_step(kind, kw, M, mode)
             p = ensemble.init_ensemble(jax.random.key(0), M, D, S, H)
             batch = tuple(jnp.broadcast_to(v, (M,) + v.shape) + 0 for v in (xd, xs, y))

@@ -117,11 +117,12 @@ def test_learning_rate_schedule_by_epoch():
         learning_rate(((3, 1e-3),), 0)
 
 
-def test_five_member_step_on_8_devices_equals_five_one_member_runs(tmp_path):
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+def test_five_member_step_on_8_devices_equals_five_one_member_runs(tmp_path, mode):
     cfg = tiny_config(tmp_path, members=5, batch_size=16)
-    cfg5 = tiny_config(tmp_path, members=5, batch_size=16)
+    cfg5 = tiny_config(tmp_path, members=5, batch_size=16, ensemble_mode=mode)
     tr = make_trainer(cfg5, tmp_path)
-    assert tr.mesh.devices.size == 8
+    assert tr.mesh.devices.size == 8 and tr.ensemble_mode == mode
     data = tr.data
     it = data.train_iterator()
     batches = [next(it) for _ in range(3)]  # per-member: x_d [5, 16, 20, 3]
@@ -133,7 +134,7 @@ def test_five_member_step_on_8_devices_equals_five_one_member_runs(tmp_path):
 
     opts = step_options(cfg.model, cfg.train)
     tx = make_optimizer(cfg.train.clip_norm)
-    one = jax.jit(make_train_step(opts, tx, shared_batches=False))
+    one = jax.jit(make_train_step(opts, tx, shared_batches=False, mode="vmap"))
     for m in range(5):
         s = jax.tree.map(lambda x: x[m : m + 1] if np.ndim(x) else x, init)
         for b in batches:
@@ -237,3 +238,18 @@ def test_batch_must_divide_the_data_axis(tmp_path):
     cfg = tiny_config(tmp_path, members=2, batch_size=20)
     with pytest.raises(ConfigError, match=r"train.batch_size=20 must be a multiple of the mesh's data axis \(3"):
         make_trainer(cfg, tmp_path, devices=jax.devices()[:3])
+
+
+def test_shared_batches_train_all_members_on_the_same_samples(tmp_path):
+    cfg = tiny_config(tmp_path, members=3, shared_batches=True, epochs=1, max_updates_per_epoch=3, learning_rates=((0, 0.0),))
+    tr = make_trainer(cfg, tmp_path)
+    batch = next(tr.data.train_iterator())
+    assert batch["x_d"].shape == (16, 20, 3)  # one batch for all members
+    state = tr._init()
+    state, m = tr.train_step(state, tr.put_batch(batch, tr.batch_sharding), jnp.float32(0.0))
+    # with lr 0 and no dropout difference in the data, members differ only by their init
+    loss = np.asarray(m["loss"])
+    assert loss.shape == (3,) and len(set(loss.tolist())) == 3
+    params = jax.device_get(state["params"])
+    init = jax.device_get(tr._init()["params"])
+    assert leaves_equal(params, init)

@@ -172,8 +172,12 @@ class Trainer:
         self.batch_sharding = shd.batch_sharding(self.mesh, per_member=not tc.shared_batches)
         self.val_sharding = shd.batch_sharding(self.mesh, per_member=False)
         metric_sharding = NamedSharding(self.mesh, P())
+        mode = tc.ensemble_mode
+        if mode == "auto":
+            mode = "loop" if self.mesh.shape[C.MEMBER_AXIS] == 1 else "vmap"
+        self.ensemble_mode = mode
         self.train_step = JitOnce(
-            make_train_step(self.opts, self.tx, tc.shared_batches),
+            make_train_step(self.opts, self.tx, tc.shared_batches, mode),
             name="train_step",
             in_shardings=(self.state_sharding, self._batch_shardings(self.batch_sharding), metric_sharding),
             out_shardings=(self.state_sharding, metric_sharding),

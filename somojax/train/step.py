@@ -157,10 +157,17 @@ def batch_axes(batch: Mapping, shared: bool) -> dict:
     return {k: (None if shared else 0) for k in batch}
 
 
-def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool):
-    """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS."""
+def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool, mode: str = "vmap"):
+    """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS.
 
-    def train_step(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
+    mode "vmap": the whole member update is vmapped (members as a batch axis of every op; what
+    a member-sharded mesh needs). mode "loop": the members' forward and backward passes are
+    independent chains of one graph (XLA runs them side by side; ~20% faster than batched
+    matmuls on CPU), then clipping and Adam are vmapped. Both give each member exactly its own
+    gradient, clipping and Adam state.
+    """
+
+    def vmapped(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         batch = {k: batch[k] for k in BATCH_KEYS}
         upd = jax.vmap(
             lambda p, o, r, b: member_update(p, o, r, state["step"], b, lr, opts=opts, tx=tx),
@@ -170,7 +177,34 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
         new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
         return new, {"loss": loss, "grad_norm": gnorm}
 
-    return train_step
+    def looped(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
+        batch = {k: batch[k] for k in BATCH_KEYS}
+        n = state["rng"].shape[0]
+
+        def total(params):
+            losses = []
+            for m in range(n):
+                key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"][m]), state["step"])
+                b = batch if shared_batches else {k: v[m] for k, v in batch.items()}
+                s, c = member_loss(jax.tree.map(lambda a: a[m], params), b, key, opts)
+                losses.append(s / jnp.maximum(c, 1.0))
+            losses = jnp.stack(losses)
+            return jnp.sum(losses), losses
+
+        (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
+
+        def apply(p, o, g):
+            u, o = tx.update(g, o, p)
+            u = jax.tree.map(lambda x: (-lr * x).astype(x.dtype), u)
+            return optax.apply_updates(p, u), o, optax.tree.norm(g)
+
+        params, opt_state, gnorm = jax.vmap(apply)(state["params"], state["opt_state"], grads)
+        new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
+        return new, {"loss": loss, "grad_norm": gnorm}
+
+    if mode not in ("vmap", "loop"):
+        raise ValueError(f"ensemble mode {mode!r}: expected 'vmap' or 'loop'")
+    return vmapped if mode == "vmap" else looped
 
 
 def make_eval_step(opts: StepOptions):

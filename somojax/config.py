@@ -136,6 +136,10 @@ class TrainConfig:
     seed: int = 0
     # mesh (`member`, `data`); 0 = as many devices as divide the member count
     mesh_member_size: int = 0
+    # how one step runs the members: "vmap" (batched ops over the member axis), "loop" (one
+    # independent chain per member in the same graph; faster on CPU); "auto": loop when every
+    # device holds all members (mesh member axis 1), else vmap
+    ensemble_mode: Literal["auto", "vmap", "loop"] = "auto"
 
 
 @dataclass(frozen=True)

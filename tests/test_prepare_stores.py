@@ -312,3 +312,15 @@ def test_compute_stats_rejects_cells_outside_the_store(prepared):
     far = int(grid.cell_id(-30.1, 20.1))
     with pytest.raises(StoreError, match=rf"cells \[{far}\] lie outside the store's region"):
         compute_stats(f, s, t, [far], (cfg.data.target_start, cfg.data.target_end))
+
+
+def test_statics_from_multi_chunk_inputs_are_written_in_one_chunk(prepared, tmp_path):
+    from somojax.prepare.core import _encoding, _rechunk
+
+    cfg, _, _ = prepared
+    s = stores.open_store(cfg.store_dir, "statics").load().chunk({C.LAT: 1, C.LON: 3})  # e.g. ETOPO blocks
+    s.attrs = {}
+    stores.write_store(_rechunk(s, {}), tmp_path / "s.zarr", "statics", _encoding(s, {}))
+    back = stores.open_store(tmp_path / "s.zarr", "statics")
+    assert back["clay"].encoding["chunks"] == (4, 4)
+    np.testing.assert_array_equal(back["clay"].values, s["clay"].values)

@@ -197,7 +197,7 @@ def _prepare(cfg: Config, report: dict) -> dict:
     climate, clim_info = long_term_statics(forc, d.target_start, d.target_end, d.arid_min_precip)
     stat, stat_info = build_statics(etopo, gldas, climate.compute(), land, d.static_inputs)
     spath = stores.store_path(out_dir, "statics")
-    stores.write_store(stat.chunk(), spath, "statics", _encoding(stat, {}))
+    stores.write_store(_rechunk(stat, {}), spath, "statics", _encoding(stat, {}))
     stat = stores.open_store(spath, "statics")
     report["statics"] = {"store": str(spath), "land_mask": land_src, **stat_info, "long_term": clim_info}
 

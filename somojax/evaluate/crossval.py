@@ -196,7 +196,8 @@ def run_fold(
     log.info("fold %d/%d: training %s on %d cells (%d test cells)", k + 1, int(folds["fold"].max()) + 1, ",".join(layers), train_cells.size, test.size)
     bundles = train_fn(fcfg, train_cells, layers, fresh)
     seen = {layer: sorted(int(c) for c in b.stats.cells) for layer, b in bundles.items()}
-    leaked = {layer: sorted(set(s) & set(test.tolist())) for layer, s in seen.items()}
+    validated = {layer: checkpoint_cells(fcfg.checkpoint_dir / layer, "val_cells") for layer in bundles}
+    leaked = {layer: sorted((set(s) | set(validated[layer])) & set(test.tolist())) for layer, s in seen.items()}
     leaked = {l: v for l, v in leaked.items() if v}
     if leaked:
         raise CheckpointError(f"fold {k}: models in {d} were trained on test cells {leaked}; delete {d} and run evaluate again")
@@ -213,7 +214,8 @@ def run_fold(
                 "fold": k,
                 "fingerprint": fp,
                 "test_cells": [int(c) for c in test],
-                "train_cells": {l: seen[l] for l in seen},
+                "train_cells": {l: seen[l] for l in seen},  # the checkpoints' NormStats.cells
+                "val_cells": validated,  # cells used for validation / early stopping inside the fold
                 "train_seconds": round(t_train, 1),
                 "predict_seconds": round(_time.perf_counter() - t0 - t_train, 1),
             },
@@ -222,6 +224,18 @@ def run_fold(
     )
     log.info("fold %d: done in %s", k, format_seconds(_time.perf_counter() - t0))
     return pred
+
+
+def checkpoint_cells(layer_dir: Path, key: str) -> list[int]:
+    """Union of a cell list (`train_cells`, `val_cells`) over the JSON metadata of every checkpoint
+    of a layer directory (`<layer>/{best,state}/<step>/meta/metadata`, written by training)."""
+    cells: set[int] = set()
+    for f in sorted(Path(layer_dir).glob("*/*/meta/metadata")):
+        try:
+            cells |= {int(c) for c in json.loads(f.read_text()).get(key, [])}
+        except (ValueError, TypeError, AttributeError):
+            raise CheckpointError(f"{f}: unreadable checkpoint metadata; delete {layer_dir} and run evaluate again") from None
+    return sorted(cells)
 
 
 def assemble(parts: list[xr.DataArray], folds: pd.DataFrame, targets: xr.Dataset) -> xr.Dataset:
@@ -235,6 +249,8 @@ def assemble(parts: list[xr.DataArray], folds: pd.DataFrame, targets: xr.Dataset
         {C.SM: sm, "fold": (C.CELL, folds.loc[cells, "fold"].to_numpy(np.int16))},
         coords={C.LAT: (C.CELL, lat.loc[cells].to_numpy()), C.LON: (C.CELL, lon.loc[cells].to_numpy())},
     )
+    # variable-length strings: Zarr v3 has a specified dtype for them, not for fixed-width unicode
+    ds = ds.assign_coords({C.LAYER: np.asarray([str(x) for x in ds[C.LAYER].values], dtype=object)})
     ds[C.SM].attrs.update({"units": C.UNITS[C.SM], "long_name": "cross-validated soil moisture (each cell predicted by the fold model that never saw it)"})
     ds.attrs.update({"somojax_product": "cross-validation", "description": "SoMo.ml*-style series: k-fold CV over target cells"})
     return ds

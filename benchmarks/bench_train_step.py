@@ -35,6 +35,8 @@ VARIANTS = {
     "vjp-b32": ("vjp", dict(hoist=False, block=32)),
     "vjp-nobarrier": ("vjp", dict(hoist=False, block=8, split_barrier=False)),
     "vjp-bf16": ("vjp", dict(hoist=False, block=8, compute_dtype="bfloat16")),
+    "vjp-split2": ("vjp-split", dict(hoist=False, block=8, parts=2)),
+    "vjp-split4": ("vjp-split", dict(hoist=False, block=8, parts=4)),
 }
 
 
@@ -44,6 +46,10 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
     def fwd(p, xd, xs):
         if kind == "autodiff":
             h = ealstm.recurrence(p, xd, xs, **kw)
+        elif kind == "vjp-split":  # independent chains over parts of the batch
+            k = {a: b for a, b in kw.items() if a != "parts"}
+            n = kw["parts"]
+            h = jnp.concatenate([recurrence_vjp(p, a, b, **k) for a, b in zip(jnp.split(xd, n), jnp.split(xs, n))])
         else:
             h = recurrence_vjp(p, xd, xs, **kw)
         return ealstm.head(p, h)[:, 0]

@@ -253,3 +253,26 @@ def test_shared_batches_train_all_members_on_the_same_samples(tmp_path):
     params = jax.device_get(state["params"])
     init = jax.device_get(tr._init()["params"])
     assert leaves_equal(params, init)
+
+
+def test_validation_loss_matches_numpy_float64(tmp_path):
+    from somojax.train.inputs import window
+    from tests.test_ealstm import numpy_ealstm
+
+    cfg = tiny_config(tmp_path, members=3)
+    tr = make_trainer(cfg, tmp_path)
+    params = jax.device_get(tr._init()["params"])
+    got = tr.validate(params)
+    d = tr.data
+    ws = [window(d.arrays, int(c), int(e), d.seq, d.last_n) for c, e in d.val_samples]
+    x_d = np.stack([w["x_d"] for w in ws])
+    x_s = np.stack([w["x_s"] for w in ws])
+    y = np.stack([w["y"] for w in ws])[:, 0]
+    sig = np.stack([w["sigma"] for w in ws])
+    preds = np.stack([numpy_ealstm(jax.tree.map(lambda a: a[m], params), x_d, x_s, 1)[:, 0] for m in range(3)])
+    w = 1.0 / (sig + 0.1) ** 2
+    members = [np.mean(w * (p - y) ** 2) for p in preds]
+    mean = np.mean(w * (preds.mean(0) - y) ** 2)
+    assert got["val_targets"] == len(ws) and len(ws) % cfg.train.batch_size != 0  # a padded last batch
+    np.testing.assert_allclose(got["val_loss_members"], members, rtol=2e-5)
+    np.testing.assert_allclose(got["val_loss"], mean, rtol=2e-5)

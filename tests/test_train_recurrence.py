@@ -119,3 +119,30 @@ def test_rejects_bad_last_n():
     p = _params(0, 6, 10, 8)
     with pytest.raises(ValueError, match="last_n"):
         recurrence_vjp(p, jnp.zeros((2, 5, 6)), jnp.zeros((2, 10)), last_n=6)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])  # the engine's resolved options per backend
+@pytest.mark.parametrize("last_n", [1, 6, 15])
+def test_engine_forward_matches_numpy_float64(backend, last_n):
+    import dataclasses
+
+    from somojax.config import load_config
+    from somojax.train.step import member_loss, step_options
+    from tests.test_ealstm import numpy_ealstm, random_params
+
+    cfg = load_config("tiny")
+    model = dataclasses.replace(cfg.model, predict_last_n=last_n, dropout=0.0)
+    opts = step_options(model, cfg.train, backend=backend)
+    assert opts.custom_vjp and opts.hoist == (backend == "gpu")
+    p = random_params(7, 6, 10, 8)
+    rng = np.random.default_rng(8)
+    x_d = rng.standard_normal((4, 15, 6)).astype(np.float32)
+    x_s = rng.standard_normal((4, 10)).astype(np.float32)
+    y = rng.standard_normal((4, last_n)).astype(np.float32)
+    sigma = rng.uniform(0.05, 0.3, 4).astype(np.float32)
+    want = numpy_ealstm(p, x_d, x_s, last_n)
+    got = ealstm.forward(p, x_d, x_s, **opts.model_kwargs())
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)
+    s, n = member_loss(p, {"x_d": x_d, "x_s": x_s, "y": y, "sigma": sigma}, None, opts)
+    nse = np.mean((want - y) ** 2 / (sigma[:, None] + 0.1) ** 2)
+    np.testing.assert_allclose(float(s) / float(n), nse, rtol=1e-5)

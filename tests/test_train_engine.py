@@ -117,7 +117,7 @@ def test_learning_rate_schedule_by_epoch():
         learning_rate(((3, 1e-3),), 0)
 
 
-@pytest.mark.parametrize("mode", ["loop", "vmap"])
+@pytest.mark.parametrize("mode", ["loop", pytest.param("vmap", marks=pytest.mark.slow)])
 def test_five_member_step_on_8_devices_equals_five_one_member_runs(tmp_path, mode):
     cfg = tiny_config(tmp_path, members=5, batch_size=16)
     cfg5 = tiny_config(tmp_path, members=5, batch_size=16, ensemble_mode=mode)
@@ -177,6 +177,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert meta["global_step"] == 6
 
 
+@pytest.mark.slow
 def test_restore_onto_fewer_devices_and_continue(tmp_path):
     cfg = tiny_config(tmp_path, members=4, epochs=2, max_updates_per_epoch=3)
     big = make_trainer(cfg, tmp_path)
@@ -213,6 +214,7 @@ def test_early_stopping(tmp_path):
     assert math.isfinite(res.loop.best_val)
 
 
+@pytest.mark.slow
 def test_any_device_count_gives_the_same_training(tmp_path):
     """1, 2, 3 and 8 devices: meshes (1,1), (2,1), (1,3), (2,4); same parameters after 3 steps."""
     cfg = tiny_config(tmp_path, members=2, batch_size=24)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from somojax.checkpoint import TrainCheckpointer
 from tests.test_train_engine import leaves_equal, make_trainer
@@ -52,6 +53,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_point_then_resume_is_bitwise_identical(tmp_path):
     kw = dict(epochs=2, max_updates_per_epoch=6, checkpoint_every_steps=1, keep_checkpoints=2)
     cfg = tiny_config(tmp_path, **kw)

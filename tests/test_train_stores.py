@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -81,8 +82,9 @@ def test_exact_rollout_matches_per_window_forward(trained):
     got = exact_rollout(b, x_d, x_s, block_days=7, cell_block=2)
     want = np.full((3, 45), np.nan)
     mean, std = b.stats.target_mean["L1"], b.stats.target_std["L1"]
+    fwd = jax.jit(lambda p, x, s: ealstm.forward(p, x, s))
     for e in range(L - 1, 45):
-        preds = [np.asarray(ealstm.forward({k: v[m] for k, v in b.params.items()}, x_d[:, e - L + 1 : e + 1], x_s))[:, 0] for m in range(b.n_members)]
+        preds = [np.asarray(fwd({k: v[m] for k, v in b.params.items()}, x_d[:, e - L + 1 : e + 1], x_s))[:, 0] for m in range(b.n_members)]
         want[:, e] = np.maximum(np.mean(preds, axis=0) * std + mean, 0.0)
     np.testing.assert_allclose(got, want, atol=1e-5, equal_nan=True)
     assert np.array_equal(np.isfinite(got), valid_windows(x_d, L))  # NaN exactly where a window is incomplete

@@ -79,7 +79,7 @@ def write_learnable_stores(store_dir, n_days: int = 300, n_target_cells: int = 1
     season = np.sin(2 * np.pi * np.arange(n_days) / 365.0)[:, None, None]
     f = {v: (rng.standard_normal(shape) + (k % 3) * season).astype(np.float32) for k, v in enumerate(C.DYNAMIC_INPUTS)}
     f["log_tp"] = np.log1p(rng.exponential(2.0, shape) * (rng.uniform(size=shape) < 0.3)).astype(np.float32)
-    coords = {C.TIME: time, C.LAT: lat, C.LON: lon, C.LAYER: list(C.LAYERS)}
+    coords = {C.TIME: time, C.LAT: lat, C.LON: lon, C.LAYER: np.asarray(C.LAYERS, dtype=object)}
     fvars = {v: ((C.TIME, C.LAT, C.LON), a) for v, a in f.items()}
     fvars[C.SM_ERA5] = ((C.LAYER, C.TIME, C.LAT, C.LON), np.zeros((3,) + shape, np.float32))
     forc = xr.Dataset(fvars, coords=coords)
@@ -107,9 +107,9 @@ def write_learnable_stores(store_dir, n_days: int = 300, n_target_cells: int = 1
         {
             C.SM: ((C.LAYER, C.CELL, C.TIME), sm),
             "n_series": ((C.LAYER, C.CELL), np.ones((3, len(cells)), np.int32)),
-            "provenance": ((C.LAYER, C.CELL), np.full((3, len(cells)), "test/station/sensor@0.05")),
+            "provenance": ((C.LAYER, C.CELL), np.full((3, len(cells)), "test/station/sensor@0.05", dtype=object)),
         },
-        coords={C.LAYER: list(C.LAYERS), C.CELL: cells, C.TIME: time, C.LAT: (C.CELL, lat[iy]), C.LON: (C.CELL, lon[ix])},
+        coords={C.LAYER: np.asarray(C.LAYERS, dtype=object), C.CELL: cells, C.TIME: time, C.LAT: (C.CELL, lat[iy]), C.LON: (C.CELL, lon[ix])},
     )
     stores.write_store(forc, stores.store_path(store_dir, "forcings"), "forcings")
     stores.write_store(stat, stores.store_path(store_dir, "statics"), "statics")

@@ -88,3 +88,21 @@ def test_exact_rollout_matches_per_window_forward(trained):
         want[:, e] = np.maximum(np.mean(preds, axis=0) * std + mean, 0.0)
     np.testing.assert_allclose(got, want, atol=1e-5, equal_nan=True)
     assert np.array_equal(np.isfinite(got), valid_windows(x_d, L))  # NaN exactly where a window is incomplete
+
+
+def test_cli_train_resumes_the_finished_run(trained):
+    from somojax.cli import main
+
+    cfg, _, bundles = trained
+    t = cfg.train
+    args = [
+        "train", "-c", "tiny", f"workdir={cfg.workdir}",
+        f"data.forcing_start={cfg.data.forcing_start}", f"data.forcing_end={cfg.data.forcing_end}",
+        f"data.target_start={cfg.data.target_start}", f"data.target_end={cfg.data.target_end}",
+        f"data.val_fraction={cfg.data.val_fraction}", "model.hidden_size=8", "model.seq_length=20", "model.dropout=0.0",
+        f"train.members={t.members}", f"train.batch_size={t.batch_size}", f"train.epochs={t.epochs}",
+        f"train.max_updates_per_epoch={t.max_updates_per_epoch}", "train.learning_rates=[[0, 0.02]]", "--layers", "L1",
+    ]
+    assert main(args) == 0
+    assert (cfg.run_dir / "config.yaml").exists()
+    np.testing.assert_array_equal(load_bundle(cfg.checkpoint_dir / "L1").params["W_ih"], bundles["L1"].params["W_ih"])

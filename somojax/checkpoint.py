@@ -66,8 +66,16 @@ BEST_DIR = "best"
 
 
 def _manager(directory: Path, items: tuple[str, str], keep: int | None, read_only: bool = False) -> ocp.CheckpointManager:
-    """An orbax manager of (arrays item, JSON item) checkpoints."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only)
+    """An orbax manager of (arrays item, JSON item) checkpoints.
+
+    Each manager gets its own barrier prefix: the state/ and best/ managers save the same step
+    number at the end of an epoch, and in a multi-process job orbax's barriers are named by step.
+    """
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=not read_only,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name),
+    )
     handlers = {items[0]: ocp.StandardCheckpointHandler(), items[1]: ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=handlers)
 

@@ -75,6 +75,27 @@ _RESUME_KEYS = {
 }
 
 
+def to_host(tree: Any) -> Any:
+    """Device arrays -> NumPy on this process (replicated arrays of a multi-host mesh included)."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_shards[0].data)
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
+class _NoMetrics:
+    """Stands in for `MetricsWriter` on processes other than the first."""
+
+    def write(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def fingerprint(cfg: Config, extra: Mapping[str, Any]) -> str:
     """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
     d = to_dict(cfg)
@@ -243,7 +264,7 @@ class Trainer:
         for batch in self.data.val_batches():
             out = self.eval_step(params, self.put_batch(batch, self.val_sharding))
             acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
-        acc = jax.device_get(acc)
+        acc = to_host(acc)
         count = float(np.max(acc["count"]))
         if count == 0:
             return None
@@ -261,7 +282,7 @@ class Trainer:
         if fresh:
             discard_checkpoints(self.dir)
         ckpt = TrainCheckpointer(self.dir, keep=tc.keep_checkpoints)
-        metrics = MetricsWriter(self.metrics_dir, tensorboard=False)
+        metrics = MetricsWriter(self.metrics_dir, tensorboard=False) if jax.process_index() == 0 else _NoMetrics()
         try:
             state, loop, it, resumed = self.initial_state(fresh, ckpt)
             if loop.finished and (loop.epoch >= tc.epochs or loop.stop_reason.startswith("early")):
@@ -320,8 +341,8 @@ class Trainer:
         """Fetches pending step metrics; raises TrainingError at the first non-finite loss."""
         out = []
         for step, epoch, m in pending:
-            loss = np.asarray(jax.device_get(m["loss"]), np.float64)
-            gnorm = np.asarray(jax.device_get(m["grad_norm"]), np.float64)
+            loss = np.asarray(to_host(m["loss"]), np.float64)
+            gnorm = np.asarray(to_host(m["grad_norm"]), np.float64)
             bad = np.nonzero(~np.isfinite(loss) | ~np.isfinite(gnorm))[0]
             if bad.size:
                 mem = int(bad[0])

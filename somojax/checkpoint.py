@@ -115,6 +115,10 @@ class TrainCheckpointer:
             force=True,
         )
 
+    def read_meta(self, step: int) -> dict:
+        """The JSON metadata of a saved train state (without reading its arrays)."""
+        return dict(self._state.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores (state, meta) of `step` (default: the latest) onto the shardings of `target`.
 

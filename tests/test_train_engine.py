@@ -202,6 +202,9 @@ def test_resume_with_other_model_settings_is_refused(tmp_path):
                                 train=dataclasses.replace(cfg.train, epochs=2))
     with pytest.raises(CheckpointError, match="--fresh"):
         make_trainer(other, tmp_path).fit()
+    wider = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden_size=6))
+    with pytest.raises(CheckpointError, match="different model"):  # refused before reading arrays
+        make_trainer(wider, tmp_path).fit()
     res = make_trainer(other, tmp_path).fit(fresh=True)
     assert res.resumed_from is None and res.loop.epoch == 2
 
@@ -278,3 +281,4 @@ def test_validation_loss_matches_numpy_float64(tmp_path):
     assert got["val_targets"] == len(ws) and len(ws) % cfg.train.batch_size != 0  # a padded last batch
     np.testing.assert_allclose(got["val_loss_members"], members, rtol=2e-5)
     np.testing.assert_allclose(got["val_loss"], mean, rtol=2e-5)
+

@@ -237,13 +237,13 @@ class Trainer:
         step = None if fresh else ckpt.latest_step()
         if step is None:
             return self._init(), LoopState(), it, None
-        state, meta = ckpt.restore(self.abstract_state, step)
-        if meta.get("fingerprint") != self.fp:
+        if ckpt.read_meta(step).get("fingerprint") != self.fp:
             raise CheckpointError(
                 f"the checkpoint in {self.dir} was written with different model, training, data-split or input "
                 "settings than this run; resume with the same settings, or start over with `somojax train --fresh` "
                 "(or another workdir)"
             )
+        state, meta = ckpt.restore(self.abstract_state, step)
         it.set_state(meta["data_state"])
         loop = LoopState(**{k: v for k, v in meta["loop"].items() if k in {f.name for f in dataclasses.fields(LoopState)}})
         loop.best_val = math.inf if loop.best_val is None else float(loop.best_val)

@@ -64,6 +64,24 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
     if member_mode == "vmap":
         return jax.jit(jax.vmap(one), donate_argnums=(0, 1)), tx
 
+    if member_mode == "seq":  # members one after the other (a data dependency orders them)
+
+        def seq(p, o, xd, xs, y):
+            def total(p):
+                losses, dep = [], jnp.zeros(())
+                for m in range(members):
+                    pm, xm, dep = jax.lax.optimization_barrier((jax.tree.map(lambda a: a[m], p), xd[m], dep))
+                    l = jnp.mean((fwd(pm, xm, xs[m]) - y[m]) ** 2)
+                    losses.append(l)
+                    dep = l
+                return sum(losses), jnp.stack(losses)
+
+            (_, loss), g = jax.value_and_grad(total, has_aux=True)(p)
+            u, o = jax.vmap(tx.update)(g, o, p)
+            return optax.apply_updates(p, u), o, loss
+
+        return jax.jit(seq, donate_argnums=(0, 1)), tx
+
     if member_mode == "loop":  # members as independent chains of one graph; update vmapped
 
         def looped(p, o, xd, xs, y):
@@ -136,6 +154,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=0, help="also time an N-member step (0: skip)")
     ap.add_argument("--variants", nargs="+", default=["autodiff", "vjp", "vjp-hoist", "vjp-b16"])
     ap.add_argument("--ensemble-variant", default="vjp")
+    ap.add_argument("--ensemble-modes", nargs="+", default=["vmap", "loop"], choices=["vmap", "loop", "seq", "map"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default="")
     ap.add_argument("--torch", action="store_true", help="also time ealstm_regional's PyTorch loop (round-robin)")
@@ -158,7 +177,7 @@ def main() -> None:
     if a.members:
         M = a.members
         kind, kw = VARIANTS[a.ensemble_variant]
-        for mode in ("vmap", "loop"):
+        for mode in a.ensemble_modes:
             fn, tx = make_step(kind, kw, M, mode)
             p = ensemble.init_ensemble(jax.random.key(0), M, D, S, H)
             batch = tuple(jnp.broadcast_to(v, (M,) + v.shape) + 0 for v in (xd, xs, y))

@@ -40,8 +40,7 @@ class SynthConfig:
     end: str = "2004-12-31"  # last forcing day
     station_start: str = "2001-01-01"  # first day stations observe
     n_stations: int = 60
-    hours_per_obs: int = 1  # sub-daily sampling interval of the stations [h]
-    era5_frequency: Literal["daily", "hourly"] = "daily"  # time step of the written ERA5 files
+    hours_per_obs: int = 3  # sub-daily sampling interval of the stations [h] (divides 24)
     seed: int = 0
 
 

@@ -1,2 +1,6 @@
 """The synthetic Earth (DESIGN.md §5): weather, a bucket-model truth, stations and an ERA5-like
 reanalysis, written in the raw formats of real data so `prepare` reads it like real data."""
+
+from somojax.synth.earth import generate, simulate
+
+__all__ = ["generate", "simulate"]

@@ -1,0 +1,37 @@
+"""Training on the `tiny` synthetic Earth (synth -> prepare -> train) lowers the validation loss."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from somojax.config import load_config
+from somojax.train.store_inputs import layer_inputs
+from somojax.train.run import train_layer
+
+
+@pytest.fixture(scope="module")
+def tiny_stores(tmp_path_factory):
+    synth = pytest.importorskip("somojax.synth")
+    if not hasattr(synth, "generate"):
+        pytest.skip("somojax.synth.generate is not available yet")
+    from somojax.prepare import prepare
+
+    cfg = load_config("tiny", [f"workdir={tmp_path_factory.mktemp('tiny')}"])
+    synth.generate(cfg)
+    prepare(cfg)
+    return cfg
+
+
+def test_tiny_l1_validation_loss_decreases(tiny_stores):
+    cfg = tiny_stores
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=4, max_updates_per_epoch=10))
+    li = layer_inputs(cfg, "L1")
+    assert len(li.train_samples) > 0 and len(li.val_samples) > 0
+    assert not set(li.train_cells) & set(li.val_cells)
+    res = train_layer(cfg, "L1", li)
+    val = [h["val_loss"] for h in res.loop.history]
+    assert len(val) == 4 and all(np.isfinite(val))
+    assert val[-1] < val[0] and min(val) < 0.9 * val[0], val

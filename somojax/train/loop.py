@@ -309,11 +309,16 @@ class Trainer:
                 lr_arr = jnp.asarray(lr, jnp.float32)
                 while loop.step_in_epoch < spe:
                     batch = self.put_batch(next(it), self.batch_sharding)
+                    first = self.train_step.compilations == 0
                     state, m = self.train_step(state, batch, lr_arr)
                     loop.step_in_epoch += 1
                     global_step += 1
                     pending.append((global_step, loop.epoch, m))
-                    progress.update(1, samples=samples_per_step)
+                    if first:  # rates and ETA without the compilation
+                        log.info("%s: train step compiled and run once in %.1f s", self.meta.get("layer", ""), self.train_step.compile_seconds)
+                        progress.t0, progress.total = time.perf_counter(), (progress.total or 0) - 1
+                    else:
+                        progress.update(1, samples=samples_per_step)
                     due_log = global_step % max(tc.log_every_steps, 1) == 0
                     due_ckpt = bool(tc.checkpoint_every_steps) and global_step % tc.checkpoint_every_steps == 0
                     if due_log or due_ckpt:

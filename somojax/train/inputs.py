@@ -70,22 +70,20 @@ def window(arrays: WindowArrays, cell: int, end: int, seq_length: int, last_n: i
     }
 
 
-class _Windows(grain.sources.RandomAccessDataSource):
-    """grain source: sample i of the table -> its window."""
-
-    def __init__(self, arrays: WindowArrays, samples: np.ndarray, seq_length: int, last_n: int):
-        self.arrays, self.samples, self.seq, self.n = arrays, samples, seq_length, last_n
-
-    def __len__(self) -> int:
-        return int(self.samples.shape[0])
-
-    def __getitem__(self, i):
-        c, e = self.samples[int(i)]
-        return window(self.arrays, int(c), int(e), self.seq, self.n)
-
-
-def _stack(items: list[dict]) -> dict:
-    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+def windows(arrays: WindowArrays, cells: np.ndarray, ends: np.ndarray, seq_length: int, last_n: int) -> dict:
+    """The samples (cells[b], ends[b]) as one batch, gathered with one fancy index per array."""
+    cells = np.asarray(cells, np.int64)
+    ends = np.asarray(ends, np.int64)
+    days = ends[:, None] + np.arange(1 - seq_length, 1)[None, :]  # [B, L]
+    tdays = ends[:, None] + np.arange(1 - last_n, 1)[None, :]  # [B, n]
+    return {
+        "x_d": np.asarray(arrays.dynamic[cells[:, None], days], np.float32),
+        "x_s": np.asarray(arrays.static[cells], np.float32),
+        "y": np.asarray(arrays.target[cells[:, None], tdays], np.float32),
+        "sigma": np.asarray(arrays.sigma[cells], np.float32),
+        "cell": np.asarray(arrays.cells[cells], np.int64),
+        "day": ends.astype(np.int32),
+    }
 
 
 class ArrayTrainData:
@@ -136,21 +134,29 @@ class ArrayTrainData:
         per_step = self.batch_size * (1 if self.shared else self.members)
         m, b = (1 if self.shared else self.members), self.batch_size
         shape = (lambda a: a) if self.shared else (lambda a: a.reshape((m, b) + a.shape[1:]))
+        samples, arrays, seq, last_n = self.train_samples, self.arrays, self.seq, self.last_n
+
+        def gather(idx: np.ndarray) -> dict:
+            s = samples[idx]
+            return {k: shape(v) for k, v in windows(arrays, s[:, 0], s[:, 1], seq, last_n).items()}
+
+        # grain shuffles sample indices (reshuffled each pass, state = position); windows are
+        # gathered per batch
         ds = (
-            grain.MapDataset.source(_Windows(self.arrays, self.train_samples, self.seq, self.last_n))
+            grain.MapDataset.range(self.n_train)
             .shuffle(seed=self.seed)
             .repeat()
-            .batch(per_step, drop_remainder=True, batch_fn=_stack)
-            .map(lambda batch: {k: shape(v) for k, v in batch.items()})
+            .batch(per_step, drop_remainder=True, batch_fn=lambda xs: np.asarray(xs, np.int64))
+            .map(gather)
         )
         return iter(ds.to_iter_dataset())
 
     def val_batches(self) -> Iterator[dict]:
         b = self.batch_size
         for start in range(0, self.n_val, b):
-            items = [window(self.arrays, int(c), int(e), self.seq, self.last_n) for c, e in self.val_samples[start : start + b]]
-            batch = _stack(items)
-            pad = b - len(items)
+            s = self.val_samples[start : start + b]
+            batch = windows(self.arrays, s[:, 0], s[:, 1], self.seq, self.last_n)
+            pad = b - len(s)
             if pad:
                 batch = {k: _pad(k, v, pad) for k, v in batch.items()}
             yield batch

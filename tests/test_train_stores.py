@@ -85,7 +85,7 @@ def test_exact_rollout_matches_per_window_forward(trained):
     fwd = jax.jit(lambda p, x, s: ealstm.forward(p, x, s))
     for e in range(L - 1, 45):
         preds = [np.asarray(fwd({k: v[m] for k, v in b.params.items()}, x_d[:, e - L + 1 : e + 1], x_s))[:, 0] for m in range(b.n_members)]
-        want[:, e] = np.maximum(np.mean(preds, axis=0) * std + mean, 0.0)
+        want[:, e] = np.mean([np.maximum(p * std + mean, 0.0) for p in preds], axis=0)
     np.testing.assert_allclose(got, want, atol=1e-5, equal_nan=True)
     assert np.array_equal(np.isfinite(got), valid_windows(x_d, L))  # NaN exactly where a window is incomplete
 

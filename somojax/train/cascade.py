@@ -50,6 +50,9 @@ def _windows(params, x_d: jax.Array, x_s: jax.Array, seq_length: int) -> jax.Arr
 def exact_rollout(bundle: Bundle, x_d: np.ndarray, x_s: np.ndarray, block_days: int = 730, cell_block: int = 64) -> np.ndarray:
     """Ensemble-mean exact predictions of normalised inputs, in the target's raw units.
 
+    Each member's prediction is de-normalised and clipped at 0, then the members are averaged
+    (the product's definition, `somojax.infer.engine`).
+
     Args:
       bundle: the upper layer's model.
       x_d: [C, days, D] normalised dynamic inputs in the bundle's input order.
@@ -72,8 +75,9 @@ def exact_rollout(bundle: Bundle, x_d: np.ndarray, x_s: np.ndarray, block_days: 
         for e0 in range(L - 1, n_days, block_days):
             e1 = min(e0 + block_days, n_days)
             xd = jnp.asarray(x_d[c0 : c0 + cell_block, e0 - L + 1 : e1])
-            acc = sum(np.asarray(_windows(p, xd, xs, L), np.float64) for p in members) / len(members)
-            out[c0 : c0 + cell_block, e0:e1] = np.maximum(acc * std + mean, 0.0)
+            # each member de-normalised and clipped at 0, then the member mean (as the product)
+            acc = sum(np.maximum(np.asarray(_windows(p, xd, xs, L), np.float64) * std + mean, 0.0) for p in members)
+            out[c0 : c0 + cell_block, e0:e1] = acc / len(members)
     return out
 
 

@@ -143,21 +143,27 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class InferConfig:
-    """Rollout to the prediction store (issue: global rollout)."""
+    """Rollout to the prediction store (docs/inference.md, docs/output.md)."""
 
     mode: Literal["auto", "exact", "chunked"] = "auto"  # auto: follows model.predict_last_n
     start: str = "2000-01-01"
     end: str = "2019-12-31"
-    region: Literal["land", "bbox", "cells"] = "land"
-    bbox: tuple[float, float, float, float] = (-60.0, 90.0, -180.0, 180.0)  # S, N, W, E
-    cells_file: str = ""  # for region="cells": CSV with latitude, longitude columns
-    tile_cells: int = 512  # cells per tile (one region write)
-    time_block_days: int = 1825  # output days per device pass
-    memory_budget_gb: float = 4.0
+    region: Literal["land", "bbox", "cells"] = "land"  # land: land cells of the statics in bbox
+    bbox: tuple[float, float, float, float] = (-60.0, 90.0, -180.0, 180.0)  # S, N, W, E edges
+    cells_file: str = ""  # region="cells": CSV with latitude, longitude columns
+    tile_cells: int = 2048  # most cells per device pass (a batch of one tile)
+    time_block_days: int = 1825  # most output days per device pass (rounded to shard_time)
+    memory_budget_gb: float = 4.0  # host+device memory for one pass; shrinks passes to fit
+    window_chunk: int = 512  # exact mode: windows stepped together (cache blocking)
     output: str = ""  # prediction store; empty: <workdir>/predictions.zarr
-    chunk_time: int = 365
-    chunk_lat: int = 60
-    chunk_lon: int = 60
+    # Zarr v3 layout: shards are the unit of writing (a tile = shard_lat x shard_lon cells, a
+    # time block = a multiple of shard_time days); inner chunks are the unit of reading.
+    shard_time: int = 365
+    shard_lat: int = 60
+    shard_lon: int = 60
+    chunk_time: int = 30
+    chunk_lat: int = 30
+    chunk_lon: int = 30
     export_dir: str = ""  # NetCDF export; empty: <workdir>/export
 
 

@@ -1,0 +1,463 @@
+"""`somojax predict`: checkpoints + analysis-ready stores -> the prediction store, tile by tile.
+
+Order of work (docs/inference.md):
+1. load the layers' bundles (and the upper layers the cascade needs), open the stores, check —
+   before any compute — that variables, input order, statistics, period and spin-up fit;
+2. create (or re-open) the store from its template; list the (tile, time block) pairs not yet
+   recorded as finished;
+3. for each pair: read the tile's region cells over the block plus the cascade's spin-up
+   (a reader thread prefetches the next pair), run the cascade on device (cells sharded over the
+   `data` mesh axis, members one after another), write every layer's mean and spread (a writer
+   thread), record the pair as finished;
+4. write the summary (cells, days, mode, cell-steps, wall time, throughput) into the store.
+
+`predict_cells` is the in-memory variant for a list of cells (cross-validation, checks).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+import pandas as pd
+import xarray as xr
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from somojax import __version__
+from somojax import constants as C
+from somojax import grid, stores
+from somojax.checkpoint import Bundle, load_bundle
+from somojax.config import Config
+from somojax.errors import CheckpointError, ConfigError, InputDataError
+from somojax.infer import engine, kernels
+from somojax.infer import store as pstore
+from somojax.sharding import make_mesh
+from somojax.utils.logging import Progress, format_seconds, get_logger
+
+log = get_logger("infer")
+
+
+# ----------------------------------------------------------------------------------------
+# models and inputs
+# ----------------------------------------------------------------------------------------
+def needed_layers(layers: Sequence[str]) -> list[str]:
+    """The layers to run for `layers`: themselves and every layer above them in the cascade."""
+    need = set(layers)
+    for l in layers:
+        need |= {u.removeprefix("sm_") for u in C.UPPER_LAYER_INPUTS[l]}
+        for u in list(need):
+            need |= {v.removeprefix("sm_") for v in C.UPPER_LAYER_INPUTS[u]}
+    return [l for l in C.LAYERS if l in need]
+
+
+def load_bundles(cfg: Config, layers: Sequence[str] | None = None) -> tuple[list[str], dict[str, Bundle]]:
+    """(output layers, bundles of every layer the cascade needs) from `cfg.checkpoint_dir`."""
+    if layers:
+        bad = [l for l in layers if l not in C.LAYERS]
+        if bad:
+            raise ConfigError(f"unknown layers {bad}; expected some of {list(C.LAYERS)}")
+        out = [l for l in C.LAYERS if l in layers]
+    else:
+        out = [l for l in C.LAYERS if (cfg.checkpoint_dir / l).is_dir()]
+        if not out:
+            raise CheckpointError(f"no trained layer under {cfg.checkpoint_dir}; run `somojax train` or `somojax import-torch` first")
+    bundles = {}
+    for l in needed_layers(out):
+        try:
+            bundles[l] = load_bundle(cfg.checkpoint_dir / l)
+        except CheckpointError as e:
+            why = "" if l in out else f" (predicting {out} needs {l}: the cascade)"
+            raise CheckpointError(f"{e}{why}") from None
+    return out, bundles
+
+
+def check_inputs(bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset, source: str) -> None:
+    """Every variable a model reads exists in the stores and has statistics (before compute)."""
+    for layer, b in bundles.items():
+        dyn = [v for v in b.dynamic_inputs if not v.startswith("sm_L")]
+        upper = [v for v in b.dynamic_inputs if v.startswith("sm_L")]
+        if sorted(upper) != sorted(C.UPPER_LAYER_INPUTS[layer]):
+            raise CheckpointError(
+                f"the {layer} model reads upper-layer inputs {upper}, but the cascade gives {list(C.UPPER_LAYER_INPUTS[layer])}"
+            )
+        missing = [v for v in dyn if v not in forcings.data_vars] + [v for v in b.static_inputs if v not in statics.data_vars]
+        if missing:
+            raise CheckpointError(
+                f"the {layer} model needs {missing}, which the stores in {source} do not have "
+                f"(forcings: {sorted(forcings.data_vars)}, statics: {sorted(statics.data_vars)}). "
+                "Prepare the stores with the model's inputs (data.dynamic_inputs / data.static_inputs)."
+            )
+        nostats = [v for v in list(b.dynamic_inputs) + list(b.static_inputs) if v not in b.stats.mean or v not in b.stats.std]
+        if nostats or layer not in b.stats.target_mean:
+            raise CheckpointError(f"the {layer} checkpoint has no normalisation statistics for {nostats or ['its target']}")
+
+
+def check_period(bundles: Mapping[str, Bundle], layers: Sequence[str], forcings: xr.Dataset, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """The forcing must start early enough for every layer's spin-up and reach the end."""
+    t = pd.DatetimeIndex(forcings[C.TIME].values)
+    if end > t[-1] or start > end:
+        raise InputDataError(
+            f"prediction period {start.date()}..{end.date()} is not inside the forcing period {t[0].date()}..{t[-1].date()}"
+            + (" (start after end)" if start > end else "")
+        )
+    short = []
+    for l in layers:
+        need = engine.spinup_days(bundles, l)
+        first = start - pd.Timedelta(days=need)
+        if first < t[0]:
+            short.append(f"{l} needs {need} days of forcing before {start.date()} (from {first.date()}), {(t[0] - first).days} days are missing")
+    if short:
+        raise InputDataError(
+            f"the forcing starts on {t[0].date()}, too late for the prediction period starting {start.date()}: "
+            + "; ".join(short)
+            + ". Start infer.start later or prepare forcings from earlier."
+        )
+
+
+def _read(ds: xr.Dataset, names: Sequence[str], t0, t1, ys: slice, xs: slice, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw values of `names` at cells (rows, cols) of a tile: dynamic [C, T], static [C]."""
+    out = {}
+    for v in names:
+        da = ds[v]
+        if C.TIME in da.dims:
+            block = da.isel({C.LAT: ys, C.LON: xs}).sel({C.TIME: slice(t0, t1)}).values  # [T, y, x]
+            out[v] = np.ascontiguousarray(block[:, rows, cols].T, dtype=np.float32)
+        else:
+            out[v] = da.isel({C.LAT: ys, C.LON: xs}).values[rows, cols].astype(np.float32)
+    return out
+
+
+def _inputs_of(bundles: Mapping[str, Bundle]) -> tuple[list[str], list[str]]:
+    dyn, sta = [], []
+    for b in bundles.values():
+        dyn += [v for v in b.dynamic_inputs if not v.startswith("sm_L") and v not in dyn]
+        sta += [v for v in b.static_inputs if v not in sta]
+    return dyn, sta
+
+
+# ----------------------------------------------------------------------------------------
+# in-memory prediction at cells
+# ----------------------------------------------------------------------------------------
+def predict_cells(
+    bundles: Mapping[str, Bundle],
+    forcings: xr.Dataset,
+    statics: xr.Dataset,
+    cells: Sequence[int] | np.ndarray,
+    start: str,
+    end: str,
+    layers: Sequence[str] | None = None,
+    mode: str = "auto",
+    options: engine.KernelOptions = engine.KernelOptions(),
+) -> xr.Dataset:
+    """Predictions at a list of cells over start..end (the cascade in one pass).
+
+    Args:
+      bundles: models by layer (those the cascade needs).
+      forcings, statics: the analysis-ready stores (`stores.open_store`).
+      cells: global cell ids (`grid.cell_id`).
+      start, end: output period (ISO dates); the forcing must cover the spin-up before start.
+      layers: output layers (default: all in `bundles`).
+
+    Returns:
+      Dataset with `sm`, `sm_spread` (layer, cell, time) and `latitude`, `longitude` on `cell`;
+      attrs `mode` and `cell_steps`.
+    """
+    layers = [l for l in C.LAYERS if l in (layers or bundles)]
+    start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
+    check_inputs(bundles, forcings, statics, "the given stores")
+    check_period(bundles, layers, forcings, start_t, end_t)
+    cells = np.asarray(cells, np.int64)
+    lat, lon = grid.cell_centre(cells)
+    spin = max(engine.spinup_days(bundles, l) for l in layers)
+    t0 = start_t - pd.Timedelta(days=spin)
+    dyn, sta = _inputs_of(bundles)
+    pts = {C.LAT: xr.DataArray(lat, dims=C.CELL), C.LON: xr.DataArray(lon, dims=C.CELL)}
+    f = forcings[dyn].sel({C.TIME: slice(t0, end_t)}).sel(pts, method="nearest", tolerance=1e-3)
+    s = statics[sta].sel(pts, method="nearest", tolerance=1e-3)
+    columns = {v: np.asarray(f[v].transpose(C.CELL, C.TIME).values, np.float32) for v in dyn}
+    stat = {v: np.asarray(s[v].values, np.float32) for v in sta}
+    out = engine.cascade(bundles, columns, stat, layers, mode, options)
+    keep = slice(spin, None)
+    times = pd.DatetimeIndex(f[C.TIME].values)[keep]
+    ds = xr.Dataset(
+        {
+            C.SM: ((C.LAYER, C.CELL, C.TIME), np.stack([out[l].mean[:, keep] for l in layers]), stores.cf_attrs(C.SM)),
+            C.SM_SPREAD: ((C.LAYER, C.CELL, C.TIME), np.stack([out[l].spread[:, keep] for l in layers]), stores.cf_attrs(C.SM_SPREAD)),
+        },
+        coords={C.LAYER: list(layers), C.CELL: cells, C.TIME: times, C.LAT: (C.CELL, lat), C.LON: (C.CELL, lon)},
+        attrs={
+            "mode": json.dumps({l: engine.resolve_mode(bundles[l], mode) for l in layers}),
+            "cell_steps": int(sum(o.cell_steps for o in out.values())),
+            "clipped_member_values": int(sum(out[l].clipped for l in layers)),
+        },
+    )
+    return ds
+
+
+# ----------------------------------------------------------------------------------------
+# the rollout to the store
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What one rollout computes."""
+
+    layers: list[str]
+    bundles: dict[str, Bundle]
+    modes: dict[str, str]
+    layout: pstore.Layout
+    mask: np.ndarray  # [lat, lon] cells to predict
+    blocks: list[slice]
+    tiles: list[tuple[slice, slice]]
+    spin: int  # input days before each block's first output day
+
+
+def region_mask(cfg: Config, statics: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lat, lon, mask) of the cells to predict, on the statics grid cropped to the region."""
+    s, n, w, e = cfg.infer.bbox
+    lat, lon = statics[C.LAT].values, statics[C.LON].values
+    ys = (lat > s) & (lat < n)
+    xs = (lon > w) & (lon < e)
+    if not ys.any() or not xs.any():
+        raise ConfigError(f"infer.bbox={list(cfg.infer.bbox)} holds no cell of the statics store ({lat.min()}..{lat.max()} N, {lon.min()}..{lon.max()} E)")
+    lat, lon = lat[ys], lon[xs]
+    land = statics[C.LAND_MASK].values[np.ix_(ys, xs)] > 0
+    if cfg.infer.region == "land":
+        mask = land
+    elif cfg.infer.region == "bbox":
+        mask = np.ones_like(land)
+    else:
+        path = Path(cfg.infer.cells_file)
+        if not path.exists():
+            raise ConfigError(f"infer.cells_file={str(path)!r} does not exist (region=cells needs a CSV with latitude, longitude)")
+        table = pd.read_csv(path)
+        cols = {c.lower(): c for c in table.columns}
+        if not {"latitude", "longitude"} <= set(cols):
+            raise ConfigError(f"{path}: needs columns latitude and longitude (found {list(table.columns)})")
+        ids = set(grid.cell_id(table[cols["latitude"]].values, table[cols["longitude"]].values).tolist())
+        grid_ids = grid.cell_id(lat[:, None], lon[None, :])
+        mask = np.isin(grid_ids, list(ids))
+    if not mask.any():
+        raise ConfigError(f"no cell to predict: region={cfg.infer.region!r} in bbox {list(cfg.infer.bbox)} selects nothing")
+    return lat, lon, mask
+
+
+def fingerprint(plan: Plan, cfg: Config) -> str:
+    """Identity of a rollout: the models (weights, statistics, inputs), modes, period and grid."""
+    h = hashlib.sha256()
+    for l in plan.layers + [l for l in plan.bundles if l not in plan.layers]:
+        b = plan.bundles[l]
+        h.update(l.encode())
+        for k in sorted(b.params):
+            h.update(np.ascontiguousarray(b.params[k]).tobytes())
+        h.update(b.stats.to_json().encode())
+        h.update(json.dumps([b.dynamic_inputs, b.static_inputs, b.model.seq_length, b.model.predict_last_n]).encode())
+    h.update(json.dumps([plan.modes, str(plan.layout.times[0]), str(plan.layout.times[-1]), plan.layout.lat.tolist(), plan.layout.lon.tolist()]).encode())
+    h.update(np.packbits(plan.mask).tobytes())
+    h.update(json.dumps([plan.layout.shard, plan.layout.chunk]).encode())
+    return h.hexdigest()[:20]
+
+
+def make_plan(cfg: Config, layers: Sequence[str] | None, forcings: xr.Dataset, statics: xr.Dataset) -> Plan:
+    out, bundles = load_bundles(cfg, layers)
+    check_inputs(bundles, forcings, statics, str(cfg.store_dir))
+    modes = {l: engine.resolve_mode(b, cfg.infer.mode) for l, b in bundles.items()}
+    start, end = pd.Timestamp(cfg.infer.start), pd.Timestamp(cfg.infer.end)
+    check_period(bundles, out, forcings, start, end)
+    lat, lon, mask = region_mask(cfg, statics)
+    i = cfg.infer
+    layout = pstore.Layout(tuple(out), pd.date_range(start, end, freq="D"), lat, lon, (i.shard_time, i.shard_lat, i.shard_lon), (i.chunk_time, i.chunk_lat, i.chunk_lon))
+    tiles = layout.tiles()
+    spin = max(engine.spinup_days(bundles, l) for l in out)
+    return Plan(out, bundles, modes, layout, mask, layout.time_blocks(i.time_block_days), tiles, spin)
+
+
+def _cell_batch(cfg: Config, plan: Plan, n_in_days: int) -> int:
+    """Most cells per device pass under `infer.tile_cells` and `infer.memory_budget_gb`.
+
+    Bytes per cell and input day: inputs and their projection (D + 3H floats, one member at a
+    time), the outputs of every layer (mean, spread, members), all float32, times 2 for copies.
+    """
+    h = max(b.model.hidden_size for b in plan.bundles.values())
+    d = max(len(b.dynamic_inputs) for b in plan.bundles.values())
+    m = max(b.n_members for b in plan.bundles.values())
+    per_cell = n_in_days * 4 * 2 * (d + 3 * h + 3 * (m + 2))
+    fit = int(cfg.infer.memory_budget_gb * 1e9 // per_cell)
+    if fit < 1:
+        raise ConfigError(
+            f"infer.memory_budget_gb={cfg.infer.memory_budget_gb} is too small for one cell over {n_in_days} input days "
+            f"({per_cell / 1e9:.2f} GB); raise it or lower infer.time_block_days"
+        )
+    return max(1, min(cfg.infer.tile_cells, fit))
+
+
+def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = False) -> dict:
+    """Rolls the trained cascade out over `cfg.infer`'s region and period into the store.
+
+    Returns:
+      The summary (also stored in the store's attrs as `somojax_summary`).
+    """
+    t_start = time.perf_counter()
+    forcings = stores.open_store(cfg.store_dir, "forcings")
+    statics = stores.open_store(cfg.store_dir, "statics")
+    plan = make_plan(cfg, layers, forcings, statics)
+    path = cfg.predictions_path
+    fp = fingerprint(plan, cfg)
+    ref = next(iter(plan.bundles.values()))
+    attrs = {
+        "somojax_mode": {l: plan.modes[l] for l in plan.layers},
+        "somojax_cost_cell_steps_per_output": {
+            l: kernels.cost_per_output(plan.modes[l], plan.bundles[l].model.seq_length, plan.bundles[l].model.predict_last_n) for l in plan.layers
+        },
+        "somojax_members": {l: plan.bundles[l].n_members for l in plan.layers},
+        "somojax_checkpoints": {l: str(cfg.checkpoint_dir / l) for l in plan.bundles},
+        "somojax_period": [cfg.infer.start, cfg.infer.end],
+        "somojax_region": cfg.infer.region,
+        "ensemble": "sm: mean of the members' predictions (each de-normalised and clipped at 0); sm_spread: their standard deviation (ddof=0)",
+    }
+    pstore.open_or_create(path, plan.layout, attrs, fp, fresh)
+    done = pstore.finished(path)
+    pid, nproc = jax.process_index(), jax.process_count()
+    work = [
+        (ti, bi)
+        for ti, (ys, xs) in enumerate(plan.tiles)
+        if plan.mask[ys, xs].any() and ti % nproc == pid
+        for bi in range(len(plan.blocks))
+        if (ti, bi) not in done
+    ]
+    n_cells = int(plan.mask.sum())
+    log.info(
+        "predict %s: %d cells x %d days, modes %s, %d members; %d tiles x %d time blocks, %d to do (%d done)",
+        plan.layers, n_cells, len(plan.layout.times), plan.modes, ref.n_members,
+        sum(plan.mask[ys, xs].any() for ys, xs in plan.tiles), len(plan.blocks), len(work), len(done),
+    )
+    mesh = make_mesh(1)
+    sharding = NamedSharding(mesh, P(C.DATA_AXIS))
+    n_dev = mesh.shape[C.DATA_AXIS]
+    dyn, sta = _inputs_of(plan.bundles)
+    options = engine.KernelOptions(window_chunk=cfg.infer.window_chunk)
+    times = plan.layout.times
+
+    def read(item):
+        ti, bi = item
+        ys, xs = plan.tiles[ti]
+        blk = plan.blocks[bi]
+        rows, cols = np.nonzero(plan.mask[ys, xs])
+        t0 = times[blk.start] - pd.Timedelta(days=plan.spin)
+        t1 = times[blk.stop - 1]
+        gy, gx = _abs(statics, plan, ys, C.LAT), _abs(statics, plan, xs, C.LON)
+        cols_d = _read(forcings, dyn, t0, t1, gy, gx, rows, cols)
+        cols_s = _read(statics, sta, None, None, gy, gx, rows, cols)
+        return item, rows, cols, cols_d, cols_s
+
+    totals = {"cell_steps": 0, "clipped": 0, "cells_days": 0}
+    with Progress(total=len(work), desc="predict", unit="block") as prog, cf.ThreadPoolExecutor(1) as reader, cf.ThreadPoolExecutor(1) as writer:
+        pending_write = None
+        nxt = reader.submit(read, work[0]) if work else None
+        for k in range(len(work)):
+            item, rows, cols, cols_d, cols_s = nxt.result()
+            nxt = reader.submit(read, work[k + 1]) if k + 1 < len(work) else None
+            ti, bi = item
+            ys, xs = plan.tiles[ti]
+            blk = plan.blocks[bi]
+            t_blk = time.perf_counter()
+            outs = _run_batches(plan, cols_d, cols_s, cfg, options, sharding, n_dev)
+            n_out = blk.stop - blk.start
+            shape = (n_out, ys.stop - ys.start, xs.stop - xs.start)
+            values = {C.SM: {}, C.SM_SPREAD: {}}
+            for l in plan.layers:
+                for var, attr in ((C.SM, "mean"), (C.SM_SPREAD, "spread")):
+                    a = np.full(shape, np.nan, np.float32)
+                    a[:, rows, cols] = getattr(outs[l], attr)[:, plan.spin :].T
+                    values[var][l] = a
+            steps = sum(o.cell_steps for o in outs.values())
+            clipped = sum(outs[l].clipped for l in plan.layers)
+            record = {"cells": int(rows.size), "days": int(n_out), "cell_steps": int(steps), "clipped": int(clipped), "seconds": round(time.perf_counter() - t_blk, 3)}
+            if pending_write is not None:
+                pending_write.result()
+            pending_write = writer.submit(_write_and_mark, path, plan.layout, (ys, xs), blk, values, ti, bi, record)
+            totals["cell_steps"] += steps
+            totals["clipped"] += clipped
+            totals["cells_days"] += rows.size * n_out
+            prog.update(1, cells=rows.size, cell_steps=steps)
+        if pending_write is not None:
+            pending_write.result()
+    wall = time.perf_counter() - t_start
+    records = pstore.finished(path)
+    summary = {
+        "layers": plan.layers,
+        "cells": n_cells,
+        "days": len(times),
+        "modes": plan.modes,
+        "members": {l: plan.bundles[l].n_members for l in plan.layers},
+        "cell_steps_this_run": totals["cell_steps"],
+        "cell_steps_total": int(sum(r["cell_steps"] for r in records.values())),
+        "clipped_member_values": int(sum(r["clipped"] for r in records.values())),
+        "blocks_this_run": len(work),
+        "blocks_total": len(records),
+        "wall_seconds": round(wall, 2),
+        "cell_steps_per_second": round(totals["cell_steps"] / wall, 1) if wall > 0 else None,
+        "devices": n_dev,
+        "backend": jax.default_backend(),
+        "somojax_version": __version__,
+    }
+    if pid == 0:
+        pstore.set_attrs(path, {"somojax_summary": summary, "somojax_clipped_member_values": summary["clipped_member_values"]})
+    log.info(
+        "predicted %d cells x %d days (%s) in %s: %.3g cell-steps, %.3g cell-steps/s; store %s",
+        n_cells, len(times), plan.modes, format_seconds(wall), totals["cell_steps"], summary["cell_steps_per_second"] or 0, path,
+    )
+    return summary
+
+
+def _abs(statics: xr.Dataset, plan: Plan, sl: slice, dim: str) -> slice:
+    """A slice of the plan's cropped grid as a slice of the store's full grid."""
+    full = statics[dim].values
+    first = plan.layout.lat[0] if dim == C.LAT else plan.layout.lon[0]
+    off = int(np.argmin(np.abs(full - first)))
+    return slice(off + sl.start, off + sl.stop)
+
+
+def _run_batches(plan: Plan, cols_d, cols_s, cfg: Config, options, sharding, n_dev) -> dict[str, engine.LayerOutput]:
+    """The cascade on a tile's cells, in device passes of at most `_cell_batch` cells."""
+    n = next(iter(cols_s.values())).shape[0]
+    t_in = next(iter(cols_d.values())).shape[1]
+    size = _cell_batch(cfg, plan, t_in)
+    parts = []
+    for c0 in range(0, n, size):
+        c1 = min(c0 + size, n)
+        pad = (-(c1 - c0)) % n_dev  # equal shares per device
+        d = {k: _pad(v[c0:c1], pad) for k, v in cols_d.items()}
+        s = {k: _pad(v[c0:c1], pad) for k, v in cols_s.items()}
+        out = engine.cascade(plan.bundles, d, s, plan.layers, cfg.infer.mode, options, sharding if n_dev > 1 else None, n_real=c1 - c0)
+        parts.append({l: _unpad(o, c1 - c0) for l, o in out.items()})
+    return {
+        l: engine.LayerOutput(
+            np.concatenate([p[l].mean for p in parts]),
+            np.concatenate([p[l].spread for p in parts]),
+            sum(p[l].clipped for p in parts),
+            sum(p[l].cell_steps for p in parts),
+        )
+        for l in parts[0]
+    }
+
+
+def _pad(a: np.ndarray, n: int) -> np.ndarray:
+    if not n:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], n, axis=0)])
+
+
+def _unpad(o: engine.LayerOutput, n: int) -> engine.LayerOutput:
+    return engine.LayerOutput(o.mean[:n], o.spread[:n], o.clipped, o.cell_steps)
+
+
+def _write_and_mark(path, layout, tile, blk, values, ti, bi, record) -> None:
+    pstore.write_block(path, layout, tile, blk, values)
+    pstore.mark(path, ti, bi, record)

@@ -6,11 +6,11 @@ day e gets its own `seq_length`-day window from a zero state (DESIGN.md §2), de
 the upper layer's target statistics and clipped at 0, as the product is. Days without a complete
 finite input window are NaN, so the samples that would need them are not used.
 
-The rollout engine (`somojax.infer`) owns exact inference for the product; until it offers an
-in-memory API for a list of cells, `exact_rollout` below does the same computation for the
-training cells: the input projection hoisted for all days, all windows of a cell stepped in
-parallel, window w reading the contiguous slice w + t at step t (nothing of shape
-[windows, 365, D] is materialised), in blocks of days and cells to bound memory.
+`upper_predictions` runs the rollout engine's in-memory cascade (`somojax.infer.engine`) on the
+training cells, so the inputs a layer is trained with are exactly those `somojax predict` feeds it.
+`exact_rollout` is a compact, independent implementation of the exact mode (the input projection
+hoisted for all days, all windows of a cell stepped in parallel, window w reading the contiguous
+slice w + t at step t), kept as a cross-check in the tests and used by `somojax.evaluate`.
 """
 
 from __future__ import annotations
@@ -88,38 +88,33 @@ def upper_predictions(
     raw_static: np.ndarray,
     dynamic_names: Sequence[str],
     static_names: Sequence[str],
+    mode: str = "auto",
 ) -> dict[str, np.ndarray]:
     """{`sm_L1`: [C, days], ...}: the inputs `layer` needs from the layers above it.
+
+    Runs the rollout engine's cascade (`somojax.infer.engine.cascade`) on these cells: each
+    upper layer on its own input order and statistics, `sm_L1` feeding L2 when layer 3 is
+    trained, exactly as `somojax predict` computes them for the product.
 
     Args:
       bundles: the upper layers' models (`L1`, and `L2` for layer 3).
       raw_dynamic: [C, days, D] raw (not normalised) dynamic inputs named `dynamic_names`.
       raw_static: [C, S] raw statics named `static_names`.
-
-    Upper layer u is run on its own input order and statistics; `sm_L1` feeds L2's prediction
-    when layer 3 is trained.
+      mode: the inference mode (`infer.mode`; `auto` is `exact` for sequence-to-one models).
     """
+    from somojax.infer import engine
+
     names = C.UPPER_LAYER_INPUTS[layer]
-    columns = {n: raw_dynamic[..., k] for k, n in enumerate(dynamic_names)}
-    static = {n: raw_static[:, k] for k, n in enumerate(static_names)}
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        upper = name.removeprefix("sm_")
+    uppers = [n.removeprefix("sm_") for n in names]
+    columns = {n: np.asarray(raw_dynamic[..., k], np.float32) for k, n in enumerate(dynamic_names)}
+    statics = {n: np.asarray(raw_static[:, k], np.float32) for k, n in enumerate(static_names)}
+    out = engine.cascade({u: bundles[u] for u in uppers}, columns, statics, layers=uppers, mode=mode)
+    preds = {}
+    for name, upper in zip(names, uppers):
         b = bundles[upper]
-        missing = [v for v in b.dynamic_inputs if v not in columns] + [v for v in b.static_inputs if v not in static]
-        if missing:
-            raise ValueError(f"the {upper} model needs inputs {missing} that are not available for training {layer}")
-        st = b.stats
-        x_d = np.stack([(columns[v] - st.mean[v]) / st.std[v] for v in b.dynamic_inputs], axis=-1).astype(np.float32)
-        x_s = np.stack([(static[v] - st.mean[v]) / st.std[v] for v in b.static_inputs], axis=-1).astype(np.float32)
-        pred = _predict(b, x_d, x_s)
-        log.info("%s: %s from the %d-member %s ensemble (exact windows), %d cells x %d days", layer, name, b.n_members, upper, *pred.shape)
-        out[name] = pred
-        columns[name] = pred
-    return out
-
-
-def _predict(bundle: Bundle, x_d: np.ndarray, x_s: np.ndarray) -> np.ndarray:
-    # TODO(cascade): call the rollout engine's in-memory exact mode once `somojax.infer` has one;
-    # `exact_rollout` is the same algorithm (tests/test_train_cascade.py checks it against NumPy).
-    return exact_rollout(bundle, x_d, x_s)
+        preds[name] = np.asarray(out[upper].mean, np.float32)
+        log.info(
+            "%s: %s from the %d-member %s ensemble (%s), %d cells x %d days",
+            layer, name, b.n_members, upper, engine.resolve_mode(b, mode), *preds[name].shape,
+        )
+    return preds

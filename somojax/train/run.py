@@ -60,7 +60,7 @@ def train(
             d = cfg.data
 
             def upper(dyn, stat, layer=layer):
-                return upper_predictions(layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs))
+                return upper_predictions(layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs), cfg.infer.mode)
 
         li = layer_inputs(cfg, layer, cells=cells, upper=upper, datasets=datasets)
         train_layer(cfg, layer, li, fresh=fresh)

@@ -152,13 +152,13 @@ class InferConfig:
     bbox: tuple[float, float, float, float] = (-60.0, 90.0, -180.0, 180.0)  # S, N, W, E edges
     cells_file: str = ""  # region="cells": CSV with latitude, longitude columns
     tile_cells: int = 2048  # most cells per device pass (a batch of one tile)
-    time_block_days: int = 1825  # most output days per device pass (rounded to shard_time)
+    time_block_days: int = 1800  # most output days per device pass (a multiple of shard_time)
     memory_budget_gb: float = 4.0  # host+device memory for one pass; shrinks passes to fit
     window_chunk: int = 512  # exact mode: windows stepped together (cache blocking)
     output: str = ""  # prediction store; empty: <workdir>/predictions.zarr
     # Zarr v3 layout: shards are the unit of writing (a tile = shard_lat x shard_lon cells, a
     # time block = a multiple of shard_time days); inner chunks are the unit of reading.
-    shard_time: int = 365
+    shard_time: int = 360
     shard_lat: int = 60
     shard_lon: int = 60
     chunk_time: int = 30

@@ -30,6 +30,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from somojax.models.ealstm import sigmoid
+
 _PRECISIONS = {
     "default": jax.lax.Precision.DEFAULT,
     "high": jax.lax.Precision.HIGH,
@@ -60,7 +62,7 @@ def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, b
         parts = (z[:, :hs], z[:, hs : 2 * hs], z[:, 2 * hs :])
         if split_barrier:  # materialise the three slices once instead of fusing strided reads
             parts = jax.lax.optimization_barrier(parts)
-        return jax.nn.sigmoid(parts[0]), jax.nn.sigmoid(parts[1]), jnp.tanh(parts[2])
+        return sigmoid(parts[0]), sigmoid(parts[1]), jnp.tanh(parts[2])
 
     def inputs(w_ih, b, x):
         # hoisted: one [T·B, D] x [D, 3H] product before the loop; else x_t W_ih + b per step

@@ -154,7 +154,7 @@ class InferConfig:
     tile_cells: int = 2048  # most cells per device pass (a batch of one tile)
     time_block_days: int = 1800  # most output days per device pass (a multiple of shard_time)
     memory_budget_gb: float = 4.0  # host+device memory for one pass; shrinks passes to fit
-    window_chunk: int = 512  # exact mode: windows stepped together (cache blocking)
+    rows_per_step: int = 0  # exact mode: cells x windows stepped together; 0: auto (196608 // H)
     output: str = ""  # prediction store; empty: <workdir>/predictions.zarr
     # Zarr v3 layout: shards are the unit of writing (a tile = shard_lat x shard_lon cells, a
     # time block = a multiple of shard_time days); inner chunks are the unit of reading.

@@ -132,11 +132,12 @@ def _columns(f, s, cells_rc, t0=None, t1=None):
     return columns, statics
 
 
-def test_exact_equals_numpy_float64_with_nan_forcing(setup):
+@pytest.mark.parametrize("hoist", [False, True])
+def test_exact_equals_numpy_float64_with_nan_forcing(setup, hoist):
     _, f, s, bundles = setup
     rc = (np.array([1, 2, 0]), np.array([2, 3, 1]))  # cell (1, 2) has a NaN on day 40
     columns, statics = _columns(f, s, rc)
-    got = engine.layer_predictions(bundles["L1"], columns, statics, "exact", engine.KernelOptions(window_chunk=37))
+    got = engine.layer_predictions(bundles["L1"], columns, statics, "exact", engine.KernelOptions(rows_per_step=37 * 3, hoist=hoist))
     want_m, want_s = numpy_layer(bundles["L1"], columns, statics)
     np.testing.assert_array_equal(np.isnan(got.mean), np.isnan(want_m))
     np.testing.assert_allclose(got.mean, want_m, atol=1e-5, equal_nan=True)
@@ -145,12 +146,13 @@ def test_exact_equals_numpy_float64_with_nan_forcing(setup):
     assert got.cell_steps == M * 3 * (N_DAYS - L + 1) * L
 
 
-def test_chunked_equals_numpy_where_it_should_and_differs_from_exact(setup):
+@pytest.mark.parametrize("hoist", [False, True])
+def test_chunked_equals_numpy_where_it_should_and_differs_from_exact(setup, hoist):
     _, f, s, _ = setup
     b = _bundle("L1", 3, last_n=7)
     rc = (np.array([2, 3]), np.array([1, 4]))
     columns, statics = _columns(f, s, rc)
-    got = engine.layer_predictions(b, columns, statics, "auto")  # auto -> chunked for k > 1
+    got = engine.layer_predictions(b, columns, statics, "auto", engine.KernelOptions(hoist=hoist))  # auto -> chunked for k > 1
     want_m, _ = numpy_layer(b, columns, statics, mode="chunked")
     np.testing.assert_allclose(got.mean, want_m, atol=1e-5, equal_nan=True)
     exact = engine.layer_predictions(b, columns, statics, "exact")

@@ -33,7 +33,8 @@ from somojax.infer import kernels
 class KernelOptions:
     """How the kernel runs (not what it computes)."""
 
-    window_chunk: int = 512
+    rows_per_step: int = 0  # cells x windows stepped together (cache blocking); 0: 196608 // H
+    hoist: bool | None = None  # None: step-wise input projection on CPU, hoisted elsewhere
     member_map: bool | None = None  # None: lax.map on CPU, vmap on accelerators
     precision: str | None = "highest"
     unroll: int = 1
@@ -42,6 +43,15 @@ class KernelOptions:
         if self.member_map is not None:
             return self.member_map
         return jax.default_backend() == "cpu"
+
+    def resolved_rows(self, hidden_size: int) -> int:
+        """Rows per step: ~0.75 MB of state per array (1536 rows at H = 128; measured best on CPU)."""
+        return self.rows_per_step or max(64, 196608 // hidden_size)
+
+    def resolved_hoist(self) -> bool:
+        if self.hoist is not None:
+            return self.hoist
+        return jax.default_backend() != "cpu"
 
 
 def resolve_mode(bundle: Bundle, mode: str) -> str:
@@ -146,7 +156,8 @@ def layer_predictions(
         seq_length=L,
         mode=mode,
         last_n=k,
-        window_chunk=options.window_chunk,
+        rows_per_step=options.resolved_rows(bundle.model.hidden_size),
+        hoist=options.resolved_hoist(),
         precision=options.precision,
         unroll=options.unroll,
         member_map=options.resolved_member_map(),

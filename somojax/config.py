@@ -155,6 +155,7 @@ class InferConfig:
     time_block_days: int = 1800  # most output days per device pass (a multiple of shard_time)
     memory_budget_gb: float = 4.0  # host+device memory for one pass; shrinks passes to fit
     rows_per_step: int = 0  # exact mode: cells x windows stepped together; 0: auto (196608 // H)
+    hoist: Literal["auto", "yes", "no"] = "auto"  # input projection before the steps; auto: not on CPU
     output: str = ""  # prediction store; empty: <workdir>/predictions.zarr
     # Zarr v3 layout: shards are the unit of writing (a tile = shard_lat x shard_lon cells, a
     # time block = a multiple of shard_time days); inner chunks are the unit of reading.

@@ -341,7 +341,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     sharding = NamedSharding(mesh, P(C.DATA_AXIS))
     n_dev = mesh.shape[C.DATA_AXIS]
     dyn, sta = _inputs_of(plan.bundles)
-    options = engine.KernelOptions(rows_per_step=cfg.infer.rows_per_step)
+    options = engine.KernelOptions(rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist])
     times = plan.layout.times
 
     def read(item):

@@ -1,4 +1,5 @@
-"""Training-step variants of the EA-LSTM on this machine, timed round-robin in one process.
+"""Training-step kernel variants of the EA-LSTM (the design study behind somojax.models.recurrence),
+timed round-robin in one process. The benchmark suite itself is `somojax bench` (docs/benchmarks.md).
 
 One member (and optionally an N-member ensemble) at batch B x T days x H hidden, fwd + bwd +
 clip + Adam, fp32. Compile time excluded; median of repeats; ratios against the first variant.
@@ -102,48 +103,11 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
 
 
 def torch_case(B: int, T: int, D: int, S: int, H: int):
-    """ealstm_regional's EA-LSTM training step in PyTorch (the peer of DESIGN.md §6), same shapes."""
-    import torch
-    from torch import nn
+    """ealstm_regional's EA-LSTM training step in PyTorch (somojax.bench.peers), same shapes."""
+    from somojax.bench.peers import regional_train_step
 
-    torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
-
-    class EALSTM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight_ih = nn.Parameter(torch.randn(D, 3 * H) * 0.1)
-            self.weight_hh = nn.Parameter(torch.randn(H, 3 * H) * 0.05)
-            self.weight_sh = nn.Parameter(torch.randn(S, H) * 0.1)
-            self.bias = nn.Parameter(torch.zeros(3 * H))
-            self.bias_s = nn.Parameter(torch.zeros(H))
-
-        def forward(self, x_d, x_s):
-            b = x_d.shape[0]
-            h = x_d.new_zeros(b, H)
-            c = x_d.new_zeros(b, H)
-            i = torch.sigmoid(torch.addmm(self.bias_s.expand(b, -1), x_s, self.weight_sh))
-            bias = self.bias.unsqueeze(0).expand(b, -1)
-            for t in range(x_d.shape[1]):
-                gates = torch.addmm(bias, h, self.weight_hh) + torch.mm(x_d[:, t], self.weight_ih)
-                f, o, g = gates.chunk(3, 1)
-                c = torch.sigmoid(f) * c + i * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-            return h
-
-    lstm, drop, fc = EALSTM(), nn.Dropout(0.4), nn.Linear(H, 1)
-    params = list(lstm.parameters()) + list(fc.parameters())
-    opt = torch.optim.Adam(params, 1e-3)
-    xd, xs, y, sig = torch.randn(B, T, D), torch.randn(B, S), torch.randn(B, 1), torch.rand(B, 1)
-
-    def step(*_):
-        opt.zero_grad()
-        loss = (((fc(drop(lstm(xd, xs))) - y) ** 2) / (sig + 0.1) ** 2).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return None, None, loss.detach()
-
-    return [step, None, None, ()]
+    step = regional_train_step(B, T, D, S, H)
+    return [lambda *_: (None, None, step()), None, None, ()]
 
 
 def main() -> None:

@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         default=None,
-        help="benchmarks to run (train, rollout, zarr, peer, floor, demo); default: all",
+        help="benchmarks to run (floor, train, scaling, rollout, forward, zarr, demo); default: all but demo",
     )
     add("run")
     return p

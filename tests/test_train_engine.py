@@ -260,7 +260,7 @@ def test_shared_batches_train_all_members_on_the_same_samples(tmp_path):
 
 
 def test_validation_loss_matches_numpy_float64(tmp_path):
-    from somojax.train.inputs import window
+    from somojax.data.pipeline import window
     from tests.test_ealstm import numpy_ealstm
 
     cfg = tiny_config(tmp_path, members=3)

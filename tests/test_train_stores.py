@@ -13,7 +13,7 @@ from somojax.checkpoint import load_bundle
 from somojax.errors import CheckpointError
 from somojax.train import train
 from somojax.train.cascade import exact_rollout
-from somojax.train.store_inputs import valid_windows
+from somojax.data.samples import valid_windows
 from somojax.utils.logging import read_metrics
 from tests.train_fixtures import store_config, write_learnable_stores
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from somojax.config import load_config
-from somojax.train.store_inputs import layer_inputs
+from somojax.data.samples import layer_inputs
 from somojax.train.run import train_layer
 
 

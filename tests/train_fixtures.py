@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from somojax.config import Config, load_config
-from somojax.train.inputs import ArrayTrainData, WindowArrays
+from somojax.data.pipeline import ArrayTrainData, WindowArrays
 
 
 def learnable_arrays(n_cells: int = 12, n_days: int = 160, n_dynamic: int = 3, n_static: int = 2, seed: int = 0, gap_frac: float = 0.2) -> WindowArrays:

@@ -1,10 +1,9 @@
 """A layer's training inputs from the analysis-ready stores (forcings, statics, targets).
 
-ADAPTER: this reads the stores into memory with xarray and builds the `WindowArrays` and sample
-tables the training loop consumes. It is the training engine's own minimal reader, written while
-`somojax.data` (the grain pipeline over memory-mapped arrays) was not yet available; the loop
-only depends on the `TrainData` protocol (`somojax.train.inputs`), so the data pipeline can
-replace this module without touching the engine.
+Reads the stores into memory with xarray and builds the `WindowArrays` and sample tables that
+`somojax.data.pipeline` batches for the training loop. The loop only depends on the `TrainData`
+protocol (`somojax.data.pipeline`), so another reader (memory-mapped arrays for the global
+training set, the multi-host scale-out) can replace this module without touching the engine.
 
 Rules (DESIGN.md §1):
 - the day axis is the forcing period; targets are aligned to it (NaN outside the target period);
@@ -33,7 +32,7 @@ from somojax import grid, stores
 from somojax.config import Config
 from somojax.errors import InputDataError, StoreError
 from somojax.normalization import NormStats, compute_stats, mean_std
-from somojax.train.inputs import WindowArrays
+from somojax.data.pipeline import WindowArrays
 from somojax.utils.logging import get_logger
 
 log = get_logger("train")

@@ -63,7 +63,7 @@ def cascade_predict(bundles: Mapping[str, Bundle], raw_dynamic: np.ndarray, raw_
 
 def predict_fold(cfg: Config, bundles: Mapping[str, Bundle], cells: np.ndarray, start: str, end: str) -> xr.DataArray:
     """The fold's cascade at its test cells over [start, end]: [layer, cell, time] (m3 m-3)."""
-    from somojax.train.store_inputs import cell_dynamic, cell_static, open_stores
+    from somojax.data.samples import cell_dynamic, cell_static, open_stores
 
     forcings, statics, _ = open_stores(cfg)
     cells = np.asarray(cells, np.int64)

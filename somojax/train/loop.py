@@ -42,7 +42,7 @@ from somojax.checkpoint import TrainCheckpointer, abstract_like, discard_checkpo
 from somojax.config import Config, to_dict
 from somojax.errors import CheckpointError, ConfigError, TrainingError
 from somojax.train.compile import JitOnce
-from somojax.train.inputs import TrainData
+from somojax.data.pipeline import TrainData
 from somojax.train.step import (
     BATCH_KEYS,
     StepOptions,

@@ -12,10 +12,10 @@ from somojax.checkpoint import Bundle, bundle_meta, load_bundle
 from somojax.config import Config, to_dict
 from somojax.errors import CheckpointError, ConfigError
 from somojax.train.cascade import upper_predictions
-from somojax.train.inputs import ArrayTrainData
+from somojax.data.pipeline import ArrayTrainData
 from somojax.train.loop import Trainer, TrainResult
 from somojax.train.step import step_options
-from somojax.train.store_inputs import LayerInputs, layer_inputs, open_stores
+from somojax.data.samples import LayerInputs, layer_inputs, open_stores
 from somojax.utils.logging import get_logger
 from somojax.utils.malloc import keep_freed_memory
 

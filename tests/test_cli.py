@@ -43,3 +43,26 @@ def test_bad_config_key_is_one_line_and_nonzero(tmp_path):
 def test_no_command_prints_help():
     out = run_cli()
     assert out.returncode == 2 and "commands:" in out.stdout
+
+
+def test_overrides_after_a_list_option_are_overrides(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_dispatch(args, cfg):
+        seen.update(layers=args.layers, epochs=cfg.train.epochs, workdir=cfg.workdir)
+
+    monkeypatch.setattr(cli, "_dispatch", fake_dispatch)
+    assert cli.main(["train", "-c", "tiny", f"workdir={tmp_path}", "--layers", "L1", "L2", "train.epochs=7"]) == 0
+    assert seen["layers"] == ["L1", "L2"] and seen["epochs"] == 7 and str(seen["workdir"]) == str(tmp_path)
+
+
+def test_compilation_cache_location(monkeypatch, tmp_path):
+    from somojax.utils import compile_cache
+
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache.cache_dir() == tmp_path / "xdg" / "somojax" / "jax"
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
+    assert compile_cache.cache_dir() == tmp_path / "jax"
+    monkeypatch.setenv("SOMOJAX_COMPILATION_CACHE", "0")
+    assert compile_cache.cache_dir() is None and compile_cache.enable_compilation_cache() is None

@@ -2,6 +2,7 @@
 resuming, sharding, export, and the errors raised before any compute."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -219,7 +220,9 @@ def _overrides(cfg):
 def test_store_matches_the_engine_and_is_cf(setup, tmp_path):
     cfg, f, s, bundles = setup
     ref, summary = _uninterrupted(setup, tmp_path)
-    ds = xr.open_zarr(ref.predictions_path, consolidated=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consolidated metadata: a plain open_zarr, no fallback warning
+        ds = xr.open_zarr(ref.predictions_path)
     assert ds[C.SM].dims == (C.LAYER, C.TIME, C.LAT, C.LON)
     assert ds[C.SM].attrs["units"] == "m3 m-3" and ds[C.SM].attrs["grid_mapping"] == "crs"
     assert ds["crs"].attrs["grid_mapping_name"] == "latitude_longitude"

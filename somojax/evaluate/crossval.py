@@ -222,7 +222,7 @@ def run_fold(
             indent=1,
         )
     )
-    log.info("fold %d: done in %s", k, format_seconds(_time.perf_counter() - t0))
+    log.info("fold %d/%d: done in %s", k + 1, int(folds["fold"].max()) + 1, format_seconds(_time.perf_counter() - t0))
     return pred
 
 

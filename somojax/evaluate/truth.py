@@ -82,8 +82,8 @@ def score_truth_grid(
             o = truth.sel({C.LAYER: layer}).astype(np.float64).where(is_land).load()
             s = p.sel({C.LAYER: layer}).astype(np.float64).load()
             per_layer.append(M.score(o, s, window_days, min_count))
-        per.append(xr.concat(per_layer, dim=xr.DataArray(layers, dims=C.LAYER, name=C.LAYER)))
-    scores = xr.concat(per, dim=xr.DataArray(list(products), dims="dataset", name="dataset"))
+        per.append(xr.concat(per_layer, dim=xr.DataArray(layers, dims=C.LAYER, name=C.LAYER), coords="minimal", compat="override"))
+    scores = xr.concat(per, dim=xr.DataArray(list(products), dims="dataset", name="dataset"), coords="minimal", compat="override")
     scores = scores.transpose("dataset", C.LAYER, C.LAT, C.LON)
     table = _table_from_grid(scores)
     t = truth[C.TIME].values

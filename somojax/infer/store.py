@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -188,6 +189,11 @@ def mark(path: Path, tile: int, block: int, record: Mapping[str, object]) -> Non
 
 
 def set_attrs(path: Path, attrs: Mapping[str, object]) -> None:
-    """Adds global attributes to a store (values JSON-encoded where not scalar)."""
+    """Adds global attributes to a store (values JSON-encoded where not scalar) and consolidates
+    its metadata, so that a plain `xarray.open_zarr(path)` opens it without a fallback warning
+    (consolidated metadata is a zarr-python extension of v3; other readers ignore it)."""
     group = zarr.open_group(str(path), mode="r+")
     group.attrs.update({k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+        zarr.consolidate_metadata(str(path))

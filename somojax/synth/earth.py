@@ -131,7 +131,7 @@ def truth_dataset(region: fields.Region, days: pd.DatetimeIndex, truth: np.ndarr
     return xr.Dataset(
         {C.SM_TRUE: ((C.LAYER, C.TIME, C.LAT, C.LON), np.moveaxis(truth, 1, 0).astype(np.float32), stores.cf_attrs(C.SM_TRUE))},
         coords={
-            C.LAYER: (C.LAYER, list(C.LAYERS), coords[C.LAYER]),
+            C.LAYER: (C.LAYER, np.array(C.LAYERS, dtype=object), coords[C.LAYER]),  # variable-length strings (Zarr v3 spec)
             C.TIME: days.values.astype("datetime64[ns]"),
             C.LAT: (C.LAT, region.lat, coords[C.LAT]),
             C.LON: (C.LON, region.lon, coords[C.LON]),

@@ -134,44 +134,14 @@ def test_cli_import_torch(tmp_path):
 @pytest.mark.torch
 def test_torch_saved_state_dict_reproduces_torch_forward(tmp_path, cfg):
     import torch
-    from torch import nn
 
-    class EALSTM(nn.Module):  # ealstm_regional's EALSTM, written here from its equations
-        def __init__(self, d, s, h):
-            super().__init__()
-            self.hidden_size = h
-            self.weight_ih = nn.Parameter(torch.empty(d, 3 * h))
-            self.weight_hh = nn.Parameter(torch.empty(h, 3 * h))
-            self.weight_sh = nn.Parameter(torch.empty(s, h))
-            self.bias = nn.Parameter(torch.empty(3 * h))
-            self.bias_s = nn.Parameter(torch.empty(h))
-            for p in self.parameters():
-                nn.init.normal_(p, std=0.3)
-
-        def forward(self, x_d, x_s):
-            b, t, _ = x_d.shape
-            h = x_d.new_zeros(b, self.hidden_size)
-            c = x_d.new_zeros(b, self.hidden_size)
-            i = torch.sigmoid(torch.addmm(self.bias_s.expand(b, -1), x_s, self.weight_sh))
-            for k in range(t):
-                gates = torch.addmm(self.bias.expand(b, -1), h, self.weight_hh) + torch.mm(x_d[:, k], self.weight_ih)
-                f, o, g = gates.chunk(3, 1)
-                c = torch.sigmoid(f) * c + i * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-            return h
-
-    class Model(nn.Module):
-        def __init__(self, d, s, h):
-            super().__init__()
-            self.lstm = EALSTM(d, s, h)
-            self.dropout = nn.Dropout(0.4)
-            self.fc = nn.Linear(h, 1)
-
-        def forward(self, x_d, x_s):
-            return self.fc(self.dropout(self.lstm(x_d, x_s)))
+    from somojax.bench.peers import regional_model  # ealstm_regional's layout, tested vs float64 in test_bench
 
     torch.manual_seed(0)
-    model = Model(D, S, H).eval()
+    model = regional_model(D, S, H).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.3)
     torch.save(model.state_dict(), tmp_path / "model.pt")
     torch.save({"epoch": 30, "model_state_dict": model.state_dict()}, tmp_path / "ckpt.pth")
     out = import_torch(cfg, state_dict=[tmp_path / "model.pt", tmp_path / "ckpt.pth"], stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "ck")

@@ -14,4 +14,10 @@ if ! python -c "import torch" 2>/dev/null; then
     echo "==> no local PyTorch CPU wheel: tests marked 'torch' will be skipped"
   fi
 fi
+# GRIB reading (cfgrib + the ecCodes binary wheel) is the optional `grib` extra; the ERA5 GRIB
+# sample tests need it. Try it; without it those tests are skipped with the reason.
+if ! python -c "import cfgrib, eccodes" 2>/dev/null; then
+  python -m pip install -q --disable-pip-version-check "cfgrib>=0.9.14" "eccodes>=2.38" 2>/dev/null \
+    || echo "==> cfgrib/ecCodes not installable here: the GRIB tests will be skipped"
+fi
 exec python -m pytest "$@"

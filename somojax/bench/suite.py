@@ -7,6 +7,7 @@ Each function returns a result dict (rows + ratios), prints a Markdown table and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from somojax import constants as C
 from somojax.bench import floor, harness
-from somojax.config import Config, ModelConfig
+from somojax.config import Config
 from somojax.utils.logging import get_logger
 
 log = get_logger("bench")
@@ -69,7 +70,7 @@ def _engine_step(cfg: Config, members: int, devices=None):
     from somojax.train.step import BATCH_KEYS, init_state, make_optimizer, make_train_step, step_options
 
     b = cfg.bench
-    model = ModelConfig(**{**cfg.model.__dict__, "hidden_size": b.hidden_size, "seq_length": b.seq_length})
+    model = dataclasses.replace(cfg.model, hidden_size=b.hidden_size, seq_length=b.seq_length)
     opts = step_options(model, cfg.train)
     tx = make_optimizer(cfg.train.clip_norm)
     mesh = shd.make_mesh(members, 0, devices)

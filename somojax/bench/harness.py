@@ -26,18 +26,7 @@ import numpy as np
 
 def measure(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5) -> dict:
     """Times `fn()` (which must block until its work is done). Returns seconds."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    for _ in range(max(0, warmup - 1)):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    q1, q3 = np.percentile(times, [25, 75])
-    return {"median_s": statistics.median(times), "iqr_s": float(q3 - q1), "min_s": min(times), "first_call_s": first, "repeats": repeats}
+    return round_robin({"fn": fn}, warmup, repeats)["fn"]
 
 
 def round_robin(fns: dict[str, Callable[[], Any]], warmup: int = 2, repeats: int = 5) -> dict[str, dict]:

@@ -83,6 +83,23 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
 
         return jax.jit(seq, donate_argnums=(0, 1)), tx
 
+    if member_mode == "stacked":  # one recurrence loop over all members (the engine's default)
+        if kind != "vjp":
+            raise SystemExit("--ensemble-modes stacked needs a vjp variant")
+        skw = {a: b for a, b in kw.items() if a != "block"}  # the stacked default block
+
+        def stacked(p, o, xd, xs, y):
+            def total(p):
+                h = recurrence_vjp(p, xd, xs, **skw)  # [M, B, 1, H]
+                losses = jnp.mean((jax.vmap(ealstm.head)(p, h)[..., 0] - y) ** 2, axis=1)
+                return jnp.sum(losses), losses
+
+            (_, loss), g = jax.value_and_grad(total, has_aux=True)(p)
+            u, o = jax.vmap(tx.update)(g, o, p)
+            return optax.apply_updates(p, u), o, loss
+
+        return jax.jit(stacked, donate_argnums=(0, 1)), tx
+
     if member_mode == "loop":  # members as independent chains of one graph; update vmapped
 
         def looped(p, o, xd, xs, y):
@@ -118,7 +135,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=0, help="also time an N-member step (0: skip)")
     ap.add_argument("--variants", nargs="+", default=["autodiff", "vjp", "vjp-hoist", "vjp-b16"])
     ap.add_argument("--ensemble-variant", default="vjp")
-    ap.add_argument("--ensemble-modes", nargs="+", default=["vmap", "loop"], choices=["vmap", "loop", "seq", "map"])
+    ap.add_argument("--ensemble-modes", nargs="+", default=["stacked", "loop"], choices=["stacked", "vmap", "loop", "seq", "map"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default="")
     ap.add_argument("--torch", action="store_true", help="also time ealstm_regional's PyTorch loop (round-robin)")

@@ -135,10 +135,11 @@ class TrainConfig:
     seed: int = 0
     # mesh (`member`, `data`); 0 = as many devices as divide the member count
     mesh_member_size: int = 0
-    # how one step runs the members: "vmap" (batched ops over the member axis), "loop" (one
-    # independent chain per member in the same graph; faster on CPU); "auto": loop when every
-    # device holds all members (mesh member axis 1), else vmap
-    ensemble_mode: Literal["auto", "vmap", "loop"] = "auto"
+    # how one step runs the members: "stacked" (one recurrence loop over all members; needs
+    # model.backward custom/auto), "vmap" (batched ops over the member axis), "loop" (one
+    # independent chain per member in the same graph); "auto": stacked for several members with
+    # the custom backward, loop for one (docs/training.md)
+    ensemble_mode: Literal["auto", "vmap", "loop", "stacked"] = "auto"
 
 
 @dataclass(frozen=True)

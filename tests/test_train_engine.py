@@ -117,7 +117,7 @@ def test_learning_rate_schedule_by_epoch():
         learning_rate(((3, 1e-3),), 0)
 
 
-@pytest.mark.parametrize("mode", ["loop", pytest.param("vmap", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("mode", ["stacked", "loop", pytest.param("vmap", marks=pytest.mark.slow)])
 def test_five_member_step_on_8_devices_equals_five_one_member_runs(tmp_path, mode):
     cfg = tiny_config(tmp_path, members=5, batch_size=16)
     cfg5 = tiny_config(tmp_path, members=5, batch_size=16, ensemble_mode=mode)

@@ -67,7 +67,7 @@ def _engine_step(cfg: Config, members: int, devices=None):
     """The training engine's real jitted step (shardings, donation) and a random batch."""
     from somojax import sharding as shd
     from somojax.checkpoint import state_shardings
-    from somojax.train.step import BATCH_KEYS, init_state, make_optimizer, make_train_step, step_options
+    from somojax.train.step import BATCH_KEYS, init_state, make_optimizer, make_train_step, resolve_ensemble_mode, step_options
 
     b = cfg.bench
     model = dataclasses.replace(cfg.model, hidden_size=b.hidden_size, seq_length=b.seq_length)
@@ -79,7 +79,7 @@ def _engine_step(cfg: Config, members: int, devices=None):
     st_sh = state_shardings(shapes, mesh)
     state = jax.jit(lambda: init_state(key, members, D, S, model, tx), out_shardings=st_sh)()
     bsh = shd.batch_sharding(mesh, per_member=True)
-    mode = "loop" if mesh.shape[C.MEMBER_AXIS] == 1 else "vmap"
+    mode = resolve_ensemble_mode(cfg.train.ensemble_mode, members, mesh.shape[C.MEMBER_AXIS], opts)
     step = jax.jit(
         make_train_step(opts, tx, shared_batches=False, mode=mode),
         in_shardings=(st_sh, {k: bsh for k in BATCH_KEYS}, NamedSharding(mesh, P())),

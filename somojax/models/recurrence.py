@@ -5,19 +5,26 @@ gradients are computed differs. Plain autodiff through `lax.scan` either stores 
 transposed step happens to need or (with remat) recomputes the step, and accumulates the weight
 gradients inside the reverse loop. Here:
 
-- the forward scan stores, per step t, six [B, H] arrays: σ(f_t), σ(o_t), tanh(g_t), tanh(c_t),
-  c_{t-1}, h_{t-1} (separate contiguous arrays: XLA:CPU vectorises column slices of one wide
-  array poorly, 3x slower in a micro-benchmark);
+- the forward scan stores, per step t, five [B, H] arrays: σ(f_t), σ(o_t), tanh(g_t), tanh(c_t),
+  c_t (separate contiguous arrays: XLA:CPU vectorises column slices of one wide array poorly,
+  3x slower in a micro-benchmark); c_{t-1} and h_{t-1} = σ(o_{t-1})·tanh(c_{t-1}) are read back
+  from step t-1, so the loop never stores its own carry (which costs XLA a copy per step);
 - the backward is a reverse `lax.scan` with no transcendental functions: per step it computes
   dc, the gate pre-activation gradients dG_t [B, 3H] and dh_{t-1} = dG_t W_hhᵀ;
 - the weight gradients dW_hh = Σ_t h_{t-1}ᵀ dG_t, dW_ih = Σ_t x_tᵀ dG_t and db = Σ_t dG_t are
   products over `block` steps at a time (block·B rows each), outside the step loop: large,
   efficient GEMMs with no [T, B, 3H] gradient tensor in memory.
 
+Members can be stacked on a leading axis (parameters [M, ...], inputs [M, B, ...]): the same
+loops then run all members at once (a batched recurrent product per step, every elementwise
+kernel once over [M, B, ·], per-member weight-gradient GEMMs per block). XLA:CPU pays a fixed
+cost per kernel launch inside a loop (~2 µs, ~30 kernels per time step), which M separate loops
+pay M times; the 5-member training step is 0.92x the time of five independent chains.
+
 Measured on the project's 2-core CPU (B=256, T=365, H=128, fwd + bwd + Adam): 0.73-0.78x the
 time of autodiff with remat, the best plain-autodiff variant (`benchmarks/bench_train_step.py`).
 
-Residual memory: 6·T·B·H floats per member (287 MB at the paper's shapes), against 2·T·B·H for
+Residual memory: 5·T·B·H floats per member (239 MB at the paper's shapes), against 2·T·B·H for
 autodiff with remat. The gradients equal `jax.grad` of `ealstm.recurrence` to float32 rounding
 (tests/test_train_recurrence.py).
 """
@@ -53,13 +60,44 @@ def _matmul(a: jax.Array, b: jax.Array, precision: str | None, compute_dtype: An
     return jnp.matmul(a, b, precision=_PRECISIONS[precision])
 
 
+def _previous_h(so_a: jax.Array, tc_a: jax.Array, t0, k: int, maybe_first: bool) -> jax.Array:
+    """h_{t-1} = σ(o_{t-1})·tanh(c_{t-1}) for t = t0 … t0+k-1 ([k, ...]; h_{-1} = 0).
+
+    Recomputed from two stored residuals instead of storing h as a third: the forward loop then
+    writes nothing that is also its carry (no carry copies per step).
+    """
+    if isinstance(t0, int) and t0 == 0:
+        h = so_a[: k - 1] * tc_a[: k - 1]
+        return jnp.concatenate([jnp.zeros((1,) + so_a.shape[1:], so_a.dtype), h])
+    start = jnp.maximum(t0 - 1, 0)
+    h = jax.lax.dynamic_slice_in_dim(so_a, start, k) * jax.lax.dynamic_slice_in_dim(tc_a, start, k)
+    if not maybe_first:
+        return h
+    first = jnp.concatenate([jnp.zeros_like(h[:1]), h[:-1]])  # t0 = 0: slice started at 0, shift
+    return jnp.where(t0 == 0, first, h)
+
+
+def _rows_product(a: jax.Array, g: jax.Array, stacked: bool, precision) -> jax.Array:
+    """Σ over steps and rows of aᵀ·g for a block: a [k, (M,) B, n], g [k, (M,) B, m] -> [(M,) n, m].
+
+    One GEMM with k·B rows (per member when stacked), not k small products.
+    """
+    if stacked:
+        a = jnp.moveaxis(a, 0, 1).reshape(a.shape[1], -1, a.shape[-1])
+        g = jnp.moveaxis(g, 0, 1).reshape(g.shape[1], -1, g.shape[-1])
+        return jax.lax.dot_general(a, g, (((1,), (1,)), ((0,), (0,))), precision=precision)
+    a = a.reshape(-1, a.shape[-1])
+    g = g.reshape(-1, g.shape[-1])
+    return jax.lax.dot_general(a, g, (((0,), (0,)), ((), ())), precision=precision)
+
+
 @functools.lru_cache(maxsize=None)
 def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, block: int, split_barrier: bool):
     """The custom-VJP scan for one static configuration: (W_hh, W_ih, b, i, x[T,B,D]) -> [n, B, H]."""
     hp = _PRECISIONS[precision]
 
     def gates(z, hs):
-        parts = (z[:, :hs], z[:, hs : 2 * hs], z[:, 2 * hs :])
+        parts = (z[..., :hs], z[..., hs : 2 * hs], z[..., 2 * hs :])
         if split_barrier:  # materialise the three slices once instead of fusing strided reads
             parts = jax.lax.optimization_barrier(parts)
         return sigmoid(parts[0]), sigmoid(parts[1]), jnp.tanh(parts[2])
@@ -76,13 +114,13 @@ def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, b
             sf, so, tg = gates(z, hs)
             c_new = sf * c + i * tg
             tc = jnp.tanh(c_new)
-            return (so * tc, c_new), (sf, so, tg, tc, c, h)
+            return (so * tc, c_new), (sf, so, tg, tc, c_new)
 
         return step
 
     def forward(w_hh, w_ih, b, i, x, keep):
-        hs = w_hh.shape[0]
-        zeros = jnp.zeros((x.shape[1], hs), i.dtype)
+        hs = w_hh.shape[-2]
+        zeros = jnp.zeros(i.shape, i.dtype)
         step = step_fn(w_hh, w_ih, b, i, hs)
         if keep:
             return jax.lax.scan(step, (zeros, zeros), inputs(w_ih, b, x))
@@ -107,19 +145,22 @@ def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, b
         else:
             so, tc = res[1], res[3]
             out = so[-last_n:] * tc[-last_n:]  # h_t = σ(o_t) tanh(c_t), as in the step
-        return out, (w_hh, w_ih, i, x, res)
+        return out, (w_hh, w_ih, b, i, x, res)
 
     def bwd(saved, d_out):
-        w_hh, w_ih, i, x, res = saved
-        sf_a, so_a, tg_a, tc_a, cp_a, hp_a = res
-        t_len, batch = x.shape[0], x.shape[1]
-        hs = w_hh.shape[0]
-        w_hh_t = w_hh.T
+        w_hh, w_ih, b, i, x, res = saved
+        sf_a, so_a, tg_a, tc_a, c_a = res
+        t_len, batch = x.shape[0], x.shape[-2]
+        hs = w_hh.shape[-2]
+        stacked = w_hh.ndim == 3  # members stacked on a leading axis: [T, M, B, ...] in the loop
+        w_hh_t = jnp.swapaxes(w_hh, -1, -2)
         first_out = t_len - last_n
 
         def back(carry, t):
             dh, dc, di = carry
-            sf, so, tg, tc, cp = (jax.lax.dynamic_index_in_dim(a, t, keepdims=False) for a in (sf_a, so_a, tg_a, tc_a, cp_a))
+            sf, so, tg, tc = (jax.lax.dynamic_index_in_dim(a, t, keepdims=False) for a in (sf_a, so_a, tg_a, tc_a))
+            cp = jax.lax.dynamic_index_in_dim(c_a, jnp.maximum(t - 1, 0), keepdims=False)
+            cp = jnp.where(t > 0, cp, jnp.zeros_like(cp))  # c_{t-1}; c_{-1} = 0
             if last_n > 1:
                 k = jnp.clip(t - first_out, 0, last_n - 1)
                 ext = jax.lax.dynamic_index_in_dim(d_out, k, keepdims=False)
@@ -127,35 +168,34 @@ def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, b
             dc = dc + dh * so * (1.0 - tc * tc)
             dg = jnp.concatenate(
                 [dc * cp * sf * (1.0 - sf), dh * tc * so * (1.0 - so), dc * i * (1.0 - tg * tg)], axis=-1
-            )
+            )  # [(M,) B, 3H]
             return (_matmul(dg, w_hh_t, precision, compute_dtype), dc * sf, di + dc * tg), dg
 
-        def run_block(carry, t0, k):
+        def run_block(carry, t0, k, maybe_first=True):
             state, d_w_hh, d_w_ih, d_b, d_x = carry
             state, dg = jax.lax.scan(back, state, t0 + jnp.arange(k), reverse=True)
-            dg2 = dg.reshape(k * batch, 3 * hs)
-            h_blk = jax.lax.dynamic_slice_in_dim(hp_a, t0, k).reshape(k * batch, hs)
-            x_blk = jax.lax.dynamic_slice_in_dim(x, t0, k).reshape(k * batch, -1)
-            d_w_hh = d_w_hh + jax.lax.dot_general(h_blk, dg2, (((0,), (0,)), ((), ())), precision=hp)
-            d_b = d_b + jnp.sum(dg2, axis=0)
-            d_w_ih = d_w_ih + jax.lax.dot_general(x_blk, dg2, (((0,), (0,)), ((), ())), precision=hp)
-            d_x_blk = jnp.matmul(dg, w_ih.T, precision=hp)
+            h_blk = _previous_h(so_a, tc_a, t0, k, maybe_first)
+            x_blk = jax.lax.dynamic_slice_in_dim(x, t0, k)
+            d_w_hh = d_w_hh + _rows_product(h_blk, dg, stacked, hp)
+            d_w_ih = d_w_ih + _rows_product(x_blk, dg, stacked, hp)
+            d_b = d_b + (jnp.sum(dg, axis=(0, 2)) if stacked else jnp.sum(dg, axis=(0, 1)))
+            d_x_blk = jnp.matmul(dg, jnp.swapaxes(w_ih, -1, -2), precision=hp)
             d_x = jax.lax.dynamic_update_slice_in_dim(d_x, d_x_blk.astype(d_x.dtype), t0, axis=0)
             return state, d_w_hh, d_w_ih, d_b, d_x
 
-        zeros = jnp.zeros((batch, hs), i.dtype)
+        zeros = jnp.zeros(i.shape, i.dtype)
         dh0 = d_out[0] if last_n == 1 else zeros
         carry = ((dh0, zeros, jnp.zeros_like(i)), jnp.zeros_like(w_hh), jnp.zeros_like(w_ih),
-                 jnp.zeros((3 * hs,), w_hh.dtype), jnp.zeros_like(x))
+                 jnp.zeros(w_hh.shape[:-2] + (3 * hs,), w_hh.dtype), jnp.zeros_like(x))
         k = min(block, t_len)
         n_blocks, rest = divmod(t_len, k)
         carry, _ = jax.lax.scan(
-            lambda cr, j: (run_block(cr, rest + j * k, k), None), carry, jnp.arange(n_blocks), reverse=True
+            lambda cr, j: (run_block(cr, rest + j * k, k, rest == 0), None), carry, jnp.arange(n_blocks), reverse=True
         )
         if rest:
             carry = run_block(carry, 0, rest)
         (_, _, di), d_w_hh, d_w_ih, d_b, d_x = carry
-        return d_w_hh, d_w_ih, d_b, di, d_x
+        return d_w_hh, d_w_ih, d_b.reshape(b.shape), di, d_x
 
     scan.defvjp(fwd, bwd)
     return scan
@@ -170,32 +210,51 @@ def recurrence_vjp(
     hoist: bool = False,
     precision: str | None = "highest",
     compute_dtype: Any = None,
-    block: int = 8,
+    block: int | None = None,
     split_barrier: bool | None = None,
 ) -> jax.Array:
-    """`ealstm.recurrence` with the hand-written backward pass.
+    """`ealstm.recurrence` with the hand-written backward pass, for one member or a stack.
 
     Args:
-      params: one member's parameters (`W_ih`, `W_hh`, `b`, `W_sh`, `b_s` are used).
-      x_d: [B, T, D] dynamic inputs; x_s: [B, S] statics.
+      params: one member's parameters (`W_ih`, `W_hh`, `b`, `W_sh`, `b_s` are used), or M
+        members' stacked on a leading axis (`W_hh` [M, H, 3H], ...): then all members run in one
+        loop, their recurrent products as one batched product per step and every elementwise
+        kernel once over [M, B, H] (fewer, larger kernels than M separate loops).
+      x_d: [B, T, D] dynamic inputs ([M, B, T, D] per member, or [B, T, D] shared, when stacked).
+      x_s: [B, S] statics ([M, B, S] or [B, S] when stacked).
       last_n: number of final hidden states returned.
       hoist: project all days (x W_ih + b) in one product before the loop instead of per step.
       precision, compute_dtype: of the recurrent products h W_hh and dG W_hhᵀ (see `ealstm.cell`).
-      block: steps per weight-gradient product in the backward pass.
+      block: steps per weight-gradient product in the backward pass; None: 8 for one member,
+        4 for a stack (fastest measured on the 2-core CPU, benchmarks/bench_train_step.py).
       split_barrier: materialise the three gate slices before the activations (faster on CPU);
         None: on when the default backend is the CPU.
 
     Returns:
-      [B, last_n, H] hidden states of the last `last_n` days.
+      [B, last_n, H] hidden states of the last `last_n` days ([M, B, last_n, H] when stacked).
     """
-    t = x_d.shape[1]
+    stacked = params["W_hh"].ndim == 3
+    if stacked:
+        m = params["W_hh"].shape[0]
+        if x_d.ndim == 3:
+            x_d = jnp.broadcast_to(x_d, (m,) + x_d.shape)
+        if x_s.ndim == 2:
+            x_s = jnp.broadcast_to(x_s, (m,) + x_s.shape)
+        if x_d.shape[0] != m or x_s.shape[0] != m:
+            raise ValueError(f"{m} stacked members but inputs x_d {x_d.shape}, x_s {x_s.shape}")
+    t = x_d.shape[-2]
     if not 1 <= last_n <= t:
         raise ValueError(f"last_n={last_n} must lie in 1..{t} (the sequence length)")
     if split_barrier is None:
         split_barrier = jax.default_backend() == "cpu"
-    i = jax.nn.sigmoid(x_s @ params["W_sh"] + params["b_s"])
-    x = jnp.swapaxes(x_d, 0, 1)  # [T, B, D]
+    if block is None:
+        block = 4 if stacked else 8
+    b_s, b = params["b_s"], params["b"]
+    if stacked:  # [M, 1, n]: broadcast over the batch rows
+        b_s, b = b_s[:, None, :], b[:, None, :]
+    i = jax.nn.sigmoid(x_s @ params["W_sh"] + b_s)
+    x = jnp.moveaxis(x_d, -2, 0)  # [T, (M,) B, D]
     cd = None if compute_dtype is None else jnp.dtype(compute_dtype)
     fn = _make(int(last_n), bool(hoist), precision, cd, int(block), bool(split_barrier))
-    out = fn(params["W_hh"], params["W_ih"], params["b"], i, x)
-    return jnp.swapaxes(out, 0, 1)
+    out = fn(params["W_hh"], params["W_ih"], b, i, x)
+    return jnp.moveaxis(out, 0, -2)

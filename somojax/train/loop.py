@@ -51,6 +51,7 @@ from somojax.train.step import (
     make_eval_step,
     make_optimizer,
     make_train_step,
+    resolve_ensemble_mode,
 )
 from somojax.utils.logging import MetricsWriter, Progress, get_logger
 
@@ -193,9 +194,7 @@ class Trainer:
         self.batch_sharding = shd.batch_sharding(self.mesh, per_member=not tc.shared_batches)
         self.val_sharding = shd.batch_sharding(self.mesh, per_member=False)
         metric_sharding = NamedSharding(self.mesh, P())
-        mode = tc.ensemble_mode
-        if mode == "auto":
-            mode = "loop" if self.mesh.shape[C.MEMBER_AXIS] == 1 else "vmap"
+        mode = resolve_ensemble_mode(tc.ensemble_mode, tc.members, self.mesh.shape[C.MEMBER_AXIS], self.opts)
         self.ensemble_mode = mode
         self.train_step = JitOnce(
             make_train_step(self.opts, self.tx, tc.shared_batches, mode),

@@ -25,8 +25,10 @@ import optax
 
 from somojax.config import ModelConfig, TrainConfig
 from somojax.models import ealstm, ensemble, losses
+from somojax.models.recurrence import recurrence_vjp
 
 BATCH_KEYS = ("x_d", "x_s", "y", "sigma")  # what the step reads from a batch
+ENSEMBLE_MODES = ("vmap", "loop", "stacked")
 
 
 @dataclass(frozen=True)
@@ -157,14 +159,33 @@ def batch_axes(batch: Mapping, shared: bool) -> dict:
     return {k: (None if shared else 0) for k in batch}
 
 
+def resolve_ensemble_mode(requested: str, members: int, member_axis: int, opts: StepOptions) -> str:
+    """The ensemble mode `auto` stands for, or `requested` itself.
+
+    auto: one member -> "loop" (a plain step); several with the hand-written backward pass ->
+    "stacked" (all members in one loop, fastest measured on CPU, docs/training.md); otherwise
+    "loop" when every device holds all members (mesh member axis 1), else "vmap".
+    """
+    if requested != "auto":
+        return requested
+    if members == 1:
+        return "loop"
+    if opts.custom_vjp:
+        return "stacked"
+    return "loop" if member_axis == 1 else "vmap"
+
+
 def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool, mode: str = "vmap"):
     """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS.
 
-    mode "vmap": the whole member update is vmapped (members as a batch axis of every op; what
-    a member-sharded mesh needs). mode "loop": the members' forward and backward passes are
-    independent chains of one graph (XLA runs them side by side; ~20% faster than batched
-    matmuls on CPU), then clipping and Adam are vmapped. Both give each member exactly its own
-    gradient, clipping and Adam state.
+    mode "vmap": the whole member update is vmapped (members as a batch axis of every op).
+    mode "loop": the members' forward and backward passes are independent chains of one graph
+    (XLA runs them side by side), then clipping and Adam are vmapped. mode "stacked" (needs the
+    hand-written backward pass): one recurrence loop over all members stacked on a leading axis
+    (`recurrence_vjp` with stacked parameters: a batched recurrent product and each elementwise
+    kernel once per time step for all members), the head, dropout and loss vmapped per member.
+    All give each member exactly its own gradient, clipping and Adam state; any mode works on
+    any mesh (the member axis may be sharded).
     """
 
     def vmapped(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
@@ -193,18 +214,50 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
 
         (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
 
-        def apply(p, o, g):
-            u, o = tx.update(g, o, p)
-            u = jax.tree.map(lambda x: (-lr * x).astype(x.dtype), u)
-            return optax.apply_updates(p, u), o, optax.tree.norm(g)
-
-        params, opt_state, gnorm = jax.vmap(apply)(state["params"], state["opt_state"], grads)
+        params, opt_state, gnorm = jax.vmap(lambda p, o, g: _apply(p, o, g, lr, tx))(state["params"], state["opt_state"], grads)
         new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
         return new, {"loss": loss, "grad_norm": gnorm}
 
-    if mode not in ("vmap", "loop"):
-        raise ValueError(f"ensemble mode {mode!r}: expected 'vmap' or 'loop'")
-    return vmapped if mode == "vmap" else looped
+    def stacked(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
+        batch = {k: batch[k] for k in BATCH_KEYS}
+        keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.wrap_key_data(r), state["step"]))(state["rng"])
+        kw = opts.model_kwargs()
+
+        def total(params):
+            # every member's recurrence in one loop (members stacked), then per-member head + loss
+            h = recurrence_vjp(
+                params, batch["x_d"], batch["x_s"], last_n=opts.predict_last_n, hoist=kw["hoist"],
+                precision=kw["precision"], compute_dtype=kw["compute_dtype"],
+            )  # [M, B, n, H]
+
+            def one(p, h_m, key, b):
+                pred = ealstm.head(p, ealstm.dropout(h_m, opts.dropout, key, deterministic=False))
+                weight = None
+                if opts.loss == "nse":
+                    weight = losses.nse_weight(b["sigma"] * opts.sigma_scale, opts.nse_eps)
+                s, c = losses.masked_sums(pred, b["y"], weight)
+                return s / jnp.maximum(c, 1.0)
+
+            loss = jax.vmap(one, in_axes=(0, 0, 0, batch_axes(batch, shared_batches)))(params, h, keys, batch)
+            return jnp.sum(loss), loss
+
+        (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
+        params, opt_state, gnorm = jax.vmap(lambda p, o, g: _apply(p, o, g, lr, tx))(state["params"], state["opt_state"], grads)
+        new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
+        return new, {"loss": loss, "grad_norm": gnorm}
+
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble mode {mode!r}: expected one of {ENSEMBLE_MODES}")
+    if mode == "stacked" and not opts.custom_vjp:
+        raise ValueError("ensemble mode 'stacked' needs the hand-written backward pass (model.backward: auto or custom)")
+    return {"vmap": vmapped, "loop": looped, "stacked": stacked}[mode]
+
+
+def _apply(p, o, g, lr, tx):
+    """Clipping + Adam of one member, then the learning rate. Returns (params, opt_state, |g|)."""
+    u, o = tx.update(g, o, p)
+    u = jax.tree.map(lambda x: (-lr * x).astype(x.dtype), u)
+    return optax.apply_updates(p, u), o, optax.tree.norm(g)
 
 
 def make_eval_step(opts: StepOptions):

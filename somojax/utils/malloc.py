@@ -4,7 +4,10 @@ XLA:CPU allocates every execution's temporaries and outputs afresh. With glibc d
 blocks come from `mmap` and go back to the kernel on `free`, so each training step first-touches
 (page-faults) hundreds of MB again: on the project's 2-core VM that was ~30% of a training step.
 `keep_freed_memory()` makes glibc keep freed memory for reuse (one arena, no `mmap` for large
-blocks, no trimming), which removes those faults. It is process-wide, affects only later
+blocks, never trimming the heap), which removes those faults. "Never" matters: with the largest
+trim threshold `mallopt` takes (2 GiB), a step whose temporaries exceed 2 GiB (the 5-member
+step at the paper's shapes) handed its memory back after every call and faulted it in again:
+4x slower in a micro-benchmark (five scans with 1.4 GB of outputs), 1.5x on the training step. It is process-wide, affects only later
 allocations, and is best called before JAX starts its threads. `SOMOJAX_MALLOC=default`
 disables it.
 """
@@ -17,6 +20,7 @@ import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_NEVER = -1  # glibc stores the trim threshold as size_t: -1 is SIZE_MAX, i.e. never trim
 _done = False
 
 
@@ -35,7 +39,7 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         ok = all(
             libc.mallopt(opt, val) == 1
-            for opt, val in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+            for opt, val in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER))
         )
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to do
         return False

@@ -30,13 +30,19 @@ def measure(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5) -> dict:
 
 
 def round_robin(fns: dict[str, Callable[[], Any]], warmup: int = 2, repeats: int = 5) -> dict[str, dict]:
-    """Times several functions interleaved (A B C A B C ...), so drifting load hits all alike."""
+    """Times several functions interleaved (A B C A B C ...), so drifting load hits all alike.
+
+    The warm-up rounds are interleaved too: the allocator then reaches the state the timed
+    rounds see (warming each function alone left later first-touches of memory in the timed
+    rounds: 2-3 s outliers of the 5-member training step).
+    """
     first = {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
         fn()
         first[name] = time.perf_counter() - t0
-        for _ in range(max(0, warmup - 1)):
+    for _ in range(max(0, warmup - 1)):
+        for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {n: [] for n in fns}
     for _ in range(repeats):
@@ -47,7 +53,7 @@ def round_robin(fns: dict[str, Callable[[], Any]], warmup: int = 2, repeats: int
     out = {}
     for name, ts in times.items():
         q1, q3 = np.percentile(ts, [25, 75])
-        out[name] = {"median_s": statistics.median(ts), "iqr_s": float(q3 - q1), "min_s": min(ts), "first_call_s": first[name], "repeats": repeats}
+        out[name] = {"median_s": statistics.median(ts), "iqr_s": float(q3 - q1), "min_s": min(ts), "first_call_s": first[name], "repeats": repeats, "times_s": [round(t, 6) for t in ts]}
     return out
 
 

@@ -132,6 +132,7 @@ def bench_train(cfg: Config) -> dict:
                 "variant": name,
                 "ms": t["median_s"] * 1e3,
                 "iqr_ms": t["iqr_s"] * 1e3,
+                "times_ms": [round(x * 1e3, 1) for x in t["times_s"]],
                 "ms_per_member": t["median_s"] * 1e3 / m,
                 "samples_per_s": m * B / t["median_s"],
                 "cell_steps_per_s": m * B * T / t["median_s"],

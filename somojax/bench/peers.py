@@ -10,6 +10,10 @@
 - neuralhydrology's `EALSTM` (PyPI): training step and forward on identical shapes.
 
 Install: `pip install torch==2.13.0` (CPU wheel) and `pip install 'somojax[peer]'`.
+
+The peers run on the device JAX runs on: CUDA when JAX's backend is a GPU and torch sees one,
+else the CPU (`SOMOJAX_PEER_DEVICE=cpu|cuda` overrides). Every peer call ends by copying a result
+to the host, so its time includes the device work.
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ def _torch():
         raise ImportError("the PyTorch peers need torch: pip install torch (CPU: pip install torch==2.13.0)") from e
     torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     return torch
+
+
+def peer_device() -> str:
+    """"cuda" when JAX computes on a GPU and torch has CUDA, else "cpu" (env SOMOJAX_PEER_DEVICE wins)."""
+    forced = os.environ.get("SOMOJAX_PEER_DEVICE")
+    if forced:
+        return forced
+    import jax
+
+    torch = _torch()
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
 def regional_model(n_dynamic: int, n_static: int, hidden: int, dropout: float = 0.5, seed: int = 0):
@@ -92,14 +107,15 @@ def load_params(model, params: Mapping[str, np.ndarray]) -> None:
 def regional_train_step(batch: int, days: int, n_dynamic: int, n_static: int, hidden: int) -> Callable[[], Any]:
     """One ealstm_regional training step (NSE* loss, clipping, Adam) on random data, as a closure."""
     torch = _torch()
-    model = regional_model(n_dynamic, n_static, hidden)
+    dev = peer_device()
+    model = regional_model(n_dynamic, n_static, hidden).to(dev)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    x_d = torch.randn(batch, days, n_dynamic, generator=g)
-    x_s = torch.randn(batch, n_static, generator=g)
-    y = torch.randn(batch, 1, generator=g)
-    sigma = torch.rand(batch, 1, generator=g)
+    x_d = torch.randn(batch, days, n_dynamic, generator=g).to(dev)
+    x_s = torch.randn(batch, n_static, generator=g).to(dev)
+    y = torch.randn(batch, 1, generator=g).to(dev)
+    sigma = torch.rand(batch, 1, generator=g).to(dev)
 
     def step():
         opt.zero_grad()
@@ -115,10 +131,11 @@ def regional_train_step(batch: int, days: int, n_dynamic: int, n_static: int, hi
 def regional_sliding_inference(days: int, seq_length: int, n_dynamic: int, n_static: int, hidden: int, batch: int = 1024) -> Callable[[], Any]:
     """SoMo.ml-style inference of one cell: every day's window materialised, 1024 per batch."""
     torch = _torch()
-    model = regional_model(n_dynamic, n_static, hidden).eval()
+    dev = peer_device()
+    model = regional_model(n_dynamic, n_static, hidden).to(dev).eval()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(days + seq_length - 1, n_dynamic, generator=g)
-    x_s = torch.randn(1, n_static, generator=g)
+    x = torch.randn(days + seq_length - 1, n_dynamic, generator=g).to(dev)
+    x_s = torch.randn(1, n_static, generator=g).to(dev)
 
     def run():
         out = []
@@ -127,7 +144,7 @@ def regional_sliding_inference(days: int, seq_length: int, n_dynamic: int, n_sta
             for b0 in range(0, days, batch):
                 xb = windows[b0 : b0 + batch]
                 out.append(model(xb, x_s.expand(xb.shape[0], -1)))
-        return torch.cat(out).numpy()
+        return torch.cat(out).cpu().numpy()
 
     return run
 
@@ -181,12 +198,14 @@ def neuralhydrology_inputs(x_d: np.ndarray, x_s: np.ndarray, names: list[str]) -
 def neuralhydrology_steps(batch: int, days: int, n_dynamic: int, n_static: int, hidden: int) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """(training step, forward pass) of neuralhydrology's EALSTM on random data."""
     torch = _torch()
+    dev = peer_device()
     model, dyn = neuralhydrology_model(n_dynamic, n_static, hidden, days)
+    model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    data = {"x_d": {k: torch.randn(batch, days, 1, generator=g) for k in dyn}, "x_s": torch.randn(batch, n_static, generator=g)}
-    y = torch.randn(batch, 1, generator=g)
-    sigma = torch.rand(batch, 1, generator=g)
+    data = {"x_d": {k: torch.randn(batch, days, 1, generator=g).to(dev) for k in dyn}, "x_s": torch.randn(batch, n_static, generator=g).to(dev)}
+    y = torch.randn(batch, 1, generator=g).to(dev)
+    sigma = torch.rand(batch, 1, generator=g).to(dev)
 
     def train():
         model.train()
@@ -201,6 +220,6 @@ def neuralhydrology_steps(batch: int, days: int, n_dynamic: int, n_static: int, 
     def forward():
         model.eval()
         with torch.no_grad():
-            return model(data)["y_hat"][:, -1, :].numpy()
+            return model(data)["y_hat"][:, -1, :].cpu().numpy()
 
     return train, forward

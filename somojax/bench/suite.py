@@ -41,6 +41,10 @@ def _peers_available() -> dict[str, bool]:
 
 def _report(name: str, result: dict, columns, cfg: Config) -> dict:
     result = {"benchmark": name, "machine": harness.machine(), **result}
+    if "torch" in sys.modules:  # a PyTorch peer ran in this benchmark: say on which device
+        from somojax.bench.peers import peer_device
+
+        result["machine"]["peer_device"] = peer_device()
     path = harness.save(name, result, cfg.bench.output_dir)
     print(f"\n## {name} ({result['machine']['cpu'] if result['machine']['jax_backend'] == 'cpu' else result['machine']['device_kind']})\n")
     print(harness.table(result["rows"], columns))

@@ -13,8 +13,7 @@ import datetime
 import logging
 import sys
 import textwrap
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from somojax import __version__
 from somojax.errors import SomojaxError

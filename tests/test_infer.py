@@ -14,7 +14,7 @@ from somojax import grid, stores
 from somojax.checkpoint import Bundle, save_bundle
 from somojax.config import ModelConfig, load_config
 from somojax.errors import CheckpointError, ConfigError, InputDataError, StoreError
-from somojax.infer import engine, export, kernels, predict, predict_cells
+from somojax.infer import engine, export, predict, predict_cells
 from somojax.infer import rollout
 from somojax.infer import store as pstore
 from somojax.normalization import NormStats
@@ -107,7 +107,6 @@ def numpy_layer(b: Bundle, columns: dict, statics: dict, mode="exact"):
                 out[m, :, day] = numpy_ealstm(p, x_d[:, day - L + 1 : day + 1], x_s, 1)[:, 0]
         else:  # window j ends on day L - 1 + j*k + k - 1 and gives its last k days
             for end in range(L - 1 + k - 1, t + k - 1, k):
-                e = min(end, t - 1)
                 xx = x_d[:, end - L + 1 : end + 1]
                 if end >= t:
                     xx = np.concatenate([xx, np.zeros((n_c, end - t + 1, xx.shape[2]))], 1)

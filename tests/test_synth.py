@@ -1,6 +1,5 @@
 """The synthetic Earth: deterministic, physically consistent, and written in the real raw formats."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,8 +8,8 @@ import xarray as xr
 
 from somojax import constants as C
 from somojax import stores
-from somojax.config import ConfigError, load_config
-from somojax.synth import earth, simulate, soil, stations, writers
+from somojax.config import load_config
+from somojax.synth import earth, simulate, soil, stations
 
 
 @pytest.fixture(scope="module")

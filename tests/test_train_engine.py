@@ -17,7 +17,7 @@ from somojax.normalization import NormStats
 from somojax.train.compile import JitOnce, RecompilationError
 from somojax.train.loop import Trainer
 from somojax.train.step import learning_rate, make_optimizer, make_train_step, step_options
-from tests.train_fixtures import array_data, learnable_arrays, tiny_config
+from tests.train_fixtures import array_data, tiny_config
 
 STATS = NormStats(mean={"a": 0.0}, std={"a": 1.0}, target_mean={"L1": 0.3}, target_std={"L1": 0.1})
 

@@ -299,7 +299,7 @@ def bench_zarr(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------
 def bench_peer_forward(cfg: Config) -> dict:
     """Forward pass (inference on a training batch) of somojax and neuralhydrology."""
-    from somojax.models import ealstm, ensemble
+    from somojax.models import ealstm
 
     b = cfg.bench
     B, T, H = b.batch_size, b.seq_length, b.hidden_size

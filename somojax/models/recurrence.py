@@ -150,7 +150,7 @@ def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, b
     def bwd(saved, d_out):
         w_hh, w_ih, b, i, x, res = saved
         sf_a, so_a, tg_a, tc_a, c_a = res
-        t_len, batch = x.shape[0], x.shape[-2]
+        t_len = x.shape[0]
         hs = w_hh.shape[-2]
         stacked = w_hh.ndim == 3  # members stacked on a leading axis: [T, M, B, ...] in the loop
         w_hh_t = jnp.swapaxes(w_hh, -1, -2)

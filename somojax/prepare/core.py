@@ -12,7 +12,6 @@ import datetime
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import dask
 import numpy as np

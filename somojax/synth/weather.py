@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, signal
 
-from somojax.synth.fields import Region, smooth_noise
+from somojax.synth.fields import Region
 
 STEFAN_BOLTZMANN = 4.903e-9  # MJ K-4 m-2 day-1
 SOLAR_CONSTANT = 0.0820  # MJ m-2 min-1

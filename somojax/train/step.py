@@ -125,24 +125,29 @@ def member_loss(params: Mapping, batch: Mapping, key: jax.Array | None, opts: St
 
     With `key=None` dropout is off (validation).
     """
-    pred = ealstm.forward(
-        params,
-        batch["x_d"],
-        batch["x_s"],
-        dropout_rate=opts.dropout,
-        dropout_key=key,
-        deterministic=key is None,
-        **opts.model_kwargs(),
-    )
+    kw = opts.model_kwargs()
+    last_n = kw.pop("predict_last_n")
+    h = ealstm.recurrence(params, batch["x_d"], batch["x_s"], last_n=last_n, **kw)
+    return hidden_loss(params, h, batch, key, opts)
+
+
+def hidden_loss(params: Mapping, h: jax.Array, batch: Mapping, key: jax.Array | None, opts: StepOptions) -> tuple[jax.Array, jax.Array]:
+    """`member_loss` from the recurrence's hidden states h [B, n, H]: dropout, head, loss sums."""
+    pred = ealstm.head(params, ealstm.dropout(h, opts.dropout, key, deterministic=key is None))
     weight = None
     if opts.loss == "nse":
         weight = losses.nse_weight(batch["sigma"] * opts.sigma_scale, opts.nse_eps)
     return losses.masked_sums(pred, batch["y"], weight)
 
 
+def _member_key(rng: jax.Array, step: jax.Array) -> jax.Array:
+    """Member m's dropout key at `step`: fold_in(rng[m], step) (module docstring)."""
+    return jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+
+
 def member_update(params, opt_state, rng, step, batch, lr, *, opts: StepOptions, tx: optax.GradientTransformation):
     """One member's update. Returns (params, opt_state, loss, gradient norm)."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+    key = _member_key(rng, step)
 
     def loss_fn(p):
         s, n = member_loss(p, batch, key, opts)
@@ -179,8 +184,8 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
     """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS.
 
     mode "vmap": the whole member update is vmapped (members as a batch axis of every op).
-    mode "loop": the members' forward and backward passes are independent chains of one graph
-    (XLA runs them side by side), then clipping and Adam are vmapped. mode "stacked" (needs the
+    mode "loop": the members' forward and backward passes are independent chains of one graph,
+    then clipping and Adam are vmapped. mode "stacked" (needs the
     hand-written backward pass): one recurrence loop over all members stacked on a leading axis
     (`recurrence_vjp` with stacked parameters: a batched recurrent product and each elementwise
     kernel once per time step for all members), the head, dropout and loss vmapped per member.
@@ -205,7 +210,7 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
         def total(params):
             losses = []
             for m in range(n):
-                key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"][m]), state["step"])
+                key = _member_key(state["rng"][m], state["step"])
                 b = batch if shared_batches else {k: v[m] for k, v in batch.items()}
                 s, c = member_loss(jax.tree.map(lambda a: a[m], params), b, key, opts)
                 losses.append(s / jnp.maximum(c, 1.0))
@@ -220,7 +225,7 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
 
     def stacked(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         batch = {k: batch[k] for k in BATCH_KEYS}
-        keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.wrap_key_data(r), state["step"]))(state["rng"])
+        keys = jax.vmap(lambda r: _member_key(r, state["step"]))(state["rng"])
         kw = opts.model_kwargs()
 
         def total(params):
@@ -231,11 +236,7 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
             )  # [M, B, n, H]
 
             def one(p, h_m, key, b):
-                pred = ealstm.head(p, ealstm.dropout(h_m, opts.dropout, key, deterministic=False))
-                weight = None
-                if opts.loss == "nse":
-                    weight = losses.nse_weight(b["sigma"] * opts.sigma_scale, opts.nse_eps)
-                s, c = losses.masked_sums(pred, b["y"], weight)
+                s, c = hidden_loss(p, h_m, b, key, opts)
                 return s / jnp.maximum(c, 1.0)
 
             loss = jax.vmap(one, in_axes=(0, 0, 0, batch_axes(batch, shared_batches)))(params, h, keys, batch)

@@ -60,21 +60,17 @@ def _matmul(a: jax.Array, b: jax.Array, precision: str | None, compute_dtype: An
     return jnp.matmul(a, b, precision=_PRECISIONS[precision])
 
 
-def _previous_h(so_a: jax.Array, tc_a: jax.Array, t0, k: int, maybe_first: bool) -> jax.Array:
+def _previous_h(so_a: jax.Array, tc_a: jax.Array, t0, k: int) -> jax.Array:
     """h_{t-1} = σ(o_{t-1})·tanh(c_{t-1}) for t = t0 … t0+k-1 ([k, ...]; h_{-1} = 0).
 
     Recomputed from two stored residuals instead of storing h as a third: the forward loop then
-    writes nothing that is also its carry (no carry copies per step).
+    writes nothing that is also its carry (no carry copies per step). `t0` is the Python int 0
+    for the first block and a traced step ≥ 1 for all others.
     """
     if isinstance(t0, int) and t0 == 0:
         h = so_a[: k - 1] * tc_a[: k - 1]
         return jnp.concatenate([jnp.zeros((1,) + so_a.shape[1:], so_a.dtype), h])
-    start = jnp.maximum(t0 - 1, 0)
-    h = jax.lax.dynamic_slice_in_dim(so_a, start, k) * jax.lax.dynamic_slice_in_dim(tc_a, start, k)
-    if not maybe_first:
-        return h
-    first = jnp.concatenate([jnp.zeros_like(h[:1]), h[:-1]])  # t0 = 0: slice started at 0, shift
-    return jnp.where(t0 == 0, first, h)
+    return jax.lax.dynamic_slice_in_dim(so_a, t0 - 1, k) * jax.lax.dynamic_slice_in_dim(tc_a, t0 - 1, k)
 
 
 def _rows_product(a: jax.Array, g: jax.Array, stacked: bool, precision) -> jax.Array:
@@ -171,10 +167,10 @@ def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, b
             )  # [(M,) B, 3H]
             return (_matmul(dg, w_hh_t, precision, compute_dtype), dc * sf, di + dc * tg), dg
 
-        def run_block(carry, t0, k, maybe_first=True):
+        def run_block(carry, t0, k):
             state, d_w_hh, d_w_ih, d_b, d_x = carry
             state, dg = jax.lax.scan(back, state, t0 + jnp.arange(k), reverse=True)
-            h_blk = _previous_h(so_a, tc_a, t0, k, maybe_first)
+            h_blk = _previous_h(so_a, tc_a, t0, k)
             x_blk = jax.lax.dynamic_slice_in_dim(x, t0, k)
             d_w_hh = d_w_hh + _rows_product(h_blk, dg, stacked, hp)
             d_w_ih = d_w_ih + _rows_product(x_blk, dg, stacked, hp)
@@ -189,11 +185,12 @@ def _make(last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, b
                  jnp.zeros(w_hh.shape[:-2] + (3 * hs,), w_hh.dtype), jnp.zeros_like(x))
         k = min(block, t_len)
         n_blocks, rest = divmod(t_len, k)
+        if rest == 0:  # the block at step 0 always runs last, outside the loop (t0 = 0 static)
+            n_blocks, rest = n_blocks - 1, k
         carry, _ = jax.lax.scan(
-            lambda cr, j: (run_block(cr, rest + j * k, k, rest == 0), None), carry, jnp.arange(n_blocks), reverse=True
+            lambda cr, j: (run_block(cr, rest + j * k, k), None), carry, jnp.arange(n_blocks), reverse=True
         )
-        if rest:
-            carry = run_block(carry, 0, rest)
+        carry = run_block(carry, 0, rest)
         (_, _, di), d_w_hh, d_w_ih, d_b, d_x = carry
         return d_w_hh, d_w_ih, d_b.reshape(b.shape), di, d_x
 

@@ -173,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = setup_logging(logging.DEBUG if args.debug else logging.INFO)
     try:
         cfg = load_config(args.config, args.overrides)
+        from somojax.utils.devices import configure_cpu_devices
+
+        configure_cpu_devices(cfg.cpu_devices, cfg.train.batch_size)  # before JAX starts
         if args.command != "bench":  # benchmarks report first-call (compile) times as they are
             from somojax.utils.compile_cache import enable_compilation_cache
 

@@ -204,6 +204,10 @@ class Config:
     name: str = "paper"
     workdir: str = "runs/{name}"  # every output of the run lives here
     seed: int = 0
+    # JAX CPU devices of a `somojax` command (one per core: the batch is split over the cores,
+    # somojax/utils/devices.py); 0: the usable cores (the largest count dividing train.batch_size);
+    # 1: one device whose products use all cores. A count in XLA_FLAGS wins. No effect on GPUs/TPUs.
+    cpu_devices: int = 0
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -91,6 +91,9 @@ def test_auto_mode_and_the_stacked_requirement():
     assert resolve_ensemble_mode("auto", 1, 1, opts) == "loop"
     assert resolve_ensemble_mode("auto", 5, 1, opts) == "stacked"
     assert resolve_ensemble_mode("vmap", 5, 1, opts) == "vmap"
+    # batch split over one CPU device per core: separate chains measured faster
+    assert resolve_ensemble_mode("auto", 5, 1, opts, data_axis=2, backend="cpu") == "loop"
+    assert resolve_ensemble_mode("auto", 5, 1, opts, data_axis=2, backend="gpu") == "stacked"
     autodiff = dataclasses.replace(opts, custom_vjp=False)
     assert resolve_ensemble_mode("auto", 5, 1, autodiff) == "loop"
     assert resolve_ensemble_mode("auto", 4, 4, autodiff) == "vmap"

@@ -62,8 +62,13 @@ def bench_floor(cfg: Config) -> dict:
     rows = []
     for m, k, n in shapes:
         r = floor.matmul_rate(m, k, n, repeats=b.repeats)
-        rows.append({"shape": f"[{m}, {k}] x [{k}, {n}]", "gflops": r["gflops"]})
-    return _report("floor", {"rows": rows}, [("shape", "matmul (fp32)", "s"), ("gflops", "GFLOP/s", ".0f")], cfg)
+        rows.append({
+            "shape": f"[{m}, {k}] x [{k}, {n}]", "gflops": r["gflops"], "one_device": r["gflops_one_device"],
+            "data_parallel": r.get("gflops_data_parallel"),
+        })
+    cols = [("shape", "matmul (fp32)", "s"), ("gflops", "GFLOP/s (best)", ".0f"), ("one_device", "one device", ".0f"),
+            ("data_parallel", f"rows over {len(jax.local_devices())} devices", ".0f")]
+    return _report("floor", {"rows": rows}, cols, cfg)
 
 
 # ----------------------------------------------------------------------------------------
@@ -83,9 +88,9 @@ def _engine_step(cfg: Config, members: int, devices=None):
     st_sh = state_shardings(shapes, mesh)
     state = jax.jit(lambda: init_state(key, members, D, S, model, tx), out_shardings=st_sh)()
     bsh = shd.batch_sharding(mesh, per_member=True)
-    mode = resolve_ensemble_mode(cfg.train.ensemble_mode, members, mesh.shape[C.MEMBER_AXIS], opts)
+    mode = resolve_ensemble_mode(cfg.train.ensemble_mode, members, mesh.shape[C.MEMBER_AXIS], opts, mesh.shape[C.DATA_AXIS])
     step = jax.jit(
-        make_train_step(opts, tx, shared_batches=False, mode=mode),
+        make_train_step(opts, tx, shared_batches=False, mode=mode, mesh=mesh),
         in_shardings=(st_sh, {k: bsh for k in BATCH_KEYS}, NamedSharding(mesh, P())),
         out_shardings=(st_sh, NamedSharding(mesh, P())),
         donate_argnums=(0,),
@@ -162,13 +167,16 @@ def bench_train(cfg: Config) -> dict:
 
 
 def bench_scaling(cfg: Config, device_counts=(1, 2, 4, 8)) -> dict:
-    """The 5-member step over 1, 2, 4, 8 devices (fake CPU devices here: same cores, so this
-    shows the sharded code path and its overhead, not a speed-up). One subprocess per count."""
+    """The 5-member step over 1, 2, 4, 8 devices, one subprocess per count. On a CPU these are
+    CPU devices of the same cores: up to one per core they divide the work (data-parallel over
+    cores, somojax/utils/devices.py), beyond that they show the sharded path's overhead."""
+    from somojax.utils.devices import with_device_count
+
     rows = []
     for n in device_counts:
         env = dict(os.environ)
         if jax.default_backend() == "cpu":
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+            env["XLA_FLAGS"] = with_device_count(env.get("XLA_FLAGS", ""), n)
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
             cmd = [sys.executable, "-m", "somojax.bench.scaling", "--devices", str(n), "--json", f.name, "--batch", str(cfg.bench.batch_size), "--days", str(cfg.bench.seq_length), "--hidden", str(cfg.bench.hidden_size), "--repeats", str(cfg.bench.repeats)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -194,10 +194,12 @@ class Trainer:
         self.batch_sharding = shd.batch_sharding(self.mesh, per_member=not tc.shared_batches)
         self.val_sharding = shd.batch_sharding(self.mesh, per_member=False)
         metric_sharding = NamedSharding(self.mesh, P())
-        mode = resolve_ensemble_mode(tc.ensemble_mode, tc.members, self.mesh.shape[C.MEMBER_AXIS], self.opts)
+        mode = resolve_ensemble_mode(
+            tc.ensemble_mode, tc.members, self.mesh.shape[C.MEMBER_AXIS], self.opts, self.mesh.shape[C.DATA_AXIS]
+        )
         self.ensemble_mode = mode
         self.train_step = JitOnce(
-            make_train_step(self.opts, self.tx, tc.shared_batches, mode),
+            make_train_step(self.opts, self.tx, tc.shared_batches, mode, self.mesh),
             name="train_step",
             in_shardings=(self.state_sharding, self._batch_shardings(self.batch_sharding), metric_sharding),
             out_shardings=(self.state_sharding, metric_sharding),

@@ -22,7 +22,9 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, PartitionSpec as P
 
+from somojax import constants as C
 from somojax.config import ModelConfig, TrainConfig
 from somojax.models import ealstm, ensemble, losses
 from somojax.models.recurrence import recurrence_vjp
@@ -120,15 +122,45 @@ def init_state(
     }
 
 
-def member_loss(params: Mapping, batch: Mapping, key: jax.Array | None, opts: StepOptions) -> tuple[jax.Array, jax.Array]:
+def member_loss(
+    params: Mapping, batch: Mapping, key: jax.Array | None, opts: StepOptions, mesh: Mesh | None = None
+) -> tuple[jax.Array, jax.Array]:
     """(Σ loss terms, number of valid targets) of one member on one batch [B, ...].
 
-    With `key=None` dropout is off (validation).
+    With `key=None` dropout is off (validation). `mesh`: see `data_parallel_recurrence`.
+    """
+    h = data_parallel_recurrence(opts, mesh, stacked=False, shared_batches=True)(params, batch["x_d"], batch["x_s"])
+    return hidden_loss(params, h, batch, key, opts)
+
+
+def data_parallel_recurrence(opts: StepOptions, mesh: Mesh | None, *, stacked: bool, shared_batches: bool):
+    """fn(params, x_d, x_s) -> hidden states: the EA-LSTM recurrence, each device on its own rows.
+
+    Without a mesh (or on one device) this is `ealstm.recurrence`. On a mesh with several devices
+    and the hand-written backward pass, the recurrence runs under `jax.shard_map`: each device
+    steps its own batch rows (and, `stacked`, its own members) through the whole time loop, and
+    the parameters' gradients are summed over `data` once, after the backward loop. Left to the
+    automatic partitioner, the weight-gradient products inside the backward loop each became an
+    all-reduce (45 per step at the paper's shapes): 2 devices took 2.2x the time of one
+    (docs/training.md, "Devices"). Values are the same; sums differ only in rounding order.
     """
     kw = opts.model_kwargs()
     last_n = kw.pop("predict_last_n")
-    h = ealstm.recurrence(params, batch["x_d"], batch["x_s"], last_n=last_n, **kw)
-    return hidden_loss(params, h, batch, key, opts)
+    if stacked:
+        def rec(p, x_d, x_s):
+            return recurrence_vjp(p, x_d, x_s, last_n=last_n, hoist=kw["hoist"], precision=kw["precision"],
+                                  compute_dtype=kw["compute_dtype"])
+    else:
+        def rec(p, x_d, x_s):
+            return ealstm.recurrence(p, x_d, x_s, last_n=last_n, **kw)
+    if mesh is None or mesh.size == 1 or not opts.custom_vjp:
+        return rec
+    d = C.DATA_AXIS
+    if stacked:  # params [M, ...]; inputs [M, B, ...] or shared [B, ...]; out [M, B, n, H]
+        m = C.MEMBER_AXIS
+        x_spec = P(d) if shared_batches else P(m, d)
+        return jax.shard_map(rec, mesh=mesh, in_specs=(P(m), x_spec, x_spec), out_specs=P(m, d), check_vma=False)
+    return jax.shard_map(rec, mesh=mesh, in_specs=(P(), P(d), P(d)), out_specs=P(d), check_vma=False)
 
 
 def hidden_loss(params: Mapping, h: jax.Array, batch: Mapping, key: jax.Array | None, opts: StepOptions) -> tuple[jax.Array, jax.Array]:
@@ -164,23 +196,31 @@ def batch_axes(batch: Mapping, shared: bool) -> dict:
     return {k: (None if shared else 0) for k in batch}
 
 
-def resolve_ensemble_mode(requested: str, members: int, member_axis: int, opts: StepOptions) -> str:
+def resolve_ensemble_mode(
+    requested: str, members: int, member_axis: int, opts: StepOptions, data_axis: int = 1, backend: str | None = None
+) -> str:
     """The ensemble mode `auto` stands for, or `requested` itself.
 
     auto: one member -> "loop" (a plain step); several with the hand-written backward pass ->
-    "stacked" (all members in one loop, fastest measured on CPU, docs/training.md); otherwise
-    "loop" when every device holds all members (mesh member axis 1), else "vmap".
+    "stacked" (all members in one loop: fewest kernel launches, fastest measured on one CPU
+    device), except on a CPU whose batch is split over several devices (one per core), where
+    "loop" measured faster (5 members on 2 cores: 1.09 s against 1.23 s, docs/training.md);
+    without it, "loop" when every device holds all members (mesh member axis 1), else "vmap".
     """
     if requested != "auto":
         return requested
     if members == 1:
         return "loop"
     if opts.custom_vjp:
+        if data_axis > 1 and (backend or jax.default_backend()) == "cpu":
+            return "loop"
         return "stacked"
     return "loop" if member_axis == 1 else "vmap"
 
 
-def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool, mode: str = "vmap"):
+def make_train_step(
+    opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool, mode: str = "vmap", mesh: Mesh | None = None
+):
     """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS.
 
     mode "vmap": the whole member update is vmapped (members as a batch axis of every op).
@@ -190,7 +230,9 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
     (`recurrence_vjp` with stacked parameters: a batched recurrent product and each elementwise
     kernel once per time step for all members), the head, dropout and loss vmapped per member.
     All give each member exactly its own gradient, clipping and Adam state; any mode works on
-    any mesh (the member axis may be sharded).
+    any mesh (the member axis may be sharded). Given the `mesh` the step is compiled for, the
+    `loop` and `stacked` recurrences run data-parallel under `shard_map`
+    (`data_parallel_recurrence`); `vmap` is left to the automatic partitioner.
     """
 
     def vmapped(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
@@ -212,7 +254,7 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
             for m in range(n):
                 key = _member_key(state["rng"][m], state["step"])
                 b = batch if shared_batches else {k: v[m] for k, v in batch.items()}
-                s, c = member_loss(jax.tree.map(lambda a: a[m], params), b, key, opts)
+                s, c = member_loss(jax.tree.map(lambda a: a[m], params), b, key, opts, mesh)
                 losses.append(s / jnp.maximum(c, 1.0))
             losses = jnp.stack(losses)
             return jnp.sum(losses), losses
@@ -226,14 +268,11 @@ def make_train_step(opts: StepOptions, tx: optax.GradientTransformation, shared_
     def stacked(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         batch = {k: batch[k] for k in BATCH_KEYS}
         keys = jax.vmap(lambda r: _member_key(r, state["step"]))(state["rng"])
-        kw = opts.model_kwargs()
+        rec = data_parallel_recurrence(opts, mesh, stacked=True, shared_batches=shared_batches)
 
         def total(params):
             # every member's recurrence in one loop (members stacked), then per-member head + loss
-            h = recurrence_vjp(
-                params, batch["x_d"], batch["x_s"], last_n=opts.predict_last_n, hoist=kw["hoist"],
-                precision=kw["precision"], compute_dtype=kw["compute_dtype"],
-            )  # [M, B, n, H]
+            h = rec(params, batch["x_d"], batch["x_s"])  # [M, B, n, H]
 
             def one(p, h_m, key, b):
                 s, c = hidden_loss(p, h_m, b, key, opts)

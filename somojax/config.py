@@ -416,6 +416,8 @@ def coerce(value: Any, tp: Any, name: str, path: Any = None) -> Any:
                 pass
         raise ConfigError(f"{name}={value!r}{where}: expected {_tname(tp)}")
     if origin is Literal:
+        if isinstance(value, bool) and {"yes", "no"} <= set(args):
+            value = "yes" if value else "no"  # YAML 1.1 reads an unquoted yes/no as a boolean
         if value in args:
             return value
         raise ConfigError(f"{name}={value!r}{where}: must be one of {', '.join(map(repr, args))}")

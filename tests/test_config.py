@@ -76,3 +76,11 @@ def test_configs_are_frozen():
     cfg = load_config("tiny")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.model.hidden_size = 3  # type: ignore[misc]
+
+
+def test_unquoted_yes_and_no_reach_yes_no_options():
+    # YAML 1.1 reads `yes`/`no` as booleans; options spelled "yes"/"no" still take them
+    cfg = load_config("tiny", ["model.hoist=yes", "infer.hoist=no"])
+    assert cfg.model.hoist == "yes" and cfg.infer.hoist == "no"
+    with pytest.raises(ConfigError, match="model.hoist"):
+        load_config("tiny", ["model.hoist=maybe"])

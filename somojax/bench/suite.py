@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from somojax import constants as C
 from somojax.bench import floor, harness
@@ -203,12 +203,16 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
     cases = {
         "exact, 1 cell": (1, days, "exact", 1),
         f"chunked (k={chunked_k}), 1 cell": (1, days, "chunked", chunked_k),
-        "exact, tile of 64 cells x 1 year": (64, 365, "exact", 1),
+        "exact, tile of 64 cells x 1 year": (64, 365, "exact", 1),  # cells over the devices
     }
     fns, work = {}, {}
+    devices = jax.local_devices()
     for name, (cells, n_out, mode, k) in cases.items():
         x = jnp.asarray(rng.standard_normal((cells, n_out + L - 1, D)), jnp.float32)
         xs = jnp.asarray(rng.standard_normal((cells, S)), jnp.float32)
+        if cells % len(devices) == 0 and len(devices) > 1:  # cells over `data`, as `somojax predict` does
+            cell_sharding = NamedSharding(Mesh(np.asarray(devices), (C.DATA_AXIS,)), P(C.DATA_AXIS))
+            x, xs = jax.device_put(x, cell_sharding), jax.device_put(xs, cell_sharding)
         kw = dict(seq_length=L, mode=mode, last_n=k, rows_per_step=opts.resolved_rows(H), hoist=opts.resolved_hoist(), member_map=opts.resolved_member_map())
         fns[name] = lambda x=x, xs=xs, kw=kw: kernels.predict_normalised(params, x, xs, **kw).block_until_ready()
         work[name] = (cells, n_out, kernels.cost_per_output(mode, L, k))

@@ -112,13 +112,16 @@ def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, d
         metrics_dir=Path(cfg.run_dir) / "metrics" / layer,
     )
     log.info(
-        "%s: %d members, %d epochs x %d updates of %d samples, mesh %s",
+        "%s: %d members, %d epochs x %d updates of %d samples, mesh %s over %d %s device(s), ensemble mode %s",
         layer,
         t.members,
         t.epochs,
         data.steps_per_epoch,
         t.batch_size * (1 if t.shared_batches else t.members),
         dict(trainer.mesh.shape),
+        trainer.mesh.devices.size,
+        trainer.mesh.devices.flat[0].platform,
+        trainer.ensemble_mode,
     )
     return trainer.fit(fresh=fresh)
 

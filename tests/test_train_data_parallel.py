@@ -27,7 +27,7 @@ from somojax.checkpoint import state_shardings
 from somojax.config import load_config
 from somojax.errors import ConfigError
 from somojax.train.step import BATCH_KEYS, init_state, make_optimizer, make_train_step, step_options
-from somojax.utils.devices import FLAG, cpu_device_count, flag_count, with_device_count
+from somojax.utils.devices import FLAG, cpu_device_count, flag_count, needs_blocking_dispatch, with_device_count
 
 M, B, T, D, S, H = 2, 16, 40, 3, 2, 8  # T: several weight-gradient blocks (a real loop)
 
@@ -156,3 +156,34 @@ def test_configure_sets_the_device_count_before_jax_starts(requested):
     env["XLA_FLAGS"] = f"{FLAG}=5"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "5" and out.stdout.split()[2] == "5"
+
+
+_PINGPONG = """
+import jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+from somojax.train.compile import JitOnce
+from somojax.utils.devices import needs_blocking_dispatch
+mesh = jax.make_mesh((len(jax.devices()),), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
+sync = needs_blocking_dispatch(jax.devices())
+assert sync
+kw = dict(mesh=mesh, in_specs=P("d"), out_specs=P("d"), check_vma=False)
+f = JitOnce(jax.shard_map(lambda x: jax.lax.psum(jnp.tanh(x @ x.T).sum(), "d") + 0 * x, **kw), sync=sync)
+g = JitOnce(jax.shard_map(lambda x: jax.lax.psum(jnp.sin(x).sum(), "d") * x, **kw), sync=sync)
+x = jax.device_put(jnp.ones((256, 64)), NamedSharding(mesh, P("d")))
+for _ in range(3000):
+    y, z = f(x), g(x)
+jax.block_until_ready((y, z))
+print("ok")
+"""
+
+
+def test_cpu_multi_device_programs_run_one_at_a_time():
+    # Two multi-device programs with collectives dispatched back to back deadlock XLA:CPU's
+    # shared thread pool (utils/devices.py); waiting for each call's results avoids it. Without
+    # the wait this loop hung within its first 2,000 iterations on 2, 4 and 8 devices.
+    assert needs_blocking_dispatch(jax.devices()) == (jax.device_count() > 1)
+    assert not needs_blocking_dispatch(jax.devices()[:1])
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"{FLAG}=2 --xla_cpu_collective_call_terminate_timeout_seconds=15")
+    out = subprocess.run([sys.executable, "-c", _PINGPONG], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

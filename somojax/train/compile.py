@@ -44,8 +44,11 @@ class JitOnce:
       compile_seconds: wall time of the first call (tracing, compilation and one execution).
     """
 
-    def __init__(self, fn: Callable, name: str | None = None, **jit_kwargs: Any):
+    def __init__(self, fn: Callable, name: str | None = None, sync: bool = False, **jit_kwargs: Any):
+        """`sync`: wait for each call's results before returning (one program in flight at a
+        time; needed for multi-device programs on the CPU, `utils.devices.needs_blocking_dispatch`)."""
         self.name = name or getattr(fn, "__name__", "function")
+        self.sync = sync
         self._jit = jax.jit(fn, **jit_kwargs)
         self._signature: list | None = None
         self.compile_seconds = 0.0
@@ -71,6 +74,8 @@ class JitOnce:
         out = self._jit(*args)
         if self.compilations > 1:
             raise RecompilationError(f"{self.name} was compiled {self.compilations} times (expected once)")
+        if self.sync:
+            jax.block_until_ready(out)
         return out
 
     def lower(self, *args: Any):

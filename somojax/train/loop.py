@@ -42,6 +42,7 @@ from somojax.checkpoint import TrainCheckpointer, abstract_like, discard_checkpo
 from somojax.config import Config, to_dict
 from somojax.errors import CheckpointError, ConfigError, TrainingError
 from somojax.train.compile import JitOnce
+from somojax.utils.devices import needs_blocking_dispatch
 from somojax.data.pipeline import TrainData
 from somojax.train.step import (
     BATCH_KEYS,
@@ -198,9 +199,11 @@ class Trainer:
             tc.ensemble_mode, tc.members, self.mesh.shape[C.MEMBER_AXIS], self.opts, self.mesh.shape[C.DATA_AXIS]
         )
         self.ensemble_mode = mode
+        sync = needs_blocking_dispatch(self.mesh.devices.flat)  # see utils/devices.py: CPU collectives
         self.train_step = JitOnce(
             make_train_step(self.opts, self.tx, tc.shared_batches, mode, self.mesh),
             name="train_step",
+            sync=sync,
             in_shardings=(self.state_sharding, self._batch_shardings(self.batch_sharding), metric_sharding),
             out_shardings=(self.state_sharding, metric_sharding),
             donate_argnums=(0,),
@@ -208,6 +211,7 @@ class Trainer:
         self.eval_step = JitOnce(
             make_eval_step(self.opts),
             name="eval_step",
+            sync=sync,
             in_shardings=(self.state_sharding["params"], self._batch_shardings(self.val_sharding)),
             out_shardings=metric_sharding,
         )
@@ -237,7 +241,7 @@ class Trainer:
         it = self.data.train_iterator()
         step = None if fresh else ckpt.latest_step()
         if step is None:
-            return self._init(), LoopState(), it, None
+            return jax.block_until_ready(self._init()), LoopState(), it, None
         if ckpt.read_meta(step).get("fingerprint") != self.fp:
             raise CheckpointError(
                 f"the checkpoint in {self.dir} was written with different model, training, data-split or input "

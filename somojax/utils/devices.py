@@ -99,7 +99,8 @@ def needs_blocking_dispatch(devices) -> bool:
     programs dispatched in a loop on 2, 4 and 8 CPU devices (hung within the first 2,000
     iterations, every try); waiting for each program's results before dispatching the next ran
     20,000 iterations cleanly. The training loop does this wait on such meshes (`JitOnce(sync=...)`);
-    it costs the overlap of host work with one step, about 1% here. GPUs and TPUs (streams) are not affected.
+    it gives up overlapping the next batch's host work with the running step. GPUs and TPUs
+    (streams) are not affected.
     """
     devices = list(devices)
     return len(devices) > 1 and all(d.platform == "cpu" for d in devices)

@@ -16,6 +16,17 @@ from typing import Any, Callable
 import jax
 
 
+# Outputs of the last program dispatched with `sync=True`: such programs run one at a time.
+_in_flight: list = []
+
+
+def _wait_for_in_flight() -> None:
+    """Blocks until the last `sync` program has finished (its outputs all become ready together)."""
+    while _in_flight:
+        leaves = [x for x in jax.tree.leaves(_in_flight.pop()) if isinstance(x, jax.Array) and not x.is_deleted()]
+        jax.block_until_ready(leaves)
+
+
 class RecompilationError(RuntimeError):
     """A function wrapped in `JitOnce` was about to be (or was) compiled a second time."""
 
@@ -45,8 +56,10 @@ class JitOnce:
     """
 
     def __init__(self, fn: Callable, name: str | None = None, sync: bool = False, **jit_kwargs: Any):
-        """`sync`: wait for each call's results before returning (one program in flight at a
-        time; needed for multi-device programs on the CPU, `utils.devices.needs_blocking_dispatch`)."""
+        """`sync`: at most one program in flight among all `sync` functions: a call first waits
+        for the previous `sync` call's results, then dispatches and returns at once (host work
+        between calls still overlaps the running program). Needed for multi-device programs on
+        the CPU (`utils.devices.needs_blocking_dispatch`)."""
         self.name = name or getattr(fn, "__name__", "function")
         self.sync = sync
         self._jit = jax.jit(fn, **jit_kwargs)
@@ -62,6 +75,8 @@ class JitOnce:
 
     def __call__(self, *args: Any) -> Any:
         sig = signature(args)
+        if self.sync:
+            _wait_for_in_flight()
         if self._signature is None:
             t0 = time.perf_counter()
             out = self._jit(*args)
@@ -75,7 +90,7 @@ class JitOnce:
         if self.compilations > 1:
             raise RecompilationError(f"{self.name} was compiled {self.compilations} times (expected once)")
         if self.sync:
-            jax.block_until_ready(out)
+            _in_flight.append(out)
         return out
 
     def lower(self, *args: Any):

@@ -98,9 +98,9 @@ def needs_blocking_dispatch(devices) -> bool:
     which XLA ends after 40 s by aborting the process. Reproduced with two tiny shard_map + psum
     programs dispatched in a loop on 2, 4 and 8 CPU devices (hung within the first 2,000
     iterations, every try); waiting for each program's results before dispatching the next ran
-    20,000 iterations cleanly. The training loop does this wait on such meshes (`JitOnce(sync=...)`);
-    it gives up overlapping the next batch's host work with the running step. GPUs and TPUs
-    (streams) are not affected.
+    20,000 iterations cleanly. On such meshes the training loop's steps wait for the previous
+    step before they are dispatched (`JitOnce(sync=True)`), which keeps the next batch's host
+    work overlapped with the running step. GPUs and TPUs (streams) are not affected.
     """
     devices = list(devices)
     return len(devices) > 1 and all(d.platform == "cpu" for d in devices)

@@ -23,13 +23,15 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from somojax.utils.devices import usable_cores
+
 
 def _torch():
     try:
         import torch
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("the PyTorch peers need torch: pip install torch (CPU: pip install torch==2.13.0)") from e
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    torch.set_num_threads(usable_cores())
     return torch
 
 

@@ -140,8 +140,8 @@ def data_parallel_recurrence(opts: StepOptions, mesh: Mesh | None, *, stacked: b
     and the hand-written backward pass, the recurrence runs under `jax.shard_map`: each device
     steps its own batch rows (and, `stacked`, its own members) through the whole time loop, and
     the parameters' gradients are summed over `data` once, after the backward loop. Left to the
-    automatic partitioner, the weight-gradient products inside the backward loop each became an
-    all-reduce (45 per step at the paper's shapes): 2 devices took 2.2x the time of one
+    automatic partitioner, the backward loop gathered activations and all-reduced partial
+    weight gradients on every block of steps: 2 devices took 2.2x the time of one
     (docs/training.md, "Devices"). Values are the same; sums differ only in rounding order.
     """
     kw = opts.model_kwargs()

@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from somojax import constants as C
 from somojax.bench import floor, harness
@@ -192,6 +192,7 @@ def bench_scaling(cfg: Config, device_counts=(1, 2, 4, 8)) -> dict:
 # ----------------------------------------------------------------------------------------
 def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
     """Exact and chunked rollout of one cell × `bench.rollout_days`, and of a tile of cells."""
+    from somojax import sharding as shd
     from somojax.infer import engine, kernels
     from somojax.models import ensemble
 
@@ -211,7 +212,7 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
         x = jnp.asarray(rng.standard_normal((cells, n_out + L - 1, D)), jnp.float32)
         xs = jnp.asarray(rng.standard_normal((cells, S)), jnp.float32)
         if cells % len(devices) == 0 and len(devices) > 1:  # cells over `data`, as `somojax predict` does
-            cell_sharding = NamedSharding(Mesh(np.asarray(devices), (C.DATA_AXIS,)), P(C.DATA_AXIS))
+            cell_sharding = shd.batch_sharding(shd.make_mesh(1, 0, devices), per_member=False)
             x, xs = jax.device_put(x, cell_sharding), jax.device_put(xs, cell_sharding)
         kw = dict(seq_length=L, mode=mode, last_n=k, rows_per_step=opts.resolved_rows(H), hoist=opts.resolved_hoist(), member_map=opts.resolved_member_map())
         fns[name] = lambda x=x, xs=xs, kw=kw: kernels.predict_normalised(params, x, xs, **kw).block_until_ready()

@@ -90,8 +90,8 @@ def _backends_started() -> bool:
 def needs_blocking_dispatch(devices) -> bool:
     """True when programs on `devices` must run one at a time: several CPU devices.
 
-    XLA:CPU runs each device's part of a program on a thread of one shared pool, sized to the
-    larger of the core and device counts, and a collective (the gradient sum, an ensemble mean
+    XLA:CPU runs each device's part of a program on a thread of one shared pool (the stack of a
+    stuck run shows them in Eigen's worker loop), and a collective (the gradient sum, an ensemble mean
     over members) holds its thread until every device has arrived. With two multi-device programs
     in flight (JAX dispatches asynchronously) the pool's threads can all end up waiting in
     different programs' collectives while the parts they wait for sit in the queue: a deadlock,

@@ -17,7 +17,8 @@ gradients inside the reverse loop. Here:
 - the forward scan stores, per step t, five [B, H] arrays: σ(f_t), σ(o_t), tanh(g_t), tanh(c_t),
   c_t (separate contiguous arrays: XLA:CPU vectorises column slices of one wide array poorly,
   3x slower in a micro-benchmark); c_{t-1} and h_{t-1} = σ(o_{t-1})·tanh(c_{t-1}) are read back
-  from step t-1, so the loop never stores its own carry (which costs XLA a copy per step);
+  from step t-1, so the loop never stores its own carry (which costs XLA a copy per step); with
+  the fused product each is written by the kernel that computes it (`forward_residuals`);
 - the backward is a reverse `lax.scan` with no transcendental functions: per step it computes
   dc, the gate pre-activation gradients dG_t [B, 3H] and dh_{t-1} = dG_t W_hhᵀ;
 - the weight gradients dW_hh = Σ_t h_{t-1}ᵀ dG_t, dW_ih = Σ_t x_tᵀ dG_t and db = Σ_t dG_t are
@@ -168,12 +169,50 @@ def _make(
         xa = with_ones(x)  # step t reads x_{t+1} (the last step's is never used)
         return (jnp.concatenate([zeros, xa[0]], axis=-1), zeros), jnp.concatenate([xa[1:], xa[:1]])
 
+    def forward_residuals(w_hh, w_ih, b, i, a0, xs):
+        """The fused step of `step_fn` for training: ((h_T, c_T), residuals), one member.
+
+        Each residual is written by the kernel that computes it, into a [T, B, H] buffer carried
+        by the loop, and read back from there: the optimization barriers keep XLA from computing
+        σ(f_t), ..., tanh(c_t) once for the buffer and again for their readers inside the step
+        (4 fewer kernels per step; one member's training step 2-3% faster in two same-process
+        comparisons).
+        c_{t-1} is read from the buffer too, so c is not carried.
+        """
+        hs = w_hh.shape[-2]
+        w = augmented(w_hh, w_ih, b)
+        bufs = tuple(jnp.zeros((xs.shape[0],) + i.shape, i.dtype) for _ in range(5))
+
+        def put(buf, t, v):
+            return jax.lax.dynamic_update_index_in_dim(buf, v, t, 0)
+
+        def get(buf, t):
+            return jax.lax.dynamic_index_in_dim(buf, t, keepdims=False)
+
+        def step(carry, inp):
+            a, (sf_b, so_b, tg_b, tc_b, c_b) = carry
+            t, x_next = inp
+            z = _matmul(a, w, precision, None)
+            sf_b, so_b, tg_b = jax.lax.optimization_barrier(
+                (put(sf_b, t, sigmoid(z[..., :hs])), put(so_b, t, sigmoid(z[..., hs : 2 * hs])), put(tg_b, t, jnp.tanh(z[..., 2 * hs :])))
+            )
+            c_prev = jnp.where(t > 0, get(c_b, jnp.maximum(t - 1, 0)), 0.0)
+            c_b = jax.lax.optimization_barrier(put(c_b, t, get(sf_b, t) * c_prev + i * get(tg_b, t)))
+            tc_b = jax.lax.optimization_barrier(put(tc_b, t, jnp.tanh(get(c_b, t))))
+            a = jnp.concatenate([get(so_b, t) * get(tc_b, t), x_next], axis=-1)
+            return (a, (sf_b, so_b, tg_b, tc_b, c_b)), None
+
+        (a, res), _ = jax.lax.scan(step, (a0, bufs), (jnp.arange(xs.shape[0]), xs))
+        return (a[..., :hs], res[4][-1]), res
+
     def forward(w_hh, w_ih, b, i, x, keep):
         hs = w_hh.shape[-2]
         fuse = fused(w_hh)
         hidden = lambda carry: carry[0][..., :hs] if fuse else carry[0]  # noqa: E731
         step = step_fn(w_hh, w_ih, b, i, hs)
         init, xs = start(fuse, i, inputs(w_ih, b, x))
+        if keep and fuse:
+            return forward_residuals(w_hh, w_ih, b, i, init[0], xs)
         if keep:
             carry, res = jax.lax.scan(step, init, xs)
             return (hidden(carry), carry[1]), res

@@ -54,18 +54,24 @@ def test_stacked_loop_and_vmap_give_the_same_members(shared, last_n, dropout, lo
     results = {}
     for mode in ("stacked", "loop", "vmap"):
         step = jax.jit(make_train_step(opts, tx, shared_batches=shared, mode=mode))
-        state, losses = jax.tree.map(jnp.copy, state0), []
+        state, losses, norms = jax.tree.map(jnp.copy, state0), [], []
         for b in batches:
             state, m = step(state, b, jnp.float32(1e-2))
             losses.append(np.asarray(m["loss"]))
-        results[mode] = (jax.device_get(state["params"]), np.stack(losses))
-    ref_params, ref_loss = results["loop"]
+            norms.append(np.asarray(m["grad_norm"]))
+        results[mode] = (jax.device_get(state["params"]), np.stack(losses), np.stack(norms))
+    ref_params, ref_loss, ref_norm = results["loop"]
     assert np.all(np.isfinite(ref_loss))
     for mode in ("stacked", "vmap"):
-        params, loss = results[mode]
+        params, loss, norm = results[mode]
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, err_msg=mode)
+        np.testing.assert_allclose(norm, ref_norm, rtol=1e-5, err_msg=mode)
+        # stacked members keep separate input products, one member fuses them into the recurrent
+        # one (somojax.models.recurrence): the same sums in another order. Adam divides by |g|, so
+        # a weight whose gradient nearly cancels moves by up to ~1e-4 differently after two steps
+        # of 1e-2; a member mixed up with another would move by ~1e-2.
         for k, v in params.items():
-            np.testing.assert_allclose(v, ref_params[k], rtol=1e-5, atol=2e-6, err_msg=f"{mode} {k}")
+            np.testing.assert_allclose(v, ref_params[k], rtol=1e-5, atol=1e-4, err_msg=f"{mode} {k}")
     # the members really differ, and the step really changed them
     assert not np.allclose(ref_params["W_ih"][0], ref_params["W_ih"][1])
     assert not np.allclose(ref_params["W_hh"], jax.device_get(state0["params"]["W_hh"]))

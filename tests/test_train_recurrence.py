@@ -84,8 +84,9 @@ def _scan_dots(jaxpr) -> list[int]:
             body = eqn.params["jaxpr"].jaxpr
             out.append(sum(e.primitive.name == "dot_general" for e in body.eqns))
             out.extend(_scan_dots(body))
-        for sub in jaxprs_in_params(eqn.params) if eqn.primitive.name != "scan" else ():
-            out.extend(_scan_dots(sub))
+        else:  # e.g. the custom_vjp call around the scan
+            for sub in jaxprs_in_params(eqn.params):
+                out.extend(_scan_dots(sub))
     return out
 
 

@@ -16,7 +16,7 @@ import textwrap
 from typing import Sequence
 
 from somojax import __version__
-from somojax.errors import SomojaxError
+from somojax.errors import SomojaxError, describe_os_error, writing
 
 DEFAULT_CONFIG = "demo"
 
@@ -40,8 +40,8 @@ DETAILS: dict[str, str] = {
     "the store directory.",
     "train": "Trains `train.members` members of each layer in `train.layers` in one jitted, sharded "
     "step. Resumes from the last checkpoint when one exists.",
-    "predict": "Exact (every day its own 365-day window) or chunked inference, tiled and resumable; "
-    "writes sm and sm_spread (layer, time, latitude, longitude).",
+    "predict": "Exact (every day its own window of {window}) or chunked inference, tiled and resumable; "
+    "writes sm and sm_spread (layer, time, latitude, longitude) to <workdir>/predictions.zarr.",
     "export": "One NetCDF file per layer and year, named somojax_<LAYER>_<YYYY>.nc.",
     "evaluate": "Scores SoMo.ml*-style cross-validated series per cell and layer against the targets, "
     "and reference products on the same cells and days.",
@@ -51,12 +51,51 @@ DETAILS: dict[str, str] = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+# settings users look for first; shown by `somojax --help` and the commands they concern
+SETTINGS: dict[str, str] = {
+    "workdir=DIR": "where every output of the run goes (default runs/{name}: runs/demo for -c demo)",
+    "infer.region=land|bbox|cells": "what predict covers: the land cells in infer.bbox (default), every cell of the "
+    "bbox, or the cells listed in infer.cells_file",
+    "infer.bbox=[S,N,W,E]": "the region's south, north, west and east edges in degrees",
+    "infer.cells_file=FILE": "CSV with latitude,longitude columns, one cell per row (infer.region=cells)",
+    "infer.start=YYYY-MM-DD": "first and last day of the product (also infer.end)",
+}
+SETTINGS_OF = {"predict": list(SETTINGS), "run": list(SETTINGS)}
+
+
+def _settings_text(keys) -> str:
+    lines = []
+    for k in keys:
+        lines.append(f"  {k}")
+        lines += textwrap.wrap(SETTINGS[k], 88, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return "settings (section.key=value after the command, or in the YAML file of -c):\n" + "\n".join(lines)
+
+
+def _window_text(argv: Sequence[str]) -> str:
+    """The exact-mode window as configured by the -c/override arguments of `argv` (for help)."""
+    from somojax.config import load_config
+
+    config, overrides, it = DEFAULT_CONFIG, [], iter(argv)
+    for a in it:
+        if a in ("-c", "--config"):
+            config = next(it, config)
+        elif a.startswith("--config="):
+            config = a.split("=", 1)[1]
+        elif "=" in a and not a.startswith("-"):
+            overrides.append(a)
+    try:
+        n = load_config(config, overrides).model.seq_length
+    except SomojaxError:
+        return "model.seq_length days, each checkpoint's own"
+    return f"{n} days: model.seq_length in config {config}; a checkpoint uses the length it was trained or imported with"
+
+
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     epilog = "commands:\n" + "\n".join(f"  {k:<13} {v}" for k, v in COMMANDS.items())
     p = argparse.ArgumentParser(
         prog="somojax",
         description="Global daily soil moisture from in-situ data: SoMo.ml's EA-LSTM ensemble in JAX.",
-        epilog=epilog + "\n\nRun `somojax <command> --help` for the options of a command.",
+        epilog=epilog + "\n\n" + _settings_text(SETTINGS) + "\n\nRun `somojax <command> --help` for the options of a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"somojax {__version__}")
@@ -77,12 +116,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
 
+    asks_help = "-h" in argv or "--help" in argv
+    window = _window_text(argv) if asks_help and "predict" in argv else "model.seq_length days"
+
     def add(name: str, **kw) -> argparse.ArgumentParser:
+        if name in SETTINGS_OF:
+            kw["epilog"] = _settings_text(SETTINGS_OF[name])
         return sub.add_parser(
             name,
             parents=[common],
             help=COMMANDS[name],
-            description=COMMANDS[name] + ". " + DETAILS[name],
+            description=COMMANDS[name] + ". " + DETAILS[name].format(window=window),
             formatter_class=argparse.RawDescriptionHelpFormatter,
             **kw,
         )
@@ -157,7 +201,8 @@ def _dispatch(args: argparse.Namespace, cfg) -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `somojax` console script."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     for name in ("layers", "only"):  # `--layers L1 train.epochs=2`: the list option took the overrides
         values = getattr(args, name, None)
@@ -182,8 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             enable_compilation_cache()
         run_dir = cfg.run_dir
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        save_config(cfg, run_dir / "config.yaml")
-        save_config(cfg, run_dir / "configs" / f"{args.command}-{stamp}.yaml")
+        with writing("the resolved config into the run directory", run_dir):
+            save_config(cfg, run_dir / "config.yaml")
+            save_config(cfg, run_dir / "configs" / f"{args.command}-{stamp}.yaml")
         setup_logging(logging.DEBUG if args.debug else logging.INFO, run_dir / "logs" / f"{args.command}.log")
         log.info("somojax %s %s: config %s, run directory %s", __version__, args.command, args.config, run_dir)
         _dispatch(args, cfg)
@@ -192,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"somojax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the user gave: unreadable, unwritable, full disk
+        if args.debug:
+            raise
+        print(f"somojax {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"somojax {args.command}: interrupted", file=sys.stderr)

@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Union
 import yaml
 
 from somojax import constants as C
+from somojax.config_checks import check_config
 from somojax.errors import ConfigError
 
 
@@ -306,7 +308,33 @@ def load_config(name_or_path: str | os.PathLike = "paper", overrides: Sequence[s
     path = resolve_config_path(name_or_path)
     tree = _load_tree(path, seen=())
     cfg = _build(Config, tree, source={})
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    check_config(cfg, _sources(tree, overrides))  # value rules: somojax/config_checks.py
+    return cfg
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that keeps dates as written: `2001-02-30` reaches the date rule as text
+    instead of failing inside the YAML parser."""
+
+
+_YamlLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+def _sources(tree: Mapping, overrides: Sequence[str]) -> dict[str, str]:
+    """Where each key's value came from: `config <file>` or `command-line override 'k=v'`."""
+    out = {}
+    for k, node in tree.items():
+        leaves = node.items() if isinstance(node, dict) else [(None, node)]
+        for kk, (_, path) in leaves:
+            out[f"{k}.{kk}" if kk else k] = f"config {path}"
+    for item in overrides:
+        out[item.split("=", 1)[0].strip()] = f"command-line override {item!r}"
+    return out
 
 
 def _load_tree(path: Path, seen: tuple[Path, ...]) -> dict:
@@ -315,8 +343,8 @@ def _load_tree(path: Path, seen: tuple[Path, ...]) -> dict:
     if path in seen:
         raise ConfigError(f"config {path} includes itself through `base:` ({' -> '.join(map(str, seen))})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+        raw = _parse_yaml(path.read_text()) or {}
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: not text (UnicodeDecodeError)
         raise ConfigError(f"config {path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
@@ -440,6 +468,8 @@ def coerce(value: Any, tp: Any, name: str, path: Any = None) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
         raise ConfigError(f"{name}={value!r}{where}: expected a number")
     if tp is str:
         if isinstance(value, str):
@@ -450,6 +480,9 @@ def coerce(value: Any, tp: Any, name: str, path: Any = None) -> Any:
             return value.isoformat()
         raise ConfigError(f"{name}={value!r}{where}: expected a string")
     raise ConfigError(f"{name}: unsupported type {tp!r}")  # pragma: no cover - a programming error
+
+
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _tname(tp: Any) -> str:
@@ -463,8 +496,8 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError as e:
+            value = _parse_yaml(text) if text != "" else ""
+        except (yaml.YAMLError, ValueError) as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
         parts = key.strip().split(".")
         where = "command-line override"

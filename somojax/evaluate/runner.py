@@ -28,13 +28,14 @@ import xarray as xr
 from somojax import constants as C
 from somojax import stores
 from somojax.config import Config
-from somojax.errors import StoreError
+from somojax.errors import StoreError, writing
 from somojax.evaluate import figures as F
 from somojax.evaluate import metrics as M
 from somojax.evaluate import references as R
 from somojax.evaluate import scoring as S
 from somojax.evaluate import truth as T
 from somojax.evaluate.report import ReportInputs, write_report
+from somojax.infer import store as pstore
 from somojax.utils.logging import get_logger
 
 log = get_logger("evaluate")
@@ -74,6 +75,16 @@ def _open_optional(path: Path, kind: str) -> xr.Dataset | None:
     if not Path(path).exists():
         return None
     return stores.open_store(path, kind)
+
+
+def _open_predictions(path: Path) -> xr.Dataset | None:
+    """The prediction store when it exists (it is optional); an unfinished one is an error."""
+    ds = _open_optional(path, "predictions")
+    if ds is None:
+        log.info("no prediction store at %s: the report shows the cross-validated series only", path)
+        return None
+    pstore.check_complete(ds, path)
+    return ds
 
 
 def _period(cfg: Config, targets: xr.Dataset, cv: xr.DataArray | None) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -164,12 +175,13 @@ def evaluate_series(
     ev = cfg.evaluate
     out = cfg.evaluation_dir
     figdir = out / "figures"
-    out.mkdir(parents=True, exist_ok=True)
+    with writing("the evaluation outputs", out):
+        out.mkdir(parents=True, exist_ok=True)
     targets = targets if targets is not None else stores.open_store(cfg.store_dir, "targets")
     forcings = forcings if forcings is not None else stores.open_store(cfg.store_dir, "forcings")
     statics = statics if statics is not None else stores.open_store(cfg.store_dir, "statics")
     if isinstance(predictions, str):
-        predictions = _open_optional(cfg.predictions_path, "predictions")
+        predictions = _open_predictions(cfg.predictions_path)
     if isinstance(truth, str):
         truth = _open_optional(stores.store_path(cfg.store_dir, "truth"), "truth")
     M.check_window(ev.anomaly_window_days, ev.anomaly_min_count)

@@ -8,7 +8,8 @@ spread). `cascade` runs several layers in one pass: layer k's upper-layer inputs
 Conventions (documented in docs/inference.md):
 - Output day t uses input days t−L+1 .. t. Days whose window is not complete within the given
   input period, or touches a missing (non-finite) input, are NaN — checked explicitly from the
-  inputs, never left to NaN propagation through the network.
+  inputs, never left to NaN propagation through the network. Why each output is NaN is kept
+  (`LayerOutput.nan_reason`, codes of `NAN_REASONS`) so that the rollout can count them.
 - Each member's prediction is de-normalised with the layer's target statistics and clipped at 0
   (SoMo.ml); the product is the member mean, the spread the member standard deviation
   (population, ddof=0). Clipped member values are counted.
@@ -105,6 +106,36 @@ def normalise_inputs(bundle: Bundle, columns: Mapping[str, np.ndarray], statics:
     return x_d.astype(np.float32), x_s.astype(np.float32)
 
 
+# why an output is NaN; `nan_reason` holds 0 (a value) or 1 + the index of the first reason that applies
+NAN_REASONS = ("nonfinite_static_input", "incomplete_window", "nonfinite_dynamic_input", "nonfinite_model_output")
+NAN_REASON_TEXT = {
+    "nonfinite_static_input": "non-finite static input",
+    "incomplete_window": "incomplete window",
+    "nonfinite_dynamic_input": "non-finite dynamic input (an upper layer's NaN included)",
+    "nonfinite_model_output": "non-finite model output from finite inputs",
+}
+
+
+def nan_reasons(finite_dynamic: np.ndarray, finite_static: np.ndarray, seq_length: int) -> np.ndarray:
+    """Why each output is undefined, from the inputs: [C, T] uint8 codes (0: defined; see NAN_REASONS).
+
+    Args:
+      finite_dynamic: [C, T] True where every dynamic input of the day is finite.
+      finite_static: [C] True where every static input of the cell is finite.
+    """
+    code = np.zeros(finite_dynamic.shape, np.uint8)
+    code[~complete_windows(finite_dynamic, seq_length)] = 1 + NAN_REASONS.index("nonfinite_dynamic_input")
+    code[:, : seq_length - 1] = 1 + NAN_REASONS.index("incomplete_window")
+    code[~finite_static] = 1 + NAN_REASONS.index("nonfinite_static_input")
+    return code
+
+
+def count_nan_reasons(code: np.ndarray) -> dict[str, int]:
+    """{"values": outputs, reason: NaN outputs for that reason} of `nan_reason` codes."""
+    n = np.bincount(code.ravel(), minlength=len(NAN_REASONS) + 1)
+    return {"values": int(code.size), **{r: int(n[i + 1]) for i, r in enumerate(NAN_REASONS)}}
+
+
 @dataclass
 class LayerOutput:
     """One layer's predictions on the input period: [C, T] arrays, NaN where undefined."""
@@ -113,6 +144,7 @@ class LayerOutput:
     spread: np.ndarray
     clipped: int  # member values clipped at 0
     cell_steps: int  # recurrent cell-steps computed (all members)
+    nan_reason: np.ndarray | None = None  # [C, T] uint8: 0 where defined, else 1 + index in NAN_REASONS
 
 
 def layer_predictions(
@@ -140,10 +172,10 @@ def layer_predictions(
     n_cells, t = x_d.shape[:2]
     mean = np.full((n_cells, t), np.nan, np.float32)
     spread = np.full((n_cells, t), np.nan, np.float32)
+    reason = nan_reasons(np.isfinite(x_d).all(axis=-1), np.isfinite(x_s).all(axis=-1), L)
     if t < L:
-        return LayerOutput(mean, spread, 0, 0)
-    finite = np.isfinite(x_d).all(axis=-1) & np.isfinite(x_s).all(axis=-1)[:, None]
-    ok = complete_windows(finite, L)
+        return LayerOutput(mean, spread, 0, 0, reason)
+    ok = reason == 0
     x_d = np.where(np.isfinite(x_d), x_d, 0.0).astype(np.float32)
     x_s = np.where(np.isfinite(x_s), x_s, 0.0).astype(np.float32)
     xd, xs = jnp.asarray(x_d), jnp.asarray(x_s)
@@ -173,9 +205,10 @@ def layer_predictions(
     s = raw.std(axis=0)
     mean[:, L - 1 :] = np.where(valid, m, np.nan)
     spread[:, L - 1 :] = np.where(valid, s, np.nan)
+    reason[ok & ~np.isfinite(mean)] = 1 + NAN_REASONS.index("nonfinite_model_output")
     n_members = y.shape[0]
     steps = int(n_members * n_real * (t - L + 1) * kernels.cost_per_output(mode, L, k))
-    return LayerOutput(mean, spread, clipped, steps)
+    return LayerOutput(mean, spread, clipped, steps, reason)
 
 
 def cascade(

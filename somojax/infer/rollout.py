@@ -71,11 +71,30 @@ def load_bundles(cfg: Config, layers: Sequence[str] | None = None) -> tuple[list
     bundles = {}
     for l in needed_layers(out):
         try:
-            bundles[l] = load_bundle(cfg.checkpoint_dir / l)
+            bundles[l] = _load_checked(cfg.checkpoint_dir / l, l)
         except CheckpointError as e:
             why = "" if l in out else f" (predicting {out} needs {l}: the cascade)"
             raise CheckpointError(f"{e}{why}") from None
     return out, bundles
+
+
+def _load_checked(directory: Path, layer: str) -> Bundle:
+    """`load_bundle`, with a damaged checkpoint, another layer's model or non-finite weights as errors."""
+    try:
+        b = load_bundle(directory)
+    except CheckpointError:
+        raise
+    except Exception as e:  # orbax and tensorstore raise many types for files they cannot read
+        raise CheckpointError(
+            f"checkpoint {directory} cannot be read ({type(e).__name__}: {str(e)[:200]}); it is damaged or not a "
+            f"somojax checkpoint: train {layer} again (`somojax train --fresh --layers {layer}`) or import its weights again"
+        ) from None
+    if b.layer != layer:
+        raise CheckpointError(f"checkpoint {directory} holds a model of layer {b.layer}, not {layer}; put each layer's checkpoint in checkpoints/<layer>")
+    bad = [k for k, v in b.params.items() if not np.isfinite(np.asarray(v)).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {directory}: the weights {bad} hold NaN or Inf (did training diverge?); train {layer} again")
+    return b
 
 
 def check_inputs(bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset, source: str) -> None:
@@ -196,6 +215,7 @@ def predict_cells(
             "mode": json.dumps({l: engine.resolve_mode(bundles[l], mode) for l in layers}),
             "cell_steps": int(sum(o.cell_steps for o in out.values())),
             "clipped_member_values": int(sum(out[l].clipped for l in layers)),
+            "nan_counts": json.dumps({l: engine.count_nan_reasons(out[l].nan_reason[:, keep]) for l in layers}),
         },
     )
     return ds
@@ -233,19 +253,60 @@ def region_mask(cfg: Config, statics: xr.Dataset) -> tuple[np.ndarray, np.ndarra
     elif cfg.infer.region == "bbox":
         mask = np.ones_like(land)
     else:
-        path = Path(cfg.infer.cells_file)
-        if not path.exists():
-            raise ConfigError(f"infer.cells_file={str(path)!r} does not exist (region=cells needs a CSV with latitude, longitude)")
-        table = pd.read_csv(path)
-        cols = {c.lower(): c for c in table.columns}
-        if not {"latitude", "longitude"} <= set(cols):
-            raise ConfigError(f"{path}: needs columns latitude and longitude (found {list(table.columns)})")
-        ids = set(grid.cell_id(table[cols["latitude"]].values, table[cols["longitude"]].values).tolist())
+        ids = read_cells_file(Path(cfg.infer.cells_file))
         grid_ids = grid.cell_id(lat[:, None], lon[None, :])
-        mask = np.isin(grid_ids, list(ids))
+        outside = ids[~np.isin(ids, grid_ids)]
+        if outside.size:
+            olat, olon = grid.cell_centre(outside[:5])
+            raise ConfigError(
+                f"infer.cells_file={cfg.infer.cells_file!r}: {outside.size} of its {ids.size} cells lie outside the statics store "
+                f"within infer.bbox={list(cfg.infer.bbox)} ({lat.min()}..{lat.max()} N, {lon.min()}..{lon.max()} E), e.g. "
+                + ", ".join(f"({a:g}, {b:g})" for a, b in zip(olat, olon))
+                + "; remove them, widen infer.bbox, or prepare statics that cover them"
+            )
+        mask = np.isin(grid_ids, ids)
     if not mask.any():
         raise ConfigError(f"no cell to predict: region={cfg.infer.region!r} in bbox {list(cfg.infer.bbox)} selects nothing")
     return lat, lon, mask
+
+
+def read_cells_file(path: Path) -> np.ndarray:
+    """Global cell ids of a CSV with `latitude`, `longitude` columns (one cell per row).
+
+    Every row must hold numbers in range (latitude −90..90, longitude −180..360) and name a
+    cell no other row names; a bad row is an error naming its line.
+    """
+    key = f"infer.cells_file={str(path)!r}"
+    if not path.is_file():
+        raise ConfigError(f"{key} does not exist (region=cells needs a CSV with latitude, longitude columns)")
+    try:
+        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
+    except (ValueError, pd.errors.ParserError) as e:  # empty, binary, ragged rows
+        raise ConfigError(f"{key} is not a readable CSV ({type(e).__name__}: {str(e)[:200]})") from None
+    cols = {c.strip().lower(): c for c in table.columns}
+    if not {"latitude", "longitude"} <= set(cols):
+        raise ConfigError(f"{key}: needs columns latitude and longitude (found {list(table.columns)})")
+    lines = table.index.to_numpy() + 2  # the header is line 1
+    coords = {}
+    for name, lo, hi in (("latitude", -90, 90), ("longitude", -180, 360)):
+        raw = table[cols[name]]
+        v = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(v) | (v < lo) | (v > hi)
+        if bad.any():
+            rows = ", ".join(f"line {n}: {x!r}" for n, x in zip(lines[bad][:5], raw[bad][:5]))
+            raise ConfigError(f"{key}: {bad.sum()} {name} values are not numbers in {lo}..{hi} ({rows}); fix or remove those rows")
+        coords[name] = v
+    ids = grid.cell_id(coords["latitude"], coords["longitude"])
+    if ids.size == 0:
+        raise ConfigError(f"{key} lists no cell (only a header); add rows of latitude,longitude")
+    dup = pd.Series(ids).duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = ids[dup][0]
+        raise ConfigError(
+            f"{key}: lines {', '.join(map(str, lines[ids == first]))} name the same 0.25° cell "
+            f"({', '.join(f'{x:g}' for x in grid.cell_centre(first))}); {int(dup.sum())} rows repeat a cell: keep one row per cell"
+        )
+    return ids
 
 
 def fingerprint(plan: Plan, cfg: Config) -> str:
@@ -371,6 +432,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
             n_out = blk.stop - blk.start
             shape = (n_out, ys.stop - ys.start, xs.stop - xs.start)
             values = {C.SM: {}, C.SM_SPREAD: {}}
+            nans = {l: engine.count_nan_reasons(outs[l].nan_reason[:, plan.spin :]) for l in plan.layers}
             for l in plan.layers:
                 for var, attr in ((C.SM, "mean"), (C.SM_SPREAD, "spread")):
                     a = np.full(shape, np.nan, np.float32)
@@ -378,7 +440,10 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
                     values[var][l] = a
             steps = sum(o.cell_steps for o in outs.values())
             clipped = sum(outs[l].clipped for l in plan.layers)
-            record = {"cells": int(rows.size), "days": int(n_out), "cell_steps": int(steps), "clipped": int(clipped), "seconds": round(time.perf_counter() - t_blk, 3)}
+            record = {
+                "cells": int(rows.size), "days": int(n_out), "cell_steps": int(steps), "clipped": int(clipped), "nan": nans,
+                "seconds": round(time.perf_counter() - t_blk, 3),
+            }
             if pending_write is not None:
                 pending_write.result()
             pending_write = writer.submit(_write_and_mark, path, plan.layout, (ys, xs), blk, values, ti, bi, record)
@@ -390,6 +455,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
             pending_write.result()
     wall = time.perf_counter() - t_start
     records = pstore.finished(path)
+    expected = sum(len(plan.blocks) for ys, xs in plan.tiles if plan.mask[ys, xs].any())
     summary = {
         "layers": plan.layers,
         "cells": n_cells,
@@ -401,6 +467,8 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         "clipped_member_values": int(sum(r["clipped"] for r in records.values())),
         "blocks_this_run": len(work),
         "blocks_total": len(records),
+        "blocks_expected": expected,
+        "nan_counts": pstore.sum_nan_counts(records.values(), plan.layers),
         "wall_seconds": round(wall, 2),
         "cell_steps_per_second": round(totals["cell_steps"] / wall, 1) if wall > 0 else None,
         "devices": n_dev,
@@ -408,11 +476,19 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         "somojax_version": __version__,
     }
     if pid == 0:
-        pstore.set_attrs(path, {"somojax_summary": summary, "somojax_clipped_member_values": summary["clipped_member_values"]})
+        pstore.set_attrs(path, {
+            "somojax_summary": summary,
+            "somojax_clipped_member_values": summary["clipped_member_values"],
+            "somojax_nan_counts": summary["nan_counts"],
+            # export and evaluate refuse a store whose (tile, block) pairs are not all finished
+            "somojax_complete": len(records) == expected,
+        })
     log.info(
         "predicted %d cells x %d days (%s) in %s: %.3g cell-steps, %.3g cell-steps/s; store %s",
         n_cells, len(times), plan.modes, format_seconds(wall), totals["cell_steps"], summary["cell_steps_per_second"] or 0, path,
     )
+    for l, counts in summary["nan_counts"].items():
+        log.info("%s: %s", l, pstore.describe_nan_counts(counts))
     return summary
 
 
@@ -443,6 +519,7 @@ def _run_batches(plan: Plan, cols_d, cols_s, cfg: Config, options, sharding, n_d
             np.concatenate([p[l].spread for p in parts]),
             sum(p[l].clipped for p in parts),
             sum(p[l].cell_steps for p in parts),
+            np.concatenate([p[l].nan_reason for p in parts]),
         )
         for l in parts[0]
     }
@@ -455,7 +532,7 @@ def _pad(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def _unpad(o: engine.LayerOutput, n: int) -> engine.LayerOutput:
-    return engine.LayerOutput(o.mean[:n], o.spread[:n], o.clipped, o.cell_steps)
+    return engine.LayerOutput(o.mean[:n], o.spread[:n], o.clipped, o.cell_steps, o.nan_reason[:n])
 
 
 def _write_and_mark(path, layout, tile, blk, values, ti, bi, record) -> None:

@@ -11,7 +11,9 @@ Resuming: the store is created once from a template (coordinates, attributes, em
 after a (tile, block) has been written, a marker `<store>.progress/t<tile>-b<block>.json` is
 written atomically. A restarted rollout skips every marked (tile, block) and recomputes the
 others — a (tile, block) killed half-way is rewritten whole, so nothing is lost or written
-twice. Processes of a multi-host job write disjoint tiles and their own markers.
+twice. Processes of a multi-host job write disjoint tiles and their own markers. The attribute
+`somojax_complete` is set true only when every (tile, block) is marked; `check_complete` is
+what export and evaluation call before they read a store.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import zarr
 from somojax import __version__
 from somojax import constants as C
 from somojax import stores
-from somojax.errors import StoreError
+from somojax.errors import StoreError, writing
+from somojax.infer.engine import NAN_REASON_TEXT
 
 VARIABLES = (C.SM, C.SM_SPREAD)
 
@@ -148,9 +151,13 @@ def open_or_create(path: Path, layout: Layout, attrs: Mapping[str, object], fing
         shutil.rmtree(prog)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     ds = template(layout, {**attrs, "somojax_fingerprint": fingerprint, "somojax_store": "predictions", "somojax_schema": stores.SCHEMA_VERSION})
-    ds.to_zarr(tmp, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=_encoding(layout))
-    os.replace(tmp, path)
-    prog.mkdir(parents=True, exist_ok=True)
+    try:
+        with writing("the prediction store", path):
+            ds.to_zarr(tmp, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=_encoding(layout))
+            os.replace(tmp, path)
+            prog.mkdir(parents=True, exist_ok=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a template that failed half-way
     return True
 
 
@@ -172,28 +179,63 @@ def finished(path: Path) -> dict[tuple[int, int], dict]:
 
 def write_block(path: Path, layout: Layout, tile: tuple[slice, slice], block: slice, values: Mapping[str, Mapping[str, np.ndarray]]) -> None:
     """Writes one (tile, block): `values[var][layer]` of shape [days, lat, lon] (whole shards)."""
-    group = zarr.open_group(str(path), mode="r+")
     ys, xs = tile
-    for var in VARIABLES:
-        arr = group[var]
-        for li, layer in enumerate(layout.layers):
-            arr[li, block, ys, xs] = values[var][layer]
+    with writing("the prediction store", path):
+        group = zarr.open_group(str(path), mode="r+")
+        for var in VARIABLES:
+            arr = group[var]
+            for li, layer in enumerate(layout.layers):
+                arr[li, block, ys, xs] = values[var][layer]
 
 
 def mark(path: Path, tile: int, block: int, record: Mapping[str, object]) -> None:
     """Records a finished (tile, block) atomically (after its data write returned)."""
     m = marker(path, tile, block)
     tmp = m.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, m)
+    try:
+        with writing("a progress marker of the prediction store", m):
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, m)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def set_attrs(path: Path, attrs: Mapping[str, object]) -> None:
     """Adds global attributes to a store (values JSON-encoded where not scalar) and consolidates
     its metadata, so that a plain `xarray.open_zarr(path)` opens it without a fallback warning
     (consolidated metadata is a zarr-python extension of v3; other readers ignore it)."""
-    group = zarr.open_group(str(path), mode="r+")
-    group.attrs.update({k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()})
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
-        zarr.consolidate_metadata(str(path))
+    with writing("the attributes of the prediction store", path):
+        group = zarr.open_group(str(path), mode="r+")
+        group.attrs.update({k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+            zarr.consolidate_metadata(str(path))
+
+
+def check_complete(ds: xr.Dataset, path: Path) -> None:
+    """Raises `StoreError` unless `somojax predict` finished every (tile, block) of the store."""
+    if ds.attrs.get("somojax_store") != "predictions":
+        raise StoreError(f"{path} is not a somojax prediction store (no somojax_store=predictions attribute); set infer.output to one")
+    if not ds.attrs.get("somojax_complete"):
+        done = len(finished(Path(path)))
+        raise StoreError(
+            f"the prediction store {path} is incomplete ({done} (tile, block) pairs finished): run `somojax predict` with the "
+            "same config to finish it (it resumes), or `somojax predict --fresh` to start over"
+        )
+
+
+def sum_nan_counts(records, layers) -> dict[str, dict[str, int]]:
+    """NaN outputs per layer and reason, summed over the `nan` entries of block records."""
+    total: dict[str, dict[str, int]] = {l: {} for l in layers}
+    for r in records:
+        for l, counts in r.get("nan", {}).items():
+            for k, n in counts.items():
+                total.setdefault(l, {})[k] = total.get(l, {}).get(k, 0) + int(n)
+    return total
+
+
+def describe_nan_counts(counts: Mapping[str, int]) -> str:
+    """'12 of 3400 values NaN (incomplete window 0, ...)' for one layer's `sum_nan_counts`."""
+    reasons = {k: v for k, v in counts.items() if k != "values"}
+    parts = ", ".join(f"{NAN_REASON_TEXT.get(k, k)} {v}" for k, v in reasons.items())
+    return f"{sum(reasons.values())} of {counts.get('values', 0)} predicted values NaN ({parts})"

@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
+import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from somojax import constants as C
-from somojax.checkpoint import STATE_DIR, BEST_DIR, Bundle, save_bundle
+from somojax.checkpoint import STATE_DIR, BEST_DIR, Bundle, discard_checkpoints, save_bundle
 from somojax.config import Config, to_dict
-from somojax.errors import CheckpointError, InputDataError
+from somojax.errors import CheckpointError, InputDataError, writing
 from somojax.models.ealstm import PARAM_NAMES
 from somojax.normalization import NormStats
 from somojax.utils.logging import get_logger
@@ -50,29 +52,50 @@ TARGET_NAMES = ("target", C.SM)
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a PyTorch state dict (.pt/.pth) or of an .npz with the same keys, as float32."""
     path = Path(path)
-    if not path.exists():
-        raise InputDataError(f"state dict {path} does not exist")
+    if not path.is_file():
+        raise InputDataError(f"state dict {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     if path.suffix == ".npz":
-        with np.load(path) as z:
-            raw: Mapping[str, Any] = {k: z[k] for k in z.files}
+        raw = _read_npz(path)
     elif path.suffix in (".pt", ".pth"):
-        try:
-            import torch
-        except ImportError:
-            raise InputDataError(
-                f"{path} is a PyTorch file: reading it needs PyTorch (pip install 'somojax[torch]'; CPU wheel: "
-                "pip install torch). Or save the state dict as .npz: np.savez(f, **{k: v.numpy() for k, v in sd.items()})"
-            ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-        if not isinstance(obj, Mapping):
-            raise InputDataError(f"{path} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
-        raw = {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+        raw = _read_torch(path)
     else:
         raise InputDataError(f"state dict {path}: unknown file type {path.suffix!r} (expected .pt, .pth or .npz)")
     return {(k[len("module.") :] if k.startswith("module.") else k): np.asarray(v) for k, v in raw.items()}
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        z = np.load(path)
+        if isinstance(z, np.ndarray):  # a plain .npy renamed
+            raise InputDataError(f"{path} holds one array, not an .npz archive of named arrays (np.savez(f, **state_dict))")
+        with z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:  # truncated, not a zip, pickled objects
+        why = str(e).split(". ")[0]
+        raise InputDataError(f"{path} is not a readable .npz archive of arrays ({type(e).__name__}: {why}); save it again with np.savez") from None
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise InputDataError(
+            f"{path} is a PyTorch file: reading it needs PyTorch (pip install 'somojax[torch]'; CPU wheel: "
+            "pip install torch). Or save the state dict as .npz: np.savez(f, **{k: v.numpy() for k, v in sd.items()})"
+        ) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a file it cannot read
+        raise InputDataError(
+            f"{path} is not a readable PyTorch file ({type(e).__name__}: {textwrap.shorten(str(e), 200)}); "
+            "save the state dict again with torch.save(model.state_dict(), path)"
+        ) from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise InputDataError(f"{path} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
+    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
 
 
 def convert(sd: Mapping[str, np.ndarray], source: str = "state dict") -> dict[str, np.ndarray]:
@@ -99,11 +122,14 @@ def convert(sd: Mapping[str, np.ndarray], source: str = "state dict") -> dict[st
         "fc.bias": (1,),
     }
     for k, shape in want.items():
+        if not (np.issubdtype(sd[k].dtype, np.floating) or np.issubdtype(sd[k].dtype, np.integer)):
+            raise InputDataError(f"{source}: {k} has dtype {sd[k].dtype}, expected floating-point weights")
         if tuple(sd[k].shape) != shape:
             shown = [("D" if i == 0 and k == "lstm.weight_ih" else "S" if i == 0 and k == "lstm.weight_sh" else n) for i, n in enumerate(shape)]
             raise InputDataError(
                 f"{source}: {k} has shape {list(sd[k].shape)}, expected {shown} with H={h} (from lstm.weight_hh {list(w_hh.shape)})"
             )
+    _check_finite(sd, source)
     f32 = lambda k: np.ascontiguousarray(sd[k], dtype=np.float32)  # noqa: E731
     return {
         "W_ih": f32("lstm.weight_ih"),
@@ -116,11 +142,25 @@ def convert(sd: Mapping[str, np.ndarray], source: str = "state dict") -> dict[st
     }
 
 
+def _check_finite(sd: Mapping[str, np.ndarray], source: str) -> None:
+    """Every weight finite in float32 (NaN/Inf would turn every prediction into NaN)."""
+    for k in TORCH_KEYS:
+        with np.errstate(over="ignore"):
+            bad = ~np.isfinite(np.asarray(sd[k], np.float32))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputDataError(
+                f"{source}: {k} has {int(bad.sum())} of {bad.size} values that are NaN or Inf in float32 (first at index "
+                f"{list(first)}: {np.asarray(sd[k]).ravel()[np.ravel_multi_index(first, bad.shape)]!r}); these weights cannot "
+                "predict anything: export them again from a model whose training did not diverge"
+            )
+
+
 def read_stats(path: str | Path, layer: str) -> tuple[NormStats, dict]:
     """(NormStats, {"dynamic_inputs": ..., "static_inputs": ...} given in the file) from JSON or CSV."""
     path = Path(path)
-    if not path.exists():
-        raise InputDataError(f"statistics file {path} does not exist")
+    if not path.is_file():
+        raise InputDataError(f"statistics file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     order: dict = {}
     table: dict[str, tuple[float, float]] = {}
     try:
@@ -129,10 +169,15 @@ def read_stats(path: str | Path, layer: str) -> tuple[NormStats, dict]:
             cols = {c.strip().lower(): c for c in df.columns}
             if not {"variable", "mean", "std"} <= set(cols):
                 raise InputDataError(f"{path}: a statistics CSV needs the columns variable, mean, std (found {list(df.columns)})")
-            for _, row in df.iterrows():
-                table[str(row[cols["variable"]]).strip()] = (float(row[cols["mean"]]), float(row[cols["std"]]))
+            names = df[cols["variable"]].astype(str).str.strip()
+            if names.duplicated().any():
+                raise InputDataError(f"{path}: variables {sorted(set(names[names.duplicated()]))} have more than one row; keep one each")
+            for name, (_, row) in zip(names, df.iterrows()):
+                table[name] = (float(row[cols["mean"]]), float(row[cols["std"]]))
         else:
             d = json.loads(path.read_text())
+            if not isinstance(d, dict):
+                raise InputDataError(f"{path} holds a JSON {type(d).__name__}, not a mapping of variables to their mean and std")
             order = {k: tuple(d.pop(k)) for k in ("dynamic_inputs", "static_inputs") if k in d}
             if "mean" in d and "std" in d and isinstance(d["mean"], Mapping):
                 st = NormStats.from_json(json.dumps(d), source=str(path))
@@ -144,12 +189,17 @@ def read_stats(path: str | Path, layer: str) -> tuple[NormStats, dict]:
                     table[k] = (float(v["mean"]), float(v["std"]))
     except (ValueError, KeyError, TypeError) as e:
         raise InputDataError(f"{path} is not a statistics file somojax understands: {e!r} (see `somojax import-torch --help`)") from None
-    target = next((table.pop(n) for n in (layer, *TARGET_NAMES) if n in table), None)
-    if target is None:
+    name = next((n for n in (layer, *TARGET_NAMES) if n in table), None)
+    if name is None:
         raise InputDataError(f"{path} has no statistics of the target: add a row/entry named {layer!r} (or 'target') with its mean and std")
-    for k, (m, s) in table.items():
+    target = table.pop(name)
+    for k, (m, s) in [*table.items(), (name, target)]:
         if not (np.isfinite(m) and np.isfinite(s) and s > 0):
-            raise InputDataError(f"{path}: variable {k!r} has mean {m} and std {s}; the std must be positive and both finite")
+            what = "the target" if k == name else "variable"
+            raise InputDataError(
+                f"{path}: {what} {k!r} has mean {m} and std {s}; the std must be positive and both finite "
+                "(a zero std would divide by zero when normalising): give the statistics the model was trained with"
+            )
     stats = NormStats(
         mean={k: m for k, (m, _) in table.items()},
         std={k: s for k, (_, s) in table.items()},
@@ -157,6 +207,22 @@ def read_stats(path: str | Path, layer: str) -> tuple[NormStats, dict]:
         target_std={layer: target[1]},
     )
     return stats, order
+
+
+def _make_room(out: Path) -> None:
+    """Refuses a directory holding a finished checkpoint; clears the leftovers of an unfinished one.
+
+    Orbax writes a step into a temporary directory and renames it to its step number when
+    complete, so a numbered step directory is a finished checkpoint and anything else is not.
+    """
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file, not a directory; choose another --out")
+    parts = [out / p for p in (STATE_DIR, BEST_DIR) if (out / p).is_dir()]
+    if any(step.name.isdigit() for p in parts for step in p.iterdir()):
+        raise CheckpointError(f"{out} already holds a checkpoint; choose another --out or delete it first")
+    if parts:
+        log.warning("%s holds an unfinished checkpoint (an interrupted import or training); replacing it", out)
+        discard_checkpoints(out)
 
 
 def import_torch(
@@ -184,6 +250,8 @@ def import_torch(
         raise InputDataError(f"layer {layer!r}: expected one of {C.LAYERS}")
     paths = [state_dict] if isinstance(state_dict, (str, Path)) else list(state_dict)
     paths = [Path(p.strip()) for item in paths for p in str(item).split(",") if p.strip()]
+    if not paths:
+        raise InputDataError(f"--state-dict {state_dict!r} names no file; give one or more .pt/.pth/.npz paths, comma-separated")
     members = [convert(read_state_dict(p), source=str(p)) for p in paths]
     shapes = {k: members[0][k].shape for k in PARAM_NAMES}
     for p, m in zip(paths[1:], members[1:]):
@@ -207,8 +275,8 @@ def import_torch(
     params = {k: np.stack([m[k] for m in members]) for k in PARAM_NAMES}
     bundle = Bundle(layer=layer, params=params, model=model, stats=norm, dynamic_inputs=dynamic, static_inputs=static, config=to_dict(cfg))
     out = Path(out) if out else cfg.checkpoint_dir / layer
-    if (out / STATE_DIR).exists() or (out / BEST_DIR).exists():
-        raise CheckpointError(f"{out} already holds a checkpoint; choose another --out or delete it first")
-    save_bundle(bundle, out, source="import-torch", state_dicts=[str(p) for p in paths], statistics=str(stats))
+    _make_room(out)
+    with writing("the imported checkpoint", out):
+        save_bundle(bundle, out, source="import-torch", state_dicts=[str(p) for p in paths], statistics=str(stats))
     log.info("imported %d member(s) of %s (H=%d, %d dynamic, %d static inputs) into %s", len(members), layer, h, d, s, out)
     return out

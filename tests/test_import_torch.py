@@ -153,3 +153,93 @@ def test_torch_saved_state_dict_reproduces_torch_forward(tmp_path, cfg):
     for m in range(2):
         got = ealstm.forward(jax.tree.map(lambda a: a[m], b.params), x_d.numpy(), x_s.numpy(), deterministic=True)
         np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"not an archive at all", r"g\.npz is not a readable \.npz archive of arrays"),
+        (b"PK\x03\x04truncated", r"g\.npz is not a readable \.npz archive of arrays \(BadZipFile"),
+    ],
+)
+def test_garbage_npz_is_a_clear_error(tmp_path, cfg, content, message):
+    (tmp_path / "g.npz").write_bytes(content)
+    with pytest.raises(InputDataError, match=message):
+        import_torch(cfg, state_dict=tmp_path / "g.npz", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x")
+
+
+@pytest.mark.torch
+def test_garbage_pt_is_a_clear_error(tmp_path, cfg):
+    (tmp_path / "g.pt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(InputDataError, match=r"g\.pt is not a readable PyTorch file .*torch\.save\(model\.state_dict\(\), path\)"):
+        import_torch(cfg, state_dict=tmp_path / "g.pt", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])  # 1e39 overflows float32
+def test_non_finite_weights_are_refused(tmp_path, cfg, bad):
+    sd = random_state_dict(6)
+    sd["lstm.weight_hh"][3, 7] = bad
+    np.savez(tmp_path / "nan.npz", **sd)
+    with pytest.raises(InputDataError, match=r"lstm\.weight_hh has 1 of 768 values that are NaN or Inf in float32 \(first at index \[3, 7\]"):
+        import_torch(cfg, state_dict=tmp_path / "nan.npz", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_non_numeric_weights_and_empty_lists_are_refused(tmp_path, cfg):
+    sd = random_state_dict(6)
+    sd["fc.bias"] = np.array(["a"])
+    np.savez(tmp_path / "s.npz", **sd)
+    stats = write_stats(tmp_path / "s.json")
+    with pytest.raises(InputDataError, match=r"fc\.bias has dtype <U1, expected floating-point weights"):
+        import_torch(cfg, state_dict=tmp_path / "s.npz", stats=stats, layer="L1", out=tmp_path / "x")
+    with pytest.raises(InputDataError, match=r"names no file"):
+        import_torch(cfg, state_dict=" , ", stats=stats, layer="L1", out=tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"target": {"mean": 0.25, "std": 0.0}}, r"the target 'target' has mean 0\.25 and std 0\.0; the std must be positive"),
+        ({"target": {"mean": float("nan"), "std": 0.1}}, r"the target 'target' has mean nan"),
+        ({"t2m": {"mean": 1.0, "std": 0.0}}, r"variable 't2m' has mean 1\.0 and std 0\.0"),
+        ({"t2m": {"mean": float("inf"), "std": 1.0}}, r"variable 't2m' has mean inf"),
+    ],
+)
+def test_statistics_with_nan_or_zero_std_are_refused(tmp_path, cfg, entry, message):
+    np.savez(tmp_path / "m.npz", **random_state_dict(4))
+    d = json.loads(write_stats(tmp_path / "s.json").read_text())
+    d.update(entry)
+    (tmp_path / "s.json").write_text(json.dumps(d))  # json writes NaN / Infinity literals
+    with pytest.raises(InputDataError, match=message):
+        import_torch(cfg, state_dict=tmp_path / "m.npz", stats=tmp_path / "s.json", layer="L1", out=tmp_path / "x")
+
+
+def test_unreadable_statistics_files(tmp_path, cfg):
+    np.savez(tmp_path / "m.npz", **random_state_dict(4))
+    run = lambda p: import_torch(cfg, state_dict=tmp_path / "m.npz", stats=p, layer="L1", out=tmp_path / "x")  # noqa: E731
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(InputDataError, match=r"list\.json holds a JSON list, not a mapping"):
+        run(tmp_path / "list.json")
+    csv = write_stats(tmp_path / "s.csv", fmt="csv")
+    csv.write_text(csv.read_text() + "\nt2m,5,5")
+    with pytest.raises(InputDataError, match=r"variables \['t2m'\] have more than one row"):
+        run(csv)
+    (tmp_path / "words.csv").write_text("variable,mean,std\nt2m,warm,1\n")
+    with pytest.raises(InputDataError, match=r"words\.csv is not a statistics file somojax understands.*'warm'"):
+        run(tmp_path / "words.csv")
+    with pytest.raises(InputDataError, match=r"statistics file .*nothere\.json does not exist"):
+        run(tmp_path / "nothere.json")
+
+
+def test_an_interrupted_import_is_replaced_a_finished_one_kept(tmp_path, cfg):
+    np.savez(tmp_path / "m.npz", **random_state_dict(4))
+    stats = write_stats(tmp_path / "s.json")
+    leftover = tmp_path / "ck" / "best" / "0.orbax-checkpoint-tmp-123"  # what a killed save leaves
+    leftover.mkdir(parents=True)
+    out = import_torch(cfg, state_dict=tmp_path / "m.npz", stats=stats, layer="L1", out=tmp_path / "ck")
+    assert load_bundle(out).n_members == 1 and not leftover.exists()
+    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+        import_torch(cfg, state_dict=tmp_path / "m.npz", stats=stats, layer="L1", out=tmp_path / "ck")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CheckpointError, match=r"--out .*file is a file, not a directory"):
+        import_torch(cfg, state_dict=tmp_path / "m.npz", stats=stats, layer="L1", out=tmp_path / "file")

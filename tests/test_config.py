@@ -84,3 +84,120 @@ def test_unquoted_yes_and_no_reach_yes_no_options():
     assert cfg.model.hoist == "yes" and cfg.infer.hoist == "no"
     with pytest.raises(ConfigError, match="model.hoist"):
         load_config("tiny", ["model.hoist=maybe"])
+
+
+# ----------------------------------------------------------------------------------------
+# value rules (somojax/config_checks.py)
+# ----------------------------------------------------------------------------------------
+def test_every_field_has_a_value_rule_or_a_reason():
+    from somojax.config_checks import RULES, field_keys
+
+    keys = field_keys(cfgmod.Config())
+    missing = [k for k in keys if k not in RULES]
+    assert not missing, f"add rules for {missing} to RULES in somojax/config_checks.py"
+    assert not [k for k in RULES if k not in keys], "RULES names fields that do not exist"
+    assert all(v.strip() for v in RULES.values() if isinstance(v, str))  # a reason, not a blank
+
+
+BAD_VALUES = [
+    ("model.hidden_size=0", "an integer >= 1"),
+    ("model.dropout=1.5", ">= 0 and < 1"),
+    ("model.dropout=-0.1", ">= 0 and < 1"),
+    ("model.dropout=.nan", "a finite number"),
+    ("model.seq_length=0", "an integer >= 1"),
+    ("model.unroll=0", "an integer >= 1"),
+    ("train.members=0", "the ensemble size"),
+    ("train.batch_size=0", "an integer >= 1"),
+    ("train.epochs=0", "an integer >= 1"),
+    ("train.learning_rates=[[0, -1.0e-3]]", "rates finite and > 0"),
+    ("train.learning_rates=[[0, 1e-3], [0, 5e-4]]", "epochs increasing"),
+    ("train.learning_rates=[[2, 1e-3]]", "the first epoch 0"),
+    ("train.nse_eps=0", "> 0"),
+    ("train.clip_norm=-1", ">= 0"),
+    ("train.layers=[L1, L4]", "distinct layers from ['L1', 'L2', 'L3']"),
+    ("train.layers=[]", "a non-empty list"),
+    ("train.max_updates_per_epoch=0", "null or an integer >= 1"),
+    ("train.seed=-1", "a random seed"),
+    ("infer.start=2001-02-30", "a calendar date YYYY-MM-DD that exists"),
+    ("infer.end=2001-13-01", "a calendar date"),
+    ("infer.start=yesterday", "a calendar date"),
+    ("infer.bbox=[44, 40, -98, -96]", "-90 <= south < north <= 90"),
+    ("infer.bbox=[40, 44, -98, 200]", "-180 <= west < east <= 180"),
+    ("infer.tile_cells=0", "an integer >= 1"),
+    ("infer.memory_budget_gb=0", "> 0"),
+    ("data.lat_range=[-95, 10]", "latitude edges in -90..90"),
+    ("data.lon_range=[10, -10]", "the first edge must be smaller than the second"),
+    ("data.val_fraction=0", "> 0 and < 1"),
+    ("data.quality_flags=[]", "a non-empty list"),
+    ("data.dynamic_inputs=[t2m, t2m]", "distinct"),
+    ("data.arid_min_precip=0", "> 0"),
+    ("evaluate.folds=1", "at least 2 folds"),
+    ("evaluate.quantiles=[0.8, 0.2]", "0 <= low < high <= 1"),
+    ("evaluate.anomaly_window_days=34", "an odd number of days"),
+    ("bench.repeats=0", "an integer >= 1"),
+    ("name=''", "a non-empty run name"),
+    ("workdir=runs/{user}", "the only placeholder allowed is {name}"),
+    ("cpu_devices=-2", "an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("override, allowed", BAD_VALUES)
+def test_bad_values_name_key_source_value_and_range(override, allowed):
+    key, text = override.split("=", 1)
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", [override])
+    msg = str(e.value)
+    assert msg.startswith(f"{key}="), msg
+    assert f"(from command-line override {override!r}): must be " in msg and allowed in msg, msg
+
+
+def test_a_bad_value_in_a_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: tiny\ninfer:\n  start: 2001-02-30\nmodel:\n  dropout: 0.2\n")  # an unquoted impossible date
+    with pytest.raises(ConfigError, match=rf"infer\.start='2001-02-30' \(from config {bad.resolve()}\): must be a calendar date"):
+        load_config(bad)
+    bad.write_text("base: tiny\nmodel:\n  dropout: 1.0\n")
+    with pytest.raises(ConfigError, match=rf"model\.dropout=1\.0 \(from config {bad.resolve()}\)"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["infer.start=2001-06-01", "infer.end=2001-01-31"], r"the prediction period must not end before it starts; found infer\.start='2001-06-01' \(from command-line override"),
+        (["data.target_start=1999-01-01"], r"target period must lie inside the forcing period .*data\.forcing_start='2000-01-01' \(from config .*tiny\.yaml\)"),
+        (["data.split=period", "data.val_start=2005-01-01", "data.val_end=2005-12-31"], "validation period must lie inside the target period"),
+        (["model.predict_last_n=31"], r"predict_last_n must not exceed model\.seq_length; found model\.predict_last_n=31 .*model\.seq_length=30 \(from config"),
+        (["infer.shard_time=100"], r"infer\.shard_time must be a multiple of infer\.chunk_time"),
+        (["infer.region=cells"], r"infer\.region=cells needs infer\.cells_file.*infer\.cells_file='' \(from the default\)"),
+        (["synth.station_start=1990-01-01"], "must lie within synth.start..synth.end"),
+        (["evaluate.anomaly_min_count=40"], "must not exceed evaluate.anomaly_window_days"),
+    ],
+)
+def test_relations_between_keys_name_every_key_and_its_source(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", overrides)
+
+
+def test_edge_values_that_mean_something_are_allowed():
+    cfg = load_config(
+        "tiny",
+        ["model.dropout=0", "train.clip_norm=0", "train.mesh_member_size=0", "train.max_updates_per_epoch=null", "infer.rows_per_step=0",
+         "infer.bbox=[-90, 90, -180, 180]", "data.split=period", "synth.hours_per_obs=24", "evaluate.quantiles=[0, 1]", "cpu_devices=0"],
+    )
+    assert cfg.train.max_updates_per_epoch is None and cfg.infer.bbox == (-90.0, 90.0, -180.0, 180.0)
+
+
+def test_exponents_without_a_dot_are_numbers_and_dates_stay_text():
+    # YAML 1.1 reads 1e-3 as a string and 2000-01-01 as a date object
+    cfg = load_config("tiny", ["train.learning_rates=[[0, 1e-3], [1, 5E-4]]", "infer.start=2000-07-01"])
+    assert cfg.train.learning_rates == ((0, 1e-3), (1, 5e-4)) and cfg.infer.start == "2000-07-01"
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config("tiny", ["model.dropout=1e-x"])
+
+
+def test_a_binary_file_as_config_is_a_clear_error(tmp_path):
+    bad = tmp_path / "weights.yaml"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ConfigError, match=r"weights\.yaml is not valid YAML"):
+        load_config(bad)

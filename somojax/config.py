@@ -78,6 +78,12 @@ class DataConfig:
     # ERA5 hourly accumulations: "hourly" (ERA5/CDS: amount of the preceding hour) or
     # "since_00utc" (ERA5-Land: running total since 00 UTC, day total stamped D+1 00:00)
     era5_accumulation: Literal["hourly", "since_00utc"] = "hourly"
+    # units of ERA5 variables whose files have no `units` attribute, e.g. {t2m: K, tp: m}: states
+    # what the values are (nothing is converted); without it such a file is an error
+    units: Any = ()
+    # time steps per ERA5 file the plausibility check reads before anything is written: 0 = every
+    # value (exact counts); N = N evenly spaced steps (faster on TBs of ERA5; docs/reliability.md)
+    era5_check_steps: int = 0
     # Zarr chunks of forcings.zarr: days x cells x cells (docs/stores.md)
     chunk_days: int = 1461
     chunk_cells: int = 24
@@ -91,6 +97,14 @@ class DataConfig:
     val_start: str = "2017-01-01"  # held-out period (split="period")
     val_end: str = "2019-12-31"
     split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        # `units` written as a mapping ({t2m: K}) is kept as sorted (name, unit) pairs: frozen and
+        # hashable like every other field, and saved configs read back the same
+        u = self.units
+        pairs = u.items() if isinstance(u, Mapping) else u if isinstance(u, (list, tuple)) else None
+        if pairs is not None:
+            object.__setattr__(self, "units", tuple(sorted((tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs), key=str)))
 
 
 @dataclass(frozen=True)

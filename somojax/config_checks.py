@@ -184,6 +184,11 @@ RULES: dict[str, Rule | str] = {
     "data.min_days_per_sensor": POSITIVE,
     "data.min_overlap_days": integer(2, what="a rescaling needs at least two common days"),
     "data.era5_accumulation": ENUM,
+    "data.units": Rule(
+        lambda v: isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) and x.strip() for x in p) for p in v),
+        "a mapping of ERA5 variable names to units, e.g. {t2m: K, tp: m} (names and units are checked by `somojax prepare`)",
+    ),
+    "data.era5_check_steps": integer(0, what="0: every value; N: N time steps per ERA5 file"),
     "data.chunk_days": POSITIVE,
     "data.chunk_cells": POSITIVE,
     "data.arid_min_precip": number(0, lo_open=True, what="mm/year; the aridity divides by it"),

@@ -140,7 +140,9 @@ def test_targets_equal_a_hand_pipeline(prepared):
 def test_report_counts_every_step(prepared):
     cfg, report, _ = prepared
     steps = {s["step"]: s for s in report["targets"]["steps"]}
-    assert list(steps) == ["region", "read", "quality flag", "daily mean", "target period", "sensor length", "layer selection", "rescaling", "gridding", "inputs complete"]
+    assert list(steps) == [
+        "region", "read", "quality flag", "physical bounds", "daily mean", "target period", "sensor length", "layer selection", "rescaling", "gridding", "inputs complete",
+    ]
     for s in report["targets"]["steps"]:
         assert s["values_in"] - s["values_kept"] == sum(s["values_dropped"].values())
     assert steps["read"]["sensors_in"] == 8 and steps["read"]["stations_in"] == 4
@@ -298,8 +300,8 @@ def test_parallel_reading_gives_the_same_targets(prepared):
     rules = TargetRules(d.target_start, d.target_end, d.lat_range, d.lon_range, d.quality_flags, d.min_values_per_day, d.min_days_per_sensor)
     scan = scan_ismn(raw / "ismn")
     a_led, b_led = Ledger(), Ledger()
-    a, _ = daily_series(scan, rules, a_led, workers=1)
-    b, _ = daily_series(scan, rules, b_led, workers=2)
+    a, _, _ = daily_series(scan, rules, a_led, workers=1)
+    b, _, _ = daily_series(scan, rules, b_led, workers=2)
     assert [s.key for s in a] == [s.key for s in b]
     for x, y in zip(a, b):
         pd.testing.assert_series_equal(x.daily, y.daily)

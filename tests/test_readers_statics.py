@@ -17,7 +17,7 @@ ETOPO = "etopo1_1arcmin_32N-45N_120E-135E.nc"
 
 def test_etopo_mean_std_match_numpy_blocks(shared_data):
     path = shared_data / "static" / ETOPO
-    out = read_etopo(path, (32.0, 45.0), (120.0, 135.0))
+    out, screen = read_etopo(path, (32.0, 45.0), (120.0, 135.0))
     z = xr.open_dataset(path)["Band1"].values.astype(np.float64)
     assert z.shape == (781, 901)
     blocks = z[1:, 1:].reshape(52, 15, 60, 15)  # drop the first row and column: 15 x 15 points per cell
@@ -26,14 +26,18 @@ def test_etopo_mean_std_match_numpy_blocks(shared_data):
     np.testing.assert_allclose(out["ETOPOavg"][C.LAT].values, 32.125 + 0.25 * np.arange(52))
     np.testing.assert_allclose(out["ETOPOavg"][C.LON].values, 120.125 + 0.25 * np.arange(60))
     assert out["ETOPOavg"].attrs["units"] == "m" and out["ETOPOavg"].attrs["points_per_cell"] == 225
+    # every point read was checked against the elevation bounds; the sample has no units attribute (NOAA's grids have none)
+    assert screen.values == 52 * 15 * 60 * 15 and screen.n_dropped == 0
+    assert (screen.min, screen.max) == (float(blocks.min()), float(blocks.max()))
+    assert screen.extra["units_attribute"].startswith("none")
 
 
 def test_etopo_subregion_and_uncovered_cells(shared_data):
     path = shared_data / "static" / ETOPO
-    full = read_etopo(path, (32.0, 45.0), (120.0, 135.0))["ETOPOavg"]
-    sub = read_etopo(path, (40.0, 41.0), (130.0, 131.5))["ETOPOavg"]
+    full = read_etopo(path, (32.0, 45.0), (120.0, 135.0))[0]["ETOPOavg"]
+    sub = read_etopo(path, (40.0, 41.0), (130.0, 131.5))[0]["ETOPOavg"]
     np.testing.assert_array_equal(sub.values, full.sel(latitude=slice(40, 41), longitude=slice(130, 131.5)).values)
-    wider = read_etopo(path, (44.0, 46.0), (134.0, 136.0))["ETOPOsd"]
+    wider = read_etopo(path, (44.0, 46.0), (134.0, 136.0))[0]["ETOPOsd"]
     assert wider.shape == (8, 8)
     assert np.isnan(wider.values[4:, :]).all() and np.isnan(wider.values[:, 4:]).all()
     assert np.isfinite(wider.values[:4, :4]).all()
@@ -84,9 +88,15 @@ def test_era5_and_gldas_land_masks_agree(shared_data):
 
 
 def test_fraction_in_percent_is_refused(tmp_path):
+    from somojax.prepare.bounds import check_screen
+    from somojax.prepare.statics import screen_static
+
     p = write_statics(tmp_path, (40.0, 41.0), (-98.0, -97.0))
     ds = xr.open_dataset(p["gldas_soil"], mask_and_scale=False).load()
     ds["GLDAS_soilfraction_clay"] = (ds["GLDAS_soilfraction_clay"] * 100).assign_attrs(ds["GLDAS_soilfraction_clay"].attrs)
     ds.to_netcdf(tmp_path / "pct.nc4")
-    with pytest.raises(InputDataError, match=r"pct\.nc4: GLDAS_soilfraction_clay reaches .*expected a fraction in 0\.\.1 \(is it in percent\?\)"):
-        read_gldas(tmp_path / "pct.nc4", ["clay"], (40.0, 41.0), (-98.0, -97.0))
+    clay = read_gldas(tmp_path / "pct.nc4", ["clay"], (40.0, 41.0), (-98.0, -97.0))["clay"]
+    land = read_land_mask(p["land_mask"], (40.0, 41.0), (-98.0, -97.0))
+    _, s = screen_static(clay, "clay", land)
+    with pytest.raises(InputDataError, match=r"pct\.nc4 \(GLDAS_soilfraction_clay\): 'clay' is implausible as a whole: 100\.0% of its 16 values on land lie outside 0\.\.1 1 .*Likely values in percent \(divide by 100\)"):
+        check_screen(s, "static", where="on land")

@@ -1,17 +1,22 @@
 """`somojax prepare`: raw ISMN + ERA5 + static maps -> analysis-ready Zarr stores and a report.
 
-Order: check the configured periods -> forcings (ERA5, lazy, written chunk by chunk) -> statics
-(ETOPO1, GLDAS, land mask, and tp/arid from the written forcings) -> targets (ISMN, rescaled to
-the written ERA5 soil moisture) -> normalisation statistics -> report. Each store is written
-atomically (`stores.write_store`), so an interrupted run leaves no half-written store.
+Order: check the configured periods and `data.units` -> open and check every input before
+anything is written (ERA5 lazily, with its physical bounds checked over every value; ETOPO1,
+GLDAS and the land mask; the ISMN archive's metadata) -> write, into a staging folder: forcings
+(chunk by chunk), statics (with tp/arid from the written forcings), targets (ISMN, rescaled to
+the written ERA5 soil moisture), normalisation statistics -> move the stores into place together
+-> report. A failure at any point leaves the store directory as it was (`_Staging`).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -20,15 +25,19 @@ import xarray as xr
 from somojax import constants as C
 from somojax import stores
 from somojax.config import Config
-from somojax.errors import ConfigError, InputDataError, SomojaxError
+from somojax.errors import ConfigError, InputDataError, SomojaxError, writing
 from somojax.normalization import compute_stats
 from somojax.prepare import checks
-from somojax.prepare.era5 import FORCING_VARS, SM_VARS, expand_paths, read_era5, require
+from somojax.prepare.bounds import STATIC as STATIC_BOUNDS
+from somojax.prepare.bounds import check_screen
+from somojax.prepare.bounds import clean as bounds_clean
+from somojax.prepare.era5 import FORCING_VARS, SM_VARS, clean_era5, expand_paths, read_era5, require, screen_era5
 from somojax.prepare.forcings import build_forcings, long_term_statics, region_bbox
-from somojax.prepare.ismn import scan_ismn
-from somojax.prepare.report import Ledger, write_report
-from somojax.prepare.statics import build_statics, read_etopo, read_gldas, read_land_mask
+from somojax.prepare.ismn import IsmnScan, scan_ismn
+from somojax.prepare.report import Ledger, summary_lines, write_report
+from somojax.prepare.statics import build_statics, read_etopo, read_gldas, read_land_mask, screen_static
 from somojax.prepare.targets import TargetRules, build_targets, drop_cells
+from somojax.prepare.units import stated_units
 from somojax.utils.logging import get_logger
 
 log = get_logger("prepare")
@@ -113,13 +122,18 @@ def _land_mask(inputs: Inputs, cfg: Config) -> tuple[xr.DataArray, str]:
             return read_land_mask(path, d.lat_range, d.lon_range), path
         except InputDataError:
             continue
-    clay = read_gldas(inputs.gldas_soil, ["clay"], d.lat_range, d.lon_range)["clay"]
+    clay = bounds_clean(read_gldas(inputs.gldas_soil, ["clay"], d.lat_range, d.lon_range)["clay"], STATIC_BOUNDS["clay"])
     land = clay.notnull().astype(np.float32).assign_attrs(long_name="land mask (1 land, 0 water)", units="1", derived_from="cells with GLDAS soil fractions")
     return land, f"cells with GLDAS soil fractions in {inputs.gldas_soil}"
 
 
 def prepare(cfg: Config) -> dict:
     """Builds forcings.zarr, statics.zarr, targets.zarr, normalization.json and the report.
+
+    Every input is opened and checked first (names, units, physical bounds, a damaged archive);
+    only then are the stores written, into a staging folder inside the store directory, and
+    moved into place together at the end (`_Staging`): a run that fails or is interrupted leaves
+    the previous stores as they were.
 
     Returns:
       The preparation report (also written as `prepare_report.json` and `.md`; when preparation
@@ -131,52 +145,181 @@ def prepare(cfg: Config) -> dict:
     except SomojaxError as e:
         if report:
             report["error"] = str(e)
-            write_report(report, cfg.store_dir / C.PREPARE_REPORT)
+            _write_error_report(report, cfg.store_dir / C.PREPARE_REPORT)
         raise
+
+
+def _write_error_report(report: dict, path) -> None:
+    """Writes the report of a failed run, if the store directory takes it (the error itself
+    may be that it does not)."""
+    try:
+        write_report(report, path)
+    except OSError as e:
+        log.warning("could not write the preparation report %s: %s", path, e)
+
+
+class _Staging:
+    """The stores of one run, written under `<store_dir>/.prepare-<id>/` and moved into the store
+    directory together by `publish`; on any failure the staging folder is removed and the store
+    directory keeps what it had.
+
+    Leftover staging folders of an interrupted run (kill -9) are removed when the next run
+    starts: one `prepare` per store directory at a time.
+    """
+
+    NAMES = (C.FORCINGS_STORE, C.STATICS_STORE, C.STATS_FILE, C.TARGETS_STORE)  # moved in this order
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.dir = self.out_dir / f".prepare-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> "_Staging":
+        with writing("the store directory", self.out_dir):
+            for old in self.out_dir.glob(".prepare-*") if self.out_dir.is_dir() else ():
+                shutil.rmtree(old, ignore_errors=True)
+            self.dir.mkdir(parents=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, kind: str) -> Path:
+        return stores.store_path(self.dir, kind)
+
+    def publish(self) -> None:
+        """Replaces the stores in the store directory by the staged ones: the old ones go first
+        (targets first), the new ones come in with targets last, so a crash in between leaves a
+        directory without targets (which every later stage refuses) rather than a mixture."""
+        with writing("the stores", self.out_dir):
+            for name in reversed(self.NAMES):
+                old = self.out_dir / name
+                if old.is_dir():
+                    shutil.rmtree(old)
+                elif old.exists():
+                    old.unlink()
+            for name in self.NAMES:
+                os.replace(self.dir / name, self.out_dir / name)
 
 
 def _prepare(cfg: Config, report: dict) -> dict:
     t0 = time.perf_counter()
     d = cfg.data
-    out_dir = cfg.store_dir
     checks.check_periods(d.forcing_start, d.forcing_end, d.target_start, d.target_end)
     checks.check_spinup(d.forcing_start, d.target_start, cfg.train.layers, cfg.model.seq_length)
+    stated = stated_units(d.units)
     inputs = resolve_inputs(cfg)
+    _start_report(cfg, inputs, report)
+
+    # ---- 1. open and check every input; nothing is written yet ------------------------
+    era5, files = _open_era5(inputs, d, stated, report)
+    forc = build_forcings(era5, d.forcing_start, d.forcing_end, d.lat_range, d.lon_range, d.dynamic_inputs, d.era5_accumulation)
+    etopo, gldas, land, land_src = _open_statics(inputs, cfg, report)
+    log.info("reading ISMN archive %s", inputs.ismn)
+    scan = scan_ismn(inputs.ismn)
+    report["ismn"] = {"archive": inputs.ismn, "files": len(scan.files), "skipped_files": scan.skipped, "other_variables": scan.other_variables}
+
+    # ---- 2. write the stores (staged), then move them into place together --------------
+    with _Staging(cfg.store_dir) as stage:
+        forc = _write_forcings(forc, stage, d, files, report)
+        stat = _write_statics(forc, etopo, gldas, land, land_src, stage, d, report)
+        _forcing_gaps(forc, stat, d, report)
+        targ = _write_targets(scan, forc, stat, stage, d, report)
+        stats = compute_stats(forc, stat, targ, targ[C.CELL].values, (d.target_start, d.target_end))
+        with writing("the normalisation statistics", stage.dir / C.STATS_FILE):
+            stats.save(stage.dir / C.STATS_FILE)
+        report["normalization"] = {
+            "file": str(cfg.store_dir / C.STATS_FILE), "cells": len(stats.cells), "period": list(stats.period), "mean": dict(stats.mean),
+            "std": dict(stats.std), "target_mean": dict(stats.target_mean), "target_std": dict(stats.target_std),
+        }
+        report["targets"]["stations_kept"] = _stations(targ)
+        stage.publish()
+
+    report["run"]["seconds"] = round(time.perf_counter() - t0, 2)
+    report["run"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    with writing("the preparation report", cfg.store_dir / C.PREPARE_REPORT):
+        _, mp = write_report(report, cfg.store_dir / C.PREPARE_REPORT)
+    for line in summary_lines(report):
+        log.info("%s", line)
+    log.info("prepared in %.1f s; report %s", report["run"]["seconds"], mp)
+    return report
+
+
+def _start_report(cfg: Config, inputs: Inputs, report: dict) -> None:
+    """The report's run, inputs, settings and checks; the spin-up of the prediction period is a
+    warning here (inference checks it again)."""
+    d = cfg.data
     report.update({
-        "run": {"name": cfg.name, "source": d.source, "store_dir": str(out_dir)},
+        "run": {"name": cfg.name, "source": d.source, "store_dir": str(cfg.store_dir)},
         "inputs": asdict(inputs),
         "settings": {
             k: getattr(d, k)
             for k in (
                 "forcing_start", "forcing_end", "target_start", "target_end", "lat_range", "lon_range", "quality_flags",
-                "min_values_per_day", "min_days_per_sensor", "min_overlap_days", "era5_accumulation", "dynamic_inputs", "static_inputs",
+                "min_values_per_day", "min_days_per_sensor", "min_overlap_days", "era5_accumulation", "units", "era5_check_steps",
+                "dynamic_inputs", "static_inputs",
             )
         },
         "checks": {},
+        "plausibility": {"era5": [], "statics": []},
     })
     try:
         checks.check_spinup(d.forcing_start, cfg.infer.start, cfg.train.layers, cfg.model.seq_length, "prediction period (infer.start)")
         report["checks"]["spinup_prediction_period"] = "ok"
-    except ConfigError as e:  # inference checks it again; here it is a warning in the report
+    except ConfigError as e:
         report["checks"]["spinup_prediction_period"] = str(e)
         log.warning("%s", e)
     report["checks"]["spinup_target_period"] = "ok"
 
-    # ---- forcings ------------------------------------------------------------------------
+
+def _open_era5(inputs: Inputs, d, stated: dict[str, str], report: dict) -> tuple[dict[str, xr.DataArray], list[str]]:
+    """ERA5 opened lazily, the needed variables present, every file and variable inside its
+    physical bounds (else `InputDataError` before anything is written); the bounds applied."""
     log.info("reading ERA5 (%s)", ", ".join(inputs.era5 + inputs.era5_sm)[:200])
     files = expand_paths(inputs.era5, "data.era5") + (expand_paths(inputs.era5_sm, "data.era5_sm") if inputs.era5_sm else [])
-    era5 = read_era5(files, FORCING_VARS + SM_VARS, bbox=region_bbox(d.lat_range, d.lon_range), period=(d.forcing_start, d.forcing_end))
+    era5 = read_era5(files, FORCING_VARS + SM_VARS, bbox=region_bbox(d.lat_range, d.lon_range), period=(d.forcing_start, d.forcing_end), stated_units=stated)
     need = sorted({v for x in d.dynamic_inputs for v in _NEEDS[x]} | set(SM_VARS), key=(FORCING_VARS + SM_VARS).index)
     require(era5, need, files)
-    forc = build_forcings(era5, d.forcing_start, d.forcing_end, d.lat_range, d.lon_range, d.dynamic_inputs, d.era5_accumulation)
+    era5 = {v: era5[v] for v in need}
+    log.info("checking ERA5 against the physical bounds (%s)", "every value" if not d.era5_check_steps else f"{d.era5_check_steps} time steps per file")
+    screens = screen_era5(era5, d.era5_accumulation, d.era5_check_steps)
+    report["plausibility"]["era5"] = [s.report() for s in screens]
+    for s in screens:
+        check_screen(s, "era5")
+    return clean_era5(era5, d.era5_accumulation), files
+
+
+def _open_statics(inputs: Inputs, cfg: Config, report: dict) -> tuple[dict, dict, xr.DataArray, str]:
+    """ETOPO1 (cell statistics computed), GLDAS maps and the land mask, each inside its physical
+    bounds on land (else `InputDataError` before anything is written); the bounds applied."""
+    d = cfg.data
+    log.info("statics: ETOPO1, GLDAS, land mask")
+    etopo, escreen = read_etopo(inputs.etopo, d.lat_range, d.lon_range)
+    check_screen(escreen, "static")
+    gldas = {}
+    gldas.update(read_gldas(inputs.gldas_soil, ["clay", "sand", "silt"], d.lat_range, d.lon_range, "data.gldas_soil"))
+    gldas.update(read_gldas(inputs.gldas_porosity, ["poro_top", "poro_mid"], d.lat_range, d.lon_range, "data.gldas_porosity"))
+    gldas.update(read_gldas(inputs.gldas_vegetation, ["domveg"], d.lat_range, d.lon_range, "data.gldas_vegetation"))
+    land, land_src = _land_mask(inputs, cfg)
+    screens = [escreen]
+    n_land = int((land > 0.5).sum())
+    for name in list(gldas):
+        gldas[name], s = screen_static(gldas[name], name, land)
+        check_screen(s, "static", where=f"on the {n_land:,} land cells")
+        screens.append(s)
+    report["plausibility"]["statics"] = [s.report() for s in screens]
+    return etopo, gldas, land, land_src
+
+
+def _write_forcings(forc: xr.Dataset, stage: _Staging, d, files: list[str], report: dict) -> xr.Dataset:
     fchunks = {C.TIME: d.chunk_days, C.LAT: d.chunk_cells, C.LON: d.chunk_cells, C.LAYER: 1}
-    fpath = stores.store_path(out_dir, "forcings")
-    log.info("writing %s: %s days x %s x %s cells", fpath, forc.sizes[C.TIME], forc.sizes[C.LAT], forc.sizes[C.LON])
+    final = stores.store_path(stage.out_dir, "forcings")
+    log.info("writing %s: %s days x %s x %s cells", final, forc.sizes[C.TIME], forc.sizes[C.LAT], forc.sizes[C.LON])
     tf = time.perf_counter()
-    stores.write_store(_rechunk(forc, fchunks), fpath, "forcings", _encoding(forc, fchunks))
-    forc = stores.open_store(fpath, "forcings", list(d.dynamic_inputs) + [C.SM_ERA5])
+    with writing("the forcings store", final):
+        stores.write_store(_rechunk(forc, fchunks), stage.path("forcings"), "forcings", _encoding(forc, fchunks))
+    forc = stores.open_store(stage.path("forcings"), "forcings", list(d.dynamic_inputs) + [C.SM_ERA5])
     report["forcings"] = {
-        "store": str(fpath),
+        "store": str(final),
         "days": int(forc.sizes[C.TIME]),
         "cells": [int(forc.sizes[C.LAT]), int(forc.sizes[C.LON])],
         "variables": list(forc.data_vars),
@@ -184,33 +327,29 @@ def _prepare(cfg: Config, report: dict) -> dict:
         "chunks": {v: list(forc[v].encoding.get("chunks", ())) for v in forc.data_vars},
         "seconds": round(time.perf_counter() - tf, 2),
     }
+    return forc
 
-    # ---- statics -------------------------------------------------------------------------
-    log.info("statics: ETOPO1, GLDAS, land mask, tp/arid over %s..%s", d.target_start, d.target_end)
-    etopo = read_etopo(inputs.etopo, d.lat_range, d.lon_range)
-    gldas = {}
-    gldas.update(read_gldas(inputs.gldas_soil, ["clay", "sand", "silt"], d.lat_range, d.lon_range, "data.gldas_soil"))
-    gldas.update(read_gldas(inputs.gldas_porosity, ["poro_top", "poro_mid"], d.lat_range, d.lon_range, "data.gldas_porosity"))
-    gldas.update(read_gldas(inputs.gldas_vegetation, ["domveg"], d.lat_range, d.lon_range, "data.gldas_vegetation"))
-    land, land_src = _land_mask(inputs, cfg)
+
+def _write_statics(forc, etopo, gldas, land, land_src, stage: _Staging, d, report: dict) -> xr.Dataset:
+    log.info("statics: tp/arid over %s..%s", d.target_start, d.target_end)
     climate, clim_info = long_term_statics(forc, d.target_start, d.target_end, d.arid_min_precip)
     stat, stat_info = build_statics(etopo, gldas, climate.compute(), land, d.static_inputs)
-    spath = stores.store_path(out_dir, "statics")
-    stores.write_store(_rechunk(stat, {}), spath, "statics", _encoding(stat, {}))
-    stat = stores.open_store(spath, "statics")
-    report["statics"] = {"store": str(spath), "land_mask": land_src, **stat_info, "long_term": clim_info}
+    final = stores.store_path(stage.out_dir, "statics")
+    with writing("the statics store", final):
+        stores.write_store(_rechunk(stat, {}), stage.path("statics"), "statics", _encoding(stat, {}))
+    report["statics"] = {"store": str(final), "land_mask": land_src, **stat_info, "long_term": clim_info}
+    return stores.open_store(stage.path("statics"), "statics")
 
-    # NaN in the forcings over land (nothing is filled)
-    island = stat[C.LAND_MASK].values > 0.5
-    land_da = xr.DataArray(island, dims=(C.LAT, C.LON))
+
+def _forcing_gaps(forc: xr.Dataset, stat: xr.Dataset, d, report: dict) -> None:
+    """NaN cell-days of the forcings over land, per variable (nothing is filled)."""
+    land_da = xr.DataArray(stat[C.LAND_MASK].values > 0.5, dims=(C.LAT, C.LON))
     names = list(d.dynamic_inputs) + [C.SM_ERA5]
     counts = dask.compute(*[(forc[v].isnull() & land_da).sum() for v in names])
     report["forcings"]["land_cell_days_missing"] = {v: int(n) for v, n in zip(names, counts)}
 
-    # ---- targets -------------------------------------------------------------------------
-    log.info("reading ISMN archive %s", inputs.ismn)
-    scan = scan_ismn(inputs.ismn)
-    report["ismn"] = {"archive": inputs.ismn, "files": len(scan.files), "skipped_files": scan.skipped, "other_variables": scan.other_variables}
+
+def _write_targets(scan: IsmnScan, forc: xr.Dataset, stat: xr.Dataset, stage: _Staging, d, report: dict) -> xr.Dataset:
     rules = TargetRules(
         d.target_start, d.target_end, tuple(d.lat_range), tuple(d.lon_range), tuple(d.quality_flags), d.min_values_per_day, d.min_days_per_sensor, d.min_overlap_days
     )
@@ -228,15 +367,17 @@ def _prepare(cfg: Config, report: dict) -> dict:
     targ, ledger, tinfo = build_targets(scan, era5_sm, rules, ledger, workers)
     bad = _incomplete_cells(targ[C.CELL].values, forc, stat, d.dynamic_inputs, d.static_inputs)
     targ = drop_cells(targ, bad, ledger)
+    report["targets"] = {"steps": ledger.steps, "dropped": ledger.dropped, **tinfo}
     if targ.sizes[C.CELL] == 0:
         raise InputDataError(
-            f"no target cell left after preparation of {inputs.ismn}: see the steps in {out_dir / C.PREPARE_REPORT}"
+            f"no target cell left after preparation of {report['ismn']['archive']}: see the steps in {stage.out_dir / C.PREPARE_REPORT}"
             + _first_steps_summary(ledger)
         )
-    tpath = stores.store_path(out_dir, "targets")
+    final = stores.store_path(stage.out_dir, "targets")
     tchunks = {C.LAYER: 1, C.CELL: 256, C.TIME: targ.sizes[C.TIME]}
-    stores.write_store(_rechunk(targ, tchunks), tpath, "targets", _encoding(targ, tchunks))
-    targ = stores.open_store(tpath, "targets")
+    with writing("the targets store", final):
+        stores.write_store(_rechunk(targ, tchunks), stage.path("targets"), "targets", _encoding(targ, tchunks))
+    targ = stores.open_store(stage.path("targets"), "targets")
     cells_info = {}
     for layer in C.LAYERS:
         ns = targ["n_series"].sel({C.LAYER: layer}).values
@@ -245,31 +386,14 @@ def _prepare(cfg: Config, report: dict) -> dict:
             "series": int(ns.sum()),
             "values": int(np.isfinite(targ[C.SM].sel({C.LAYER: layer}).values).sum()),
         }
-    report["targets"] = {
-        "store": str(tpath),
-        "steps": ledger.steps,
-        "cells": cells_info,
-        "dropped": ledger.dropped,
-        "file_problems": tinfo["file_problems"],
-        "rescaling": tinfo["rescaling"],
-    }
+    report["targets"] = {"store": str(final), "steps": ledger.steps, "cells": cells_info, "dropped": ledger.dropped, **{k: tinfo[k] for k in ("file_problems", "implausible_values", "rescaling")}}
+    return targ
 
-    # ---- normalisation statistics ----------------------------------------------------------
-    stats = compute_stats(forc, stat, targ, targ[C.CELL].values, (d.target_start, d.target_end))
-    stats.save(out_dir / C.STATS_FILE)
-    report["normalization"] = {"file": str(out_dir / C.STATS_FILE), "cells": len(stats.cells), "period": list(stats.period), "mean": dict(stats.mean), "std": dict(stats.std), "target_mean": dict(stats.target_mean), "target_std": dict(stats.target_std)}
 
-    report["run"]["seconds"] = round(time.perf_counter() - t0, 2)
-    report["run"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
-    jp, mp = write_report(report, out_dir / C.PREPARE_REPORT)
-    log.info(
-        "prepared %s target cells (%s) in %.1f s; report %s",
-        targ.sizes[C.CELL],
-        ", ".join(f"{k}: {v['cells']}" for k, v in cells_info.items()),
-        report["run"]["seconds"],
-        mp,
-    )
-    return report
+def _stations(targ: xr.Dataset) -> int:
+    """Stations with at least one series in the targets (provenance entries are network/station/...)."""
+    series = [p for cell in targ["provenance"].values.ravel() for p in str(cell).split("; ") if p]
+    return len({tuple(p.split("/")[:2]) for p in series})
 
 
 PARALLEL_FILES = 500  # ISMN archives with at least this many soil-moisture files are read in parallel

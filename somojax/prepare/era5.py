@@ -27,7 +27,7 @@ import glob
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ import xarray as xr
 from somojax import constants as C
 from somojax.errors import InputDataError
 from somojax.grid import normalize_latlon
+from somojax.prepare.bounds import ERA5 as ERA5_BOUNDS
+from somojax.prepare.bounds import Screen, screen_from_terms, screen_terms
+from somojax.prepare.bounds import clean as bounds_clean
 from somojax.prepare.units import ERA5_UNITS, check_units, normalize_units
 
 # accumulated quantities: each value is the amount over the preceding time step
@@ -76,6 +79,9 @@ CMIP_NAMES: dict[str, tuple[str, str]] = {
     "rls": ("str", "energy_flux"),
     "rsds": ("ssrd", "energy_flux"),
 }
+
+# the units CMIP-style mean fluxes must have (converted to ERA5 amounts per time step)
+CMIP_FLUX_UNITS = {"precip_flux": "kg m-2 s-1", "energy_flux": "W m-2"}
 
 _TIME_NAMES = ("valid_time", "time", "date")
 
@@ -132,17 +138,18 @@ def _time_step_seconds(t: np.ndarray) -> float | None:
     return float(np.median(d))
 
 
-def standardize(ds: xr.Dataset, source: str) -> xr.Dataset:
+def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | None = None) -> xr.Dataset:
     """One opened file -> short names, ERA5 units checked, `time` dim, lat/lon normalised.
 
-    Variables somojax does not use are dropped. Data stays lazy.
+    Variables somojax does not use are dropped. Data stays lazy. A variable without a `units`
+    attribute takes the unit `stated_units` (`data.units`) gives it, else it is an error.
     """
     # --- names -------------------------------------------------------------------------
     ren = {k: v for k, v in LONG_NAMES.items() if k in ds.data_vars and v not in ds.data_vars}
     ds = ds.rename(ren)
     cmip = {k: v for k, v in CMIP_NAMES.items() if k in ds.data_vars and v[0] not in ds.data_vars}
     keep = [v for v in ds.data_vars if v in KNOWN] + list(cmip)
-    ds = ds[keep]
+    ds = _with_stated_units(ds[keep], stated_units or {}, cmip, source)
     # --- time ----------------------------------------------------------------------------
     if "step" in ds.dims and "time" in ds.dims and "valid_time" in ds.coords:
         # GRIB forecast fields (time, step): flatten onto the validity time
@@ -212,10 +219,31 @@ def standardize(ds: xr.Dataset, source: str) -> xr.Dataset:
     return ds
 
 
-def open_file(path: str | os.PathLike) -> xr.Dataset:
+def _with_stated_units(ds: xr.Dataset, stated: Mapping[str, str], cmip: Mapping[str, tuple[str, str]], source: str) -> xr.Dataset:
+    """Gives each variable without a `units` attribute the unit stated in `data.units`; one with
+    neither is an error (units are never guessed from values)."""
+    for name in list(ds.data_vars):
+        if str(ds[name].attrs.get("units", "")).strip():
+            continue
+        short, kind = cmip.get(name, (name, "state"))
+        unit = stated.get(name)
+        if unit is None:
+            if "" in ERA5_UNITS[short]:
+                continue  # dimensionless (lsm)
+            expected = ERA5_UNITS[short][0] if kind == "state" else CMIP_FLUX_UNITS[kind]
+            raise InputDataError(
+                f"{source}: variable {name!r} has no 'units' attribute; somojax never guesses units from values. If it is in "
+                f"{expected!r}, state it in the config: data.units: {{{name}: {expected}}} (override: 'data.units={{{name}: {expected}}}'), "
+                "or add the attribute to the file."
+            )
+        ds[name] = ds[name].assign_attrs(units=unit, units_source="data.units (the file has no units attribute)")
+    return ds
+
+
+def open_file(path: str | os.PathLike, stated_units: Mapping[str, str] | None = None) -> xr.Dataset:
     """Opens one ERA5 file (NetCDF/GRIB/Zarr) as a standardised, lazy dataset."""
     path = str(path)
-    parts = [standardize(d, path) for d in _open_one(path)]
+    parts = [standardize(d, path, stated_units) for d in _open_one(path)]
     parts = [p for p in parts if p.data_vars]
     if not parts:
         return xr.Dataset()
@@ -244,6 +272,7 @@ def read_era5(
     bbox: tuple[float, float, float, float] | None = None,
     what: str = "data.era5",
     period: tuple[str, str] | None = None,
+    stated_units: Mapping[str, str] | None = None,
 ) -> dict[str, xr.DataArray]:
     """Reads ERA5 files into one lazy DataArray per short name, concatenated over time.
 
@@ -255,10 +284,13 @@ def read_era5(
       period: (first day, last day): keep only the times these UTC days need (up to the next
         day's 00:00, which holds the last hourly accumulation), before any dask graph is built —
         ARCO-ERA5 holds 80+ years of hours.
+      stated_units: units of variables whose files have no `units` attribute (`data.units`,
+        see `units.stated_units`).
 
     Returns:
       {short name: DataArray (time, latitude, longitude)} in ERA5 units, data lazy (dask).
-      Each array's `attrs["source_files"]` lists the files it came from.
+      Each array's `attrs["source_files"]` lists the files it came from in time order and
+      `attrs["file_steps"]` how many of its time steps each holds.
     """
     files = expand_paths(paths, what)
     want = set(variables) if variables is not None else set(KNOWN)
@@ -266,7 +298,7 @@ def read_era5(
     empty: dict[str, xr.DataArray] = {}
     grids: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     for f in files:
-        ds = open_file(f)
+        ds = open_file(f, stated_units)
         for v in ds.data_vars:
             if v not in want:
                 continue
@@ -301,9 +333,11 @@ def read_era5(
         pieces.setdefault(v, [da])
     out: dict[str, xr.DataArray] = {}
     for v, parts in pieces.items():
-        srcs = [p.attrs.get("source_file", "?") for p in parts]
         if C.TIME in parts[0].dims:
             parts = sorted(parts, key=lambda p: p[C.TIME].values[0] if p[C.TIME].size else np.datetime64("NaT"))
+        srcs = [p.attrs.get("source_file", "?") for p in parts]
+        steps = [int(p.sizes[C.TIME]) for p in parts] if C.TIME in parts[0].dims else None
+        if C.TIME in parts[0].dims:
             parts = [_chunk(p) for p in parts]
             da = xr.concat(parts, dim=C.TIME, join="exact", combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
             t = da[C.TIME].values
@@ -319,6 +353,8 @@ def read_era5(
             da = parts[0]
         da = da.copy()
         da.attrs["source_files"] = srcs
+        if steps is not None:
+            da.attrs["file_steps"] = steps
         out[v] = da
     return out
 
@@ -342,3 +378,68 @@ def require(era5: Mapping[str, xr.DataArray], names: Iterable[str], files: Seque
             f"ERA5 variable(s) missing: {alias}. Found {sorted(era5) or 'nothing usable'} in {what} = {list(files)[:6]}"
             f"{' ...' if len(files) > 6 else ''}. Download them too (see docs/real-data.md)."
         )
+
+
+# ----------------------------------------------------------------------------------------
+# physical plausibility (bounds.ERA5)
+# ----------------------------------------------------------------------------------------
+def _file_parts(da: xr.DataArray) -> Iterator[tuple[str, xr.DataArray]]:
+    """(file, the part of `da` it holds), from `read_era5`'s `source_files` and `file_steps`."""
+    srcs = list(da.attrs.get("source_files", [])) or ["?"]
+    steps = da.attrs.get("file_steps")
+    if not steps or C.TIME not in da.dims:
+        yield ", ".join(srcs), da
+        return
+    i = 0
+    for src, n in zip(srcs, steps):
+        if n:
+            yield src, da.isel({C.TIME: slice(i, i + n)})
+        i += n
+
+
+def _scales(da: xr.DataArray, name: str, accumulation: str) -> tuple[float, float]:
+    """(noise scale, day factor) of a variable: accumulations' rounding noise grows with the
+    hours per time step, and their mean value times the steps per day is the mean day total
+    (running totals since 00 UTC: the mean value is at most the day total, factor 1)."""
+    if name not in ACCUMULATED:
+        return 1.0, 1.0
+    dt = (_time_step_seconds(da[C.TIME].values) if C.TIME in da.dims else None) or 3600.0
+    return dt / 3600.0, (86400.0 / dt if accumulation == "hourly" else 1.0)
+
+
+def screen_era5(era5: Mapping[str, xr.DataArray], accumulation: str = "hourly", steps_per_file: int = 0) -> list[Screen]:
+    """The plausibility screen (`bounds.ERA5`) of every variable in every file, in one pass.
+
+    Args:
+      era5: `read_era5` output.
+      accumulation: `data.era5_accumulation` (how accumulations are stamped).
+      steps_per_file: 0 reads every value (exact counts); N > 0 reads N evenly spaced time steps
+        of each file (`data.era5_check_steps`: enough to catch a wrong unit, scale or fill value
+        in TBs of ERA5, counts only what was read).
+    """
+    import dask
+
+    jobs = []
+    for name, da in era5.items():
+        b = ERA5_BOUNDS.get(name)
+        if b is None:
+            continue
+        noise_scale, day_factor = _scales(da, name, accumulation)
+        for src, part in _file_parts(da):
+            n = part.sizes.get(C.TIME, 1)
+            checked = "every value"
+            if steps_per_file and C.TIME in part.dims and n > steps_per_file:
+                idx = np.unique(np.linspace(0, n - 1, steps_per_file).round().astype(np.int64))
+                part, checked = part.isel({C.TIME: idx}), f"{idx.size:,} of {n:,} time steps"
+            jobs.append((src, name, b, screen_terms(part, b, noise_scale), dict(checked=checked, day_factor=day_factor)))
+    terms = dask.compute([j[3] for j in jobs])[0]
+    return [screen_from_terms(t, src, name, b, **kw) for (src, name, b, _, kw), t in zip(jobs, terms)]
+
+
+def clean_era5(era5: Mapping[str, xr.DataArray], accumulation: str = "hourly") -> dict[str, xr.DataArray]:
+    """`era5` with the bounds applied lazily: rounding noise set to the bound, values outside NaN."""
+    out = {}
+    for name, da in era5.items():
+        b = ERA5_BOUNDS.get(name)
+        out[name] = da if b is None else bounds_clean(da, b, _scales(da, name, accumulation)[0])
+    return out

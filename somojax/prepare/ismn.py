@@ -3,31 +3,32 @@
 ISMN distributes one text file (`.stm`) per sensor and variable, in two formats:
 "header+values" (one header line with network, station, lat, lon, elevation, depth range and
 sensor, then `date time value flag provider_flag` lines) and "CEOP separated" (every line
-repeats the metadata). Line endings vary (CRLF, LF, mixed, CR-only).
+repeats the metadata; 15 fields). Line endings vary (CRLF, LF, mixed, CR-only).
 
-We use the `ismn` package's `DataFile` reader (format detection, metadata from file name and
-header, the pandas parser) file by file. We do NOT use its `ISMN_Interface`, because that
-(a) requires a network/station folder hierarchy (real downloads re-packed by users, and the
-`format_*` samples, have no station level), (b) writes a `python_metadata` cache into the
-archive folder (archives are often read-only, e.g. shared data), and (c) stops at the first
-broken file, while one broken file among thousands should be skipped and counted. We walk the
-archive ourselves instead (folders, zips, zips inside folders, extra top folders).
-
-Two fixes on top of `DataFile`: the network is taken from the file's header line (ISMN's
-interface takes it from the top folder of the path, which is wrong for archives with an extra
-top folder such as `Data_seperate_files_.../FR_Aqui/...`), and any parse failure becomes an
-`InputDataError` that names the file.
+We read the files ourselves, with the same format detection and metadata rules as the `ismn`
+package's `DataFile` (whose variable codes we use): network and station from the header line,
+variable, sensor and (CEOP) depths from the file name. We do not use its readers because
+(a) `ISMN_Interface` requires a network/station folder hierarchy (real downloads re-packed by
+users, and the `format_*` samples, have no station level), writes a `python_metadata` cache into
+the archive folder (archives are often read-only) and stops at the first broken file; (b)
+`DataFile` fails on a whole file for one garbage line (a download cut off mid-line, an editor's
+stray text) and extracts zip members to temporary files. Here a line that does not parse costs
+that line only (counted per file), a broken file is skipped and counted, and zip members are
+read in memory. A damaged zip (truncated download) is an error naming it before anything else
+is read.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import os
-import tempfile
-import warnings
+import re
 import zipfile
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,30 @@ from somojax.errors import InputDataError
 
 DATA_SUFFIX = ".stm"
 SM_VARIABLE = "soil_moisture"
-_TEMP_ROOT = Path(tempfile.gettempdir()) / "somojax-ismn"
+_DATE = re.compile(r"\d{4}/\d{2}/\d{2}")
+# format -> (fields per value line, columns of date, time, value, ISMN flag, provider flag, header lines)
+_LAYOUT = {"header_values": (5, [0, 1, 2, 3, 4], 1), "ceop_sep": (15, [0, 1, 12, 13, 14], 0)}
+# what reading a damaged zip member raises
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+
+
+@dataclass(frozen=True)
+class Root:
+    """A folder or an opened zip holding ISMN files (paths inside it are posix)."""
+
+    path: Path
+    zip: zipfile.ZipFile | None = None
+
+    def read(self, relpath: str, limit: int = -1) -> bytes:
+        """The bytes of a file (its first `limit` bytes when limit >= 0)."""
+        if self.zip is not None:
+            with self.zip.open(relpath) as f:
+                return f.read(limit)
+        with open(self.path / relpath, "rb") as f:
+            return f.read(limit)
+
+    def where(self, relpath: str) -> str:
+        return f"{self.path}:{relpath}" if self.zip is not None else str(self.path / relpath)
 
 
 @dataclass
@@ -59,7 +83,6 @@ class SensorFile:
     sensor: str
     variable: str
     format: str  # "header_values" or "ceop_sep"
-    _handle: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple:
@@ -85,22 +108,46 @@ class IsmnScan:
     other_variables: dict[str, int]  # ISMN variable code (ts, p, ...) -> number of files not read
 
 
-def _roots(path: Path) -> list[tuple[Any, list[str]]]:
-    """(IsmnRoot, data-file paths inside it) for a folder, a zip, a single file, or zips in a folder."""
-    from ismn.base import IsmnRoot
+def _open_zip(path: Path) -> Root:
+    try:
+        z = zipfile.ZipFile(path)
+        bad = None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        bad = e
+    if bad is not None:
+        raise InputDataError(
+            f"{path}: not a readable zip archive ({bad}); the download may be incomplete or damaged: download it again "
+            "(or unpack what you can and point data.ismn at the folder)"
+        )
+    return Root(path, z)
 
+
+def _root(archive: str) -> Root:
+    """The root of a `SensorFile.archive`; zips are opened once per process (and again when the
+    file changes on disk)."""
+    p = Path(archive)
+    if not (p.is_file() and p.suffix.lower() == ".zip"):
+        return Root(p)
+    st = p.stat()
+    return _zip_root(archive, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _zip_root(archive: str, mtime_ns: int, size: int) -> Root:
+    return _open_zip(Path(archive))
+
+
+def _roots(path: Path) -> list[tuple[Root, list[str]]]:
+    """(root, data-file paths inside it) for a folder, a zip, a single file, or zips in a folder."""
     if not path.exists():
         raise InputDataError(f"ISMN archive {path} does not exist (data.ismn)")
     if path.is_file() and path.suffix.lower() == ".zip":
-        try:
-            root = IsmnRoot(path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise InputDataError(f"{path}: not a readable zip archive ({e})") from None
+        root = _open_zip(path)
         names = sorted(n for n in root.zip.namelist() if n.lower().endswith(DATA_SUFFIX) and not n.endswith("/"))
         return [(root, names)]
     if path.is_file():
-        return [(IsmnRoot(path.parent), [path.name])]
-    out: list[tuple[Any, list[str]]] = []
+        return [(Root(path.parent), [path.name])]
+    out: list[tuple[Root, list[str]]] = []
     names = sorted(
         PurePosixPath(Path(dp, f).relative_to(path)).as_posix()
         for dp, _, fs in os.walk(path)
@@ -108,7 +155,7 @@ def _roots(path: Path) -> list[tuple[Any, list[str]]]:
         if f.lower().endswith(DATA_SUFFIX)
     )
     if names:
-        out.append((IsmnRoot(path), names))
+        out.append((Root(path), names))
     for dp, _, fs in sorted(os.walk(path)):
         for f in sorted(fs):
             if f.lower().endswith(".zip"):
@@ -116,98 +163,70 @@ def _roots(path: Path) -> list[tuple[Any, list[str]]]:
     return out
 
 
-def _variable_code(relpath: str) -> str:
+def _name_parts(relpath: str) -> list[str]:
     """ISMN file names are `<net>_<net>_<station>_<var>_<from>_<to>_<sensor>_<start>_<end>.stm`."""
-    parts = PurePosixPath(relpath).name.split("_")
+    return PurePosixPath(relpath).name.split("_")
+
+
+def _variable_code(relpath: str) -> str:
+    parts = _name_parts(relpath)
     return parts[3] if len(parts) > 3 else "?"
 
 
-def _first_line_tokens(root: Any, relpath: str) -> list[str]:
-    """Tokens of the first non-empty line, for any line ending (CR, LF, CRLF)."""
-    if root.zip:
-        with root.zip.open(relpath) as f:
-            head = f.read(4096)
-    else:
-        with open(root.path / relpath, "rb") as f:
-            head = f.read(4096)
-    for line in head.replace(b"\r", b"\n").split(b"\n"):
-        if line.strip():
-            return line.decode("ascii", "replace").split()
-    return []
+def _lines(raw: bytes) -> list[bytes]:
+    """The non-empty lines, for any line ending (CR, LF, CRLF, mixed)."""
+    return [ln for ln in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n") if ln.strip()]
 
 
-def _where(root: Any, relpath: str) -> str:
-    return f"{root.path}:{relpath}" if root.zip else str(root.path / relpath)
+def _diagnose(lines: list[bytes]) -> str:
+    """A one-line description of a file that is not in an ISMN format."""
+    if not lines:
+        return "the file is empty"
+    first = lines[0].decode("ascii", "replace").strip()
+    return f"{len(lines)} non-empty line(s) in the first 4 kB; the first line {first[:60]!r} has {len(first.split())} field(s)"
 
 
-def _diagnose(root: Any, relpath: str, err: Exception) -> str:
-    """A one-line reason why ISMN's reader rejected a file."""
-    try:
-        if root.zip:
-            with root.zip.open(relpath) as f:
-                raw = f.read(1 << 20)
-        else:
-            with open(root.path / relpath, "rb") as f:
-                raw = f.read(1 << 20)
-        lines = [ln for ln in raw.replace(b"\r", b"\n").split(b"\n") if ln.strip()]
-        if not lines:
-            return "the file is empty"
-        first = lines[0].decode("ascii", "replace").strip()
-        return (
-            f"{len(lines)} non-empty line(s); the first line {first[:60]!r} has {len(first.split())} "
-            "field(s)"
-        )
-    except Exception:  # pragma: no cover - diagnosing must never hide the original problem
-        last = [ln for ln in str(err).splitlines() if ln.strip()]
-        return last[-1].strip() if last else type(err).__name__
+def _metadata(tokens: list[str], parts: list[str]) -> tuple[str, dict]:
+    """(format, metadata) from the first line's tokens and the file-name parts, as ISMN's
+    `DataFile` reads them; raises ValueError/IndexError when they are not ISMN's."""
+    sensor = "_".join(parts[6:-2]) if len(parts) > 9 else parts[6]
+    if len(tokens) == 15 and _DATE.fullmatch(tokens[0]):
+        lat, lon, elev = (float(t) for t in tokens[7:10])
+        return "ceop_sep", dict(network=tokens[5], station=tokens[6], latitude=lat, longitude=lon, elevation=elev,
+                                depth_from=float(parts[4]), depth_to=float(parts[5]), sensor=sensor)
+    if len(tokens) < 9:
+        raise ValueError("not a header line")
+    lat, lon, elev, d0, d1 = (float(t) for t in tokens[3:8])
+    return "header_values", dict(network=tokens[1], station=tokens[2], latitude=lat, longitude=lon, elevation=elev,
+                                 depth_from=d0, depth_to=d1, sensor=sensor)
 
 
-def read_metadata(root: Any, relpath: str) -> SensorFile:
+def read_metadata(root: Root, relpath: str) -> SensorFile:
     """Metadata of one ISMN data file; raises `InputDataError` naming the file if unreadable."""
-    from ismn.filehandlers import DataFile
+    from ismn.const import VARIABLE_LUT
 
-    where = _where(root, relpath)
-    _TEMP_ROOT.mkdir(parents=True, exist_ok=True)
+    where = root.where(relpath)
     try:
-        df = DataFile(root, relpath, load_metadata=True, temp_root=str(_TEMP_ROOT))
-        meta = df.metadata
-        depth = meta["instrument"].depth
-        lat, lon = float(meta["latitude"].val), float(meta["longitude"].val)
-        elevation = float(meta["elevation"].val)
-        sensor, variable = str(meta["instrument"].val), str(meta["variable"].val)
-        network, station = str(meta["network"].val), str(meta["station"].val)
-        dfrom, dto = float(depth.start), float(depth.end)
-    except Exception as e:  # the ismn package raises IOError/IndexError/ValueError on bad files
+        lines = _lines(root.read(relpath, 4096))
+    except _ZIP_ERRORS as e:
+        raise InputDataError(f"{where}: cannot read this file ({type(e).__name__}: {e}); the archive may be damaged") from None
+    parts = _name_parts(relpath)
+    try:
+        tokens = lines[0].decode("ascii", "replace").split()
+        fmt, meta = _metadata(tokens, parts)
+    except (IndexError, ValueError):
         raise InputDataError(
-            f"{where}: not a readable ISMN data file ({_diagnose(root, relpath, e)}); expected the "
-            "'header+values' format (a header line of 9 fields, then lines 'date time value flag "
-            "provider_flag') or the 'CEOP separated' format (15 fields per line)"
+            f"{where}: not a readable ISMN data file ({_diagnose(lines)}); expected the 'header+values' format (a header "
+            "line of 9 fields, then lines 'date time value flag provider_flag') or the 'CEOP separated' format (15 fields "
+            "per line), in a file named <network>_<network>_<station>_<variable>_<from>_<to>_<sensor>_<start>_<end>.stm"
         ) from None
-    tokens = _first_line_tokens(root, relpath)
-    # network/station from the header line (see the module docstring)
-    if df.file_type == "ceop_sep" and len(tokens) >= 7:
-        network, station = tokens[5], tokens[6]
-    elif df.file_type == "header_values" and len(tokens) >= 3:
-        network, station = tokens[1], tokens[2]
+    lat, lon, d0, d1 = meta["latitude"], meta["longitude"], meta["depth_from"], meta["depth_to"]
     if not (np.isfinite(lat) and np.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 360):
         raise InputDataError(f"{where}: station coordinates ({lat}, {lon}) are not valid latitude/longitude")
-    if not (np.isfinite(dfrom) and np.isfinite(dto)) or dto < dfrom or dfrom < 0:
-        raise InputDataError(f"{where}: sensor depth range {dfrom}..{dto} m is not valid")
-    return SensorFile(
-        archive=str(root.path),
-        path=relpath,
-        network=network,
-        station=station,
-        latitude=lat,
-        longitude=lon,
-        elevation=elevation,
-        depth_from=dfrom,
-        depth_to=dto,
-        sensor=sensor,
-        variable=variable,
-        format=df.file_type,
-        _handle=df,
-    )
+    if not (np.isfinite(d0) and np.isfinite(d1)) or d1 < d0 or d0 < 0:
+        raise InputDataError(f"{where}: sensor depth range {d0}..{d1} m is not valid")
+    variable = VARIABLE_LUT.get(parts[3], parts[3])
+    return SensorFile(archive=str(root.path), path=relpath, variable=variable, format=fmt, **meta)
 
 
 def scan_ismn(path: str | os.PathLike, variable: str = SM_VARIABLE) -> IsmnScan:
@@ -215,7 +234,7 @@ def scan_ismn(path: str | os.PathLike, variable: str = SM_VARIABLE) -> IsmnScan:
 
     Files of other variables (soil temperature `ts`, precipitation `p`, ...) are counted and not
     read; unreadable files are listed in `skipped` with the reason and the scan continues. Raises
-    `InputDataError` when the archive does not exist or holds no data file at all.
+    `InputDataError` when the archive does not exist, is a damaged zip, or holds no data file.
     """
     path = Path(path)
     files: list[SensorFile] = []
@@ -232,7 +251,7 @@ def scan_ismn(path: str | os.PathLike, variable: str = SM_VARIABLE) -> IsmnScan:
             try:
                 sf = read_metadata(root, rel)
             except InputDataError as e:
-                skipped.append({"file": _where(root, rel), "reason": str(e)})
+                skipped.append({"file": root.where(rel), "reason": str(e)})
                 continue
             if sf.variable != variable:
                 other[sf.variable] = other.get(sf.variable, 0) + 1
@@ -246,38 +265,69 @@ def scan_ismn(path: str | os.PathLike, variable: str = SM_VARIABLE) -> IsmnScan:
     return IsmnScan(files, skipped, other)
 
 
-def read_values(sf: SensorFile) -> pd.DataFrame:
-    """The values of one data file: DataFrame indexed by UTC time with `sm`, `ismn_flag`,
-    `provider_flag`. Raises `InputDataError` naming the file when the values cannot be parsed."""
-    df = sf._handle
-    if df is None:
-        from ismn.base import IsmnRoot
+@dataclass
+class FileValues:
+    """The values of one data file and the lines that did not parse."""
 
-        root = IsmnRoot(sf.archive)
-        df = read_metadata(root, sf.path)._handle
+    values: pd.DataFrame  # indexed by UTC time: sm [m3 m-3], ismn_flag, provider_flag
+    lines: int  # value lines in the file (parsed or not)
+    unparseable: int  # lines that are not `date time value flag [provider_flag]` (CEOP: 14 or 15 fields)
+    first_unparseable: str = ""  # the first such line, shortened
+
+    @property
+    def problem(self) -> str:
+        """A one-line description of the unparseable lines (empty when there are none)."""
+        if not self.unparseable:
+            return ""
+        return f"{self.unparseable:,} of {self.lines:,} value line(s) do not parse and were skipped (the first: {self.first_unparseable!r})"
+
+
+def parse_values(raw: bytes, fmt: str) -> FileValues:
+    """The values of an ISMN file's bytes in format `fmt` ("header_values" or "ceop_sep").
+
+    A value line parses when it has the format's fields (the provider's flag, the last, may be
+    missing: real files have such lines), a date and time `YYYY/MM/DD HH:MM`, a finite number as
+    the value and the ISMN flag; any other line (two lines run together, a line cut off, text) is
+    counted and skipped.
+    """
+    n_fields, cols, n_header = _LAYOUT[fmt]
+    body = _lines(raw)[n_header:]
+    shaped = np.array([n_fields - 1 <= len(ln.split()) <= n_fields for ln in body], bool)
+    good = [ln for ln, s in zip(body, shaped) if s] if not shaped.all() else body
+    names = ["date", "time", "sm", "ismn_flag", "provider_flag"]
+    if good:
+        df = pd.read_csv(io.BytesIO(b"\n".join(good)), sep=r"\s+", header=None, names=range(n_fields), usecols=cols,
+                         dtype={c: str for c in cols if c != cols[2]}, engine="c")
+        df.columns = names
+    else:
+        df = pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
+    sm = pd.to_numeric(df["sm"], errors="coerce").to_numpy(np.float64)
+    time = pd.to_datetime(df["date"] + " " + df["time"], format="%Y/%m/%d %H:%M", errors="coerce")
+    ok = np.isfinite(sm) & time.notna().to_numpy()
+    values = pd.DataFrame(
+        {"sm": sm[ok], "ismn_flag": df["ismn_flag"].to_numpy(object)[ok], "provider_flag": df["provider_flag"].fillna("").to_numpy(object)[ok]},
+        index=pd.DatetimeIndex(time[ok], name="time"),
+    )
+    line_ok = shaped.copy()
+    line_ok[shaped] = ok
+    bad = int((~line_ok).sum())
+    first = body[int(np.argmin(line_ok))].decode("ascii", "replace").strip()[:80] if bad else ""
+    return FileValues(values, len(body), bad, first)
+
+
+def read_values(sf: SensorFile) -> FileValues:
+    """The values of one data file (see `parse_values`). Raises `InputDataError` naming the file
+    when the file cannot be read at all (a damaged zip member)."""
     try:
-        with warnings.catch_warnings():  # the ismn package's own pandas deprecations
-            warnings.simplefilter("ignore", category=FutureWarning)
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*inplace.*")
-            data = df.read_data()
-        var = df.metadata["variable"].val
-        out = pd.DataFrame(
-            {
-                "sm": pd.to_numeric(data[var], errors="raise").to_numpy(np.float64),
-                # whitespace-separated columns: the flags carry no surrounding blanks
-                "ismn_flag": data[f"{var}_flag"].to_numpy(dtype=object),
-                "provider_flag": data[f"{var}_orig_flag"].to_numpy(dtype=object),
-            },
-            index=pd.DatetimeIndex(data.index, name="time"),
-        )
-    except Exception as e:
-        raise InputDataError(f"{sf.where}: cannot parse the values of this ISMN file ({type(e).__name__}: {str(e)[:200]})") from None
-    return out
+        raw = _root(sf.archive).read(sf.path)
+    except _ZIP_ERRORS as e:
+        raise InputDataError(f"{sf.where}: cannot read this file ({type(e).__name__}: {e}); the archive may be damaged") from None
+    return parse_values(raw, sf.format)
 
 
-def to_dataset(sf: SensorFile, values: pd.DataFrame) -> xr.Dataset:
-    """An xarray view of one sensor's values with CF attributes and the sensor metadata."""
+def to_dataset(sf: SensorFile, fv: FileValues) -> xr.Dataset:
+    """An xarray view of one file's values with CF attributes and the sensor metadata."""
+    values = fv.values
     ds = xr.Dataset(
         {
             "sm": ("time", values["sm"].to_numpy(), {"units": "m3 m-3", "long_name": "volumetric soil moisture", "standard_name": "volume_fraction_of_condensed_water_in_soil"}),
@@ -298,6 +348,8 @@ def to_dataset(sf: SensorFile, values: pd.DataFrame) -> xr.Dataset:
             "variable": sf.variable,
             "ismn_format": sf.format,
             "source_file": sf.where,
+            "value_lines": fv.lines,
+            "unparseable_lines": fv.unparseable,
         },
     )
     return ds
@@ -309,19 +361,17 @@ def read_ismn_file(path: str | os.PathLike, relpath: str | None = None) -> xr.Da
     Returns:
       Dataset with dim `time` (UTC) and variables `sm` [m3 m-3], `ismn_flag`, `provider_flag`;
       attributes network, station, latitude, longitude, elevation, depth_from, depth_to [m],
-      sensor, ismn_format, source_file.
+      sensor, ismn_format, source_file, value_lines, unparseable_lines.
     """
-    from ismn.base import IsmnRoot
-
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"ISMN file {path} does not exist")
     if relpath is None:
-        root, relpath = IsmnRoot(path.parent), path.name
+        root, relpath = Root(path.parent), path.name
     else:
-        root = IsmnRoot(path)
+        root = _open_zip(path) if path.suffix.lower() == ".zip" else Root(path)
     sf = read_metadata(root, relpath)
-    return to_dataset(sf, read_values(sf))
+    return to_dataset(sf, parse_values(root.read(relpath), sf.format))
 
 
 def group_sensors(scan: IsmnScan) -> list[list[SensorFile]]:
@@ -333,21 +383,33 @@ def group_sensors(scan: IsmnScan) -> list[list[SensorFile]]:
     return [groups[k] for k in sorted(groups)]
 
 
-def read_sensor(members: list[SensorFile]) -> tuple[pd.DataFrame | None, list[dict], int]:
-    """The values of one sensor's files concatenated in time.
+@dataclass
+class SensorValues:
+    """One sensor's files read and concatenated in time."""
 
-    Returns:
-      (values or None when no file could be read, problems [{"file", "reason"}], number of
-      duplicated time stamps dropped — the first value of a time is kept).
-    """
+    values: pd.DataFrame | None  # None when no file could be read; column `file`: index into the sensor's files
+    problems: list[dict]  # {"file", "reason"}: unreadable files, unparseable lines, duplicated time stamps
+    lines: int = 0  # value lines in the files
+    unparseable: int = 0  # lines that did not parse
+    duplicates: int = 0  # duplicated time stamps dropped (the first value of a time is kept)
+
+
+def read_sensor(members: list[SensorFile]) -> SensorValues:
+    """The values of one sensor's files concatenated in time (column `file` says which file)."""
     parts, problems = [], []
-    for sf in members:
+    lines = unparseable = 0
+    for i, sf in enumerate(members):
         try:
-            parts.append(read_values(sf))
+            fv = read_values(sf)
         except InputDataError as e:
             problems.append({"file": sf.where, "reason": str(e)})
+            continue
+        lines, unparseable = lines + fv.lines, unparseable + fv.unparseable
+        if fv.unparseable:
+            problems.append({"file": sf.where, "reason": fv.problem})
+        parts.append(fv.values.assign(file=np.int32(i)))
     if not parts:
-        return None, problems, 0
+        return SensorValues(None, problems)
     vals = pd.concat(parts) if len(parts) > 1 else parts[0]
     if not vals.index.is_monotonic_increasing:
         vals = vals.sort_index(kind="stable")
@@ -356,11 +418,11 @@ def read_sensor(members: list[SensorFile]) -> tuple[pd.DataFrame | None, list[di
     if n_dup:
         problems.append({"file": ", ".join(sf.where for sf in members), "reason": f"{n_dup} duplicated time stamps (first kept)"})
         vals = vals[~dup]
-    return vals, problems, n_dup
+    return SensorValues(vals, problems, lines, unparseable, n_dup)
 
 
 def iter_sensors(scan: IsmnScan) -> Iterator[tuple[list[SensorFile], pd.DataFrame | None, list[dict]]]:
     """(files, values, problems) per sensor; see `group_sensors` and `read_sensor`."""
     for members in group_sensors(scan):
-        values, problems, _ = read_sensor(members)
-        yield members, values, problems
+        sv = read_sensor(members)
+        yield members, sv.values, sv.problems

@@ -155,6 +155,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         for layer, c in tg["cells"].items():
             out.append(f"| {layer} | {c['cells']:,} | {c['series']:,} | {c['values']:,} |")
         out.append("")
+    out += _problems_markdown(report)
     dropped = tg.get("dropped", [])
     if dropped:
         out += [f"## Dropped sensors and series ({len(dropped):,}; all in the JSON report)", ""]
@@ -167,6 +168,90 @@ def markdown(report: Mapping[str, Any]) -> str:
         if sec in report:
             out += [f"## {sec.capitalize()}", "", "```json", json.dumps(_jsonable(report[sec]), indent=1)[:4000], "```", ""]
     return "\n".join(out)
+
+
+def _problems_markdown(report: Mapping[str, Any], limit: int = 20) -> list[str]:
+    """Values outside the physical bounds (ISMN files, ERA5 and static variables) and problems
+    met while reading ISMN values (unparseable lines, unreadable files, duplicated times)."""
+    tg = report.get("targets", {})
+    out = []
+    screens = [s for kind in ("era5", "statics") for s in report.get("plausibility", {}).get(kind, [])]
+    flagged = [s for s in screens if s.get("dropped") or s.get("set_to_bound (rounding noise)") or s.get("dropped off land")]
+    if screens:
+        out += ["## Physical bounds of ERA5 and the static maps", "", f"{len(screens):,} file variables checked; {len(flagged):,} with values outside their bounds (docs/reliability.md).", ""]
+        if flagged:
+            out += ["| file | variable | bounds | values | dropped (reason: count) | rounding noise set to the bound | min / mean / max |", "|---|---|---|---:|---|---:|---|"]
+            for s in flagged[:limit]:
+                dropped = dict(s.get("dropped", {}), **({"off land": s["dropped off land"]} if s.get("dropped off land") else {}))
+                out.append(
+                    f"| `{s['file']}` | {s['variable']} | {s['bounds']} | {s['values']:,} | {_fmt_reasons(dropped)} | "
+                    f"{s.get('set_to_bound (rounding noise)', 0):,} | {s['min']:.4g} / {s['mean']:.4g} / {s['max']:.4g} |"
+                )
+        out.append("")
+    bad = tg.get("implausible_values", [])
+    if bad:
+        out += [f"## ISMN files with values outside the physical bounds ({len(bad):,})", ""]
+        for r in bad[:limit]:
+            whole = f" — {r['whole file dropped']}" if "whole file dropped" in r else ""
+            out.append(f"- `{r['file']}`: {_fmt_reasons(r['dropped'])} of {r['values']:,} values (min {r['min']:.4g}, max {r['max']:.4g}){whole}")
+        out.append("")
+    problems = tg.get("file_problems", [])
+    if problems:
+        out += [f"## Problems met while reading ISMN values ({len(problems):,})", ""]
+        out += [f"- `{p['file']}`: {p['reason']}" for p in problems[:limit]]
+        if len(problems) > limit:
+            out.append(f"- … {len(problems) - limit:,} more in prepare_report.json")
+        out.append("")
+    return out
+
+
+def _merged(steps: Iterable[Mapping[str, Any]], key: str) -> Counter:
+    total: Counter = Counter()
+    for s in steps:
+        total.update(s.get(key, {}))
+    return total
+
+
+def summary_lines(report: Mapping[str, Any]) -> list[str]:
+    """The console summary of a preparation: ISMN files, sensors, stations and cells kept and
+    dropped with the top reasons, and the values outside the physical bounds."""
+    ismn, tg = report.get("ismn", {}), report.get("targets", {})
+    steps = tg.get("steps", [])
+    by = {s["step"]: s for s in steps}
+    if not by:
+        return []
+    read = by.get("read", {}).get("values_dropped", {})
+    garbage_files = sum(1 for p in tg.get("file_problems", []) if "do not parse" in p["reason"])
+    lines = [
+        f"ISMN: {ismn.get('files', 0):,} soil-moisture files, {len(ismn.get('skipped_files', [])):,} unreadable (skipped), "
+        f"{sum(ismn.get('other_variables', {}).values()):,} of other variables; {read.get('unparseable line', 0):,} unparseable lines skipped in {garbage_files:,} files"
+    ]
+    sensor_steps = [s for s in steps if s.get("what") == "sensors"]
+    first, last = sensor_steps[0], sensor_steps[-1]
+    top = _fmt_reasons(_merged(sensor_steps, "sensors_dropped"), 3)
+    lines.append(f"sensors: {first['sensors_in']:,} -> {last['sensors_kept']:,} kept (dropped: {top})")
+    series = [s for s in steps if s.get("what") == "series"]
+    if series:
+        lines.append(f"series: {series[0]['series_in']:,} -> {series[-1]['series_kept']:,} kept (dropped: {_fmt_reasons(_merged(series, 'series_dropped'), 3)})")
+    lines.append(f"stations: {first['stations_in']:,} -> {tg.get('stations_kept', '?')} with targets")
+    lines.append(_bounds_line(report))
+    cells = tg.get("cells", {})
+    if cells:
+        per_layer = ", ".join(f"{k}: {v['cells']}" for k, v in cells.items())
+        lines.append(f"target cells: {by.get('inputs complete', {}).get('cells_kept', '?')} ({per_layer})")
+    return lines
+
+
+def _bounds_line(report: Mapping[str, Any]) -> str:
+    tg, pl = report.get("targets", {}), report.get("plausibility", {})
+    ismn = sum(sum(s["values_dropped"].values()) for s in tg.get("steps", []) if s["step"] == "physical bounds")
+    era5 = sum(sum(s.get("dropped", {}).values()) for s in pl.get("era5", []))
+    noise = sum(s.get("set_to_bound (rounding noise)", 0) for s in pl.get("era5", []))
+    stat = sum(sum(s.get("dropped", {}).values()) + s.get("dropped off land", 0) for s in pl.get("statics", []))
+    return (
+        f"outside the physical bounds: ISMN {ismn:,} values in {len(tg.get('implausible_values', [])):,} files; "
+        f"ERA5 {era5:,} values dropped, {noise:,} rounding-noise values set to the bound; statics {stat:,} values"
+    )
 
 
 def write_report(report: Mapping[str, Any], json_path: str | os.PathLike) -> tuple[Path, Path]:

@@ -20,12 +20,16 @@ from __future__ import annotations
 import os
 from typing import Mapping, Sequence
 
+import dask
 import numpy as np
 import xarray as xr
 
 from somojax import constants as C
 from somojax.errors import InputDataError
 from somojax.grid import normalize_latlon
+from somojax.prepare.bounds import STATIC as STATIC_BOUNDS
+from somojax.prepare.bounds import FILL_REASON, Screen, check_screen, classify, screen, screen_from_terms, screen_terms
+from somojax.prepare.bounds import clean as bounds_clean
 from somojax.prepare.forcings import grid_kind, region_cells, to_cell_centres
 
 # accepted variable names per static (first found wins); GLDAS names first
@@ -108,16 +112,29 @@ def read_gldas(path: str | os.PathLike, names: Sequence[str], lat_range: Sequenc
             if units not in FRACTION_UNITS:
                 raise InputDataError(f"{path}: {da.name} has units {units!r}, expected a fraction (-, 1 or m3 m-3)")
         src_name = str(da.name)
+        units = str(da.attrs.get("units", "")).strip()
         da = normalize_latlon(da.to_dataset(name="v"), str(path))["v"]
         da = _to_region(da, lats, lons, str(path)).astype(np.float32)
-        if name != "domveg":
-            vmax = float(da.max(skipna=True)) if da.size else 0.0
-            if vmax > 1.0 + 1e-6:
-                raise InputDataError(f"{path}: {src_name} reaches {vmax:g}; expected a fraction in 0..1 (is it in percent?)")
         from somojax.stores import cf_attrs
 
-        out[name] = da.assign_attrs({**cf_attrs(name), "source_file": str(path), "source_variable": src_name})
+        out[name] = da.assign_attrs({**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "source_units": units})
     return out
+
+
+def screen_static(da: xr.DataArray, name: str, land: xr.DataArray) -> tuple[xr.DataArray, Screen]:
+    """A static map with the bounds applied (values outside NaN), and what the bounds found on
+    land cells (which decide whether the map as a whole is implausible, `bounds.check_screen`).
+
+    Values outside the bounds on water cells (a fill value such as −9999 over the sea written
+    without `_FillValue`) are counted in `extra["dropped off land"]`.
+    """
+    b = STATIC_BOUNDS[name]
+    on_land = (land > 0.5).values
+    src = f"{da.attrs.get('source_file', '?')} ({da.attrs.get('source_variable', name)})"
+    s = screen(da.where(on_land), b, src, name, extra={"units_attribute": da.attrs.get("source_units", "")})
+    reasons, _ = classify(da.values, b)
+    s.extra["dropped off land"] = int((np.logical_or.reduce(list(reasons.values())) & ~on_land).sum())
+    return bounds_clean(da, b), s
 
 
 def read_land_mask(path: str | os.PathLike, lat_range: Sequence[float], lon_range: Sequence[float]) -> xr.DataArray:
@@ -128,9 +145,15 @@ def read_land_mask(path: str | os.PathLike, lat_range: Sequence[float], lon_rang
     da = normalize_latlon(da.to_dataset(name="v"), str(path))["v"].astype(np.float64)
     lats, lons = region_cells(lat_range, lon_range)
     frac = _to_region(da, lats, lons, str(path))
+    # a fill value (−9999 over the sea) is water; other values outside 0..1 (a mask in percent) count
+    b = STATIC_BOUNDS["land"]
+    s = screen(frac, b, f"{path} ({src_name})", "land mask")
+    check_screen(s, "static", ignore=(FILL_REASON,))
+    frac = bounds_clean(frac, b)
     land = xr.where(frac.isnull(), np.nan, (frac >= 0.5).astype(np.float32)).astype(np.float32)
     return land.assign_attrs(
-        {"long_name": "land mask (1 land, 0 water)", "units": "1", "source_file": str(path), "source_variable": src_name, "threshold": "land fraction >= 0.5"}
+        {"long_name": "land mask (1 land, 0 water)", "units": "1", "source_file": str(path), "source_variable": src_name, "threshold": "land fraction >= 0.5",
+         "values_outside_bounds": s.n_dropped}
     )
 
 
@@ -145,11 +168,15 @@ def _edge_start(coord: np.ndarray, res: float) -> int:
     return int(starts[0]) if starts.size else 0
 
 
-def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: Sequence[float]) -> dict[str, xr.DataArray]:
+def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: Sequence[float]) -> tuple[dict[str, xr.DataArray], Screen]:
     """`ETOPOavg`, `ETOPOsd` [m]: mean and standard deviation (ddof=0) of elevation per cell.
 
-    Lazy (dask) block reduction; the region's cells not covered by whole blocks of the file are
-    NaN.
+    Points outside the elevation bounds (`bounds.STATIC["elevation"]`) are left out of their
+    cell's statistics. The region's cells not covered by whole blocks of the file are NaN.
+
+    Returns:
+      ({"ETOPOavg", "ETOPOsd"} in memory, what the bounds found among the points read), both
+      computed in one pass over the points.
     """
     ds = _open(path, "data.etopo")
     da = _pick(ds, ETOPO_NAMES, str(path), "ETOPO1 elevation")
@@ -157,8 +184,8 @@ def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: S
     if "x" in da.dims and "y" in da.dims and "lat" not in da.dims and "latitude" not in da.dims:
         da = da.rename({"x": "lon", "y": "lat"})
     da = _squeeze_2d(da, str(path))
-    units = str(da.attrs.get("units", "m")).strip().lower()
-    if units not in ("m", "meters", "metres", "meter", "metre"):
+    units = str(da.attrs.get("units", "")).strip()
+    if units.lower() not in ("", "m", "meters", "metres", "meter", "metre"):  # NOAA's ETOPO1 grids have no units attribute
         raise InputDataError(f"{path}: {src_name} has units {units!r}, expected metres")
     da = normalize_latlon(da.to_dataset(name="v"), str(path))["v"]
     res = {}
@@ -180,6 +207,9 @@ def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: S
         raise InputDataError(f"{path}: covers no whole 0.25° cell")
     blk = da.isel({C.LAT: slice(i0, i0 + ni * n_lat), C.LON: slice(j0, j0 + nj * n_lon)})
     blk = blk.chunk({C.LAT: min(ni, 60) * n_lat, C.LON: min(nj, 120) * n_lon}).astype(np.float64)
+    bound = STATIC_BOUNDS["elevation"]
+    terms = screen_terms(blk, bound)
+    blk = bounds_clean(blk, bound)
     lat_c = (_cell_index(blk[C.LAT].values[::n_lat]) + 0.5) * C.GRID_RES
     lon_c = (_cell_index(blk[C.LON].values[::n_lon]) + 0.5) * C.GRID_RES
     co = blk.coarsen({C.LAT: n_lat, C.LON: n_lon}, boundary="exact")
@@ -188,11 +218,13 @@ def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: S
     lats, lons = region_cells(lat_range, lon_range)
     from somojax.stores import cf_attrs
 
+    mean, std, terms = dask.compute(mean, std, terms)
     out = {}
     for name, x in (("ETOPOavg", mean), ("ETOPOsd", std)):
         x = _to_region(x, lats, lons, str(path)).astype(np.float32)
         out[name] = x.assign_attrs({**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "points_per_cell": n_lat * n_lon})
-    return out
+    extra = {"units_attribute": units or "none (metres assumed; NOAA's grids have none)"}
+    return out, screen_from_terms(terms, f"{path} ({src_name})", "elevation", bound, extra=extra)
 
 
 def build_statics(

@@ -1,9 +1,12 @@
 """Targets from ISMN: every step of DESIGN.md §1, each counted in the report.
 
 1. region: stations outside the configured region are not used (their files are not read);
-   read: a sensor's files are concatenated in time (a duplicated time stamp keeps the first value).
+   read: a sensor's files are concatenated in time (a duplicated time stamp keeps the first value;
+   a line that does not parse is counted and skipped).
 2. quality flag: keep a value only if its ISMN flag is allowed (`data.quality_flags`, default
    `G`). Combined flags such as `D03,D05` are allowed only if every part is.
+   physical bounds: values outside 0..0.8 m3 m-3 are dropped whatever their flag (`bounds.py`);
+   a file mostly outside loses all its values.
 3. daily mean: the mean of a UTC day's kept values, only for days with at least
    `data.min_values_per_day` values.
 4. target period: days outside `data.target_start..target_end` are not used.
@@ -23,7 +26,6 @@
 from __future__ import annotations
 
 from collections import Counter
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -33,6 +35,7 @@ import xarray as xr
 
 from somojax import constants as C
 from somojax import grid
+from somojax.prepare.bounds import ISMN_SM, WHOLE_VARIABLE_FRACTION, Bound, classify, screen
 from somojax.prepare.ismn import IsmnScan, SensorFile
 from somojax.prepare.report import Ledger
 from somojax.stores import cf_attrs, grid_coord_attrs
@@ -223,32 +226,76 @@ class SensorOutcome:
     problems: list
     stage: str  # the step that dropped the sensor, or "kept"
     reason: object = None  # str or (category, detail)
-    n_raw: int = 0  # values in the files
+    n_lines: int = 0  # value lines in the files
+    n_garbage: int = 0  # lines that did not parse
     n_dup: int = 0  # duplicated time stamps dropped
     n_flag: int = 0  # values with an allowed flag
     flag_reasons: Counter | None = None
+    n_plausible: int = 0  # values inside the physical bounds
+    bound_reasons: Counter | None = None
+    implausible: list | None = None  # per file with values outside the bounds: counts and min/mean/max
     few: int = 0  # values on days with too few values
     n_days: int = 0  # daily values
     n_out: int = 0  # days outside the target period
     daily: pd.Series | None = None  # the daily series in the target period (stage != "read")
 
 
+def physical_filter(values: pd.DataFrame, files: Sequence[str], bound: Bound = ISMN_SM) -> tuple[pd.DataFrame, Counter, list[dict]]:
+    """Drops values outside the physical bounds of soil moisture (`bounds.ISMN_SM`).
+
+    A file with more than `WHOLE_VARIABLE_FRACTION["ismn"]` of its values outside loses all of
+    them: that is a wrong unit or a fill-value series, and its in-range remainder is no data.
+
+    Args:
+      values: columns `sm` and `file` (index into `files`).
+      files: where each file is, for the report.
+
+    Returns:
+      (kept values, dropped values per reason, one record per file with values outside: the
+      counts per reason and min/mean/max of its values).
+    """
+    x = values["sm"].to_numpy(np.float64)
+    which = values["file"].to_numpy()
+    reasons, _ = classify(x, bound)
+    bad = np.logical_or.reduce(list(reasons.values()))
+    keep = ~bad
+    counts: Counter = Counter()
+    records = []
+    for i in np.unique(which[bad]):
+        mine = which == i
+        s = screen(x[mine], bound, files[int(i)], "soil moisture")
+        counts.update({k: v for k, v in s.dropped.items() if v})
+        rec = s.report()
+        if s.fraction > WHOLE_VARIABLE_FRACTION["ismn"]:
+            rest = mine & ~bad
+            keep &= ~mine
+            counts[f"rest of a file with > {WHOLE_VARIABLE_FRACTION['ismn']:.0%} of its values outside {bound.span}"] += int(rest.sum())
+            rec["whole file dropped"] = f"{s.fraction:.0%} of its values lie outside {bound.span}: likely {bound.fix}"
+        records.append(rec)
+    return values[keep], counts, records
+
+
 def process_sensor(members: list[SensorFile], rules: TargetRules) -> SensorOutcome:
-    """Steps read, quality flag, daily mean, target period and sensor length for one sensor."""
+    """Steps read, quality flag, physical bounds, daily mean, target period and sensor length
+    for one sensor."""
     from somojax.prepare.ismn import read_sensor
 
     sf = members[0]
-    meta = dataclasses.replace(sf, _handle=None)
-    values, problems, n_dup = read_sensor(members)
-    out = SensorOutcome(sf.key, sf.label, meta, problems, "kept")
-    if values is None:
-        out.stage, out.reason = "read", ("no readable values", "no readable values (" + "; ".join(p["reason"] for p in problems)[:300] + ")")
+    sv = read_sensor(members)
+    out = SensorOutcome(sf.key, sf.label, sf, sv.problems, "kept")
+    out.n_lines, out.n_garbage, out.n_dup = sv.lines, sv.unparseable, sv.duplicates
+    if sv.values is None:
+        out.stage, out.reason = "read", ("no readable values", "no readable values (" + "; ".join(p["reason"] for p in sv.problems)[:300] + ")")
         return out
-    out.n_raw, out.n_dup = len(values) + n_dup, n_dup
-    kept, why = quality_filter(values, rules.quality_flags)
+    kept, why = quality_filter(sv.values, rules.quality_flags)
     out.flag_reasons, out.n_flag = why, len(kept)
     if kept.empty:
         out.stage, out.reason = "flag", f"no value with an allowed flag {list(rules.quality_flags)}"
+        return out
+    kept, out.bound_reasons, out.implausible = physical_filter(kept, [m.where for m in members])
+    out.n_plausible = len(kept)
+    if kept.empty:
+        out.stage, out.reason = "bounds", f"no value inside the physical bounds {ISMN_SM.span}"
         return out
     daily, out.few = daily_means(kept, rules.min_values_per_day)
     out.n_days = len(daily)
@@ -283,9 +330,8 @@ def _outcomes(groups: list[list[SensorFile]], rules: TargetRules, workers: int) 
     from somojax.utils.logging import get_logger
 
     # spawn, not fork: the calling process may hold JAX/XLA threads (somojax run)
-    plain = [[dataclasses.replace(sf, _handle=None) for sf in g] for g in groups]
-    size = max(1, min(32, len(plain) // (4 * workers)))
-    batches = [(plain[i : i + size], rules) for i in range(0, len(plain), size)]
+    size = max(1, min(32, len(groups) // (4 * workers)))
+    batches = [(groups[i : i + size], rules) for i in range(0, len(groups), size)]
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             results = [o for res in ex.map(_process_chunk, batches) for o in res]
@@ -295,13 +341,16 @@ def _outcomes(groups: list[list[SensorFile]], rules: TargetRules, workers: int) 
     yield from results
 
 
-def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: int = 1) -> tuple[list[SensorSeries], list[dict]]:
-    """Steps region, read, quality flag, daily mean, target period, sensor length.
+def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: int = 1) -> tuple[list[SensorSeries], list[dict], list[dict]]:
+    """Steps region, read, quality flag, physical bounds, daily mean, target period, sensor length.
 
     Args:
       workers: processes reading and reducing sensor files in parallel (1: in this process).
 
-    Returns the surviving sensors' daily series and file problems met while reading values.
+    Returns:
+      (the surviving sensors' daily series, file problems met while reading values (unreadable
+      files, unparseable lines, duplicated time stamps), one record per file with values outside
+      the physical bounds).
     """
     from somojax.prepare.ismn import group_sensors
 
@@ -319,24 +368,30 @@ def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: in
         "region", "files", n_files, sum(len(g) for g in inside), {"station outside the region (not read)": n_files - sum(len(g) for g in inside)},
         all_keys, [g[0].key for g in inside], region_reasons, labels,
     )
-    stages = ("read", "flag", "daily", "period", "length", "kept")
+    stages = ("read", "flag", "bounds", "daily", "period", "length", "kept")
     alive: dict[str, list[tuple]] = {k: [] for k in stages}  # keys that passed each step
     reasons: dict[str, dict[tuple, object]] = {k: {} for k in stages}
     problems: list[dict] = []
+    implausible: list[dict] = []
     tot = Counter()
     flag_reasons: Counter = Counter()
+    bound_reasons: Counter = Counter()
     out: list[SensorSeries] = []
     for o in _outcomes(inside, rules, workers):
         problems += o.problems
+        implausible += o.implausible or []
         if o.stage != "kept":
             reasons[o.stage][o.key] = o.reason
         passed = stages[: stages.index(o.stage)] if o.stage != "kept" else stages
         for st in passed:
             alive[st].append(o.key)
-        tot["raw"] += o.n_raw
+        tot["lines"] += o.n_lines
+        tot["garbage"] += o.n_garbage
         tot["dup"] += o.n_dup
         tot["flag"] += o.n_flag
         flag_reasons.update(o.flag_reasons or {})
+        tot["plausible"] += o.n_plausible
+        bound_reasons.update(o.bound_reasons or {})
         tot["few"] += o.few
         tot["days"] += o.n_days
         tot["out"] += o.n_out
@@ -348,12 +403,14 @@ def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: in
             m = o.meta
             out.append(SensorSeries(o.key, o.label, m.network, m.station, m.latitude, m.longitude, m.depth_from, m.depth_to, m.sensor, o.daily))
     region_keys = [g[0].key for g in inside]
-    n_read = tot["raw"] - tot["dup"]
-    ledger.step("read", "values", tot["raw"], n_read, {"duplicated time stamp": tot["dup"]}, region_keys, alive["read"], reasons["read"], labels)
+    n_read = tot["lines"] - tot["garbage"] - tot["dup"]
+    read_reasons = {"unparseable line": tot["garbage"], "duplicated time stamp": tot["dup"]}
+    ledger.step("read", "values", tot["lines"], n_read, read_reasons, region_keys, alive["read"], reasons["read"], labels)
     ledger.step("quality flag", "values", n_read, tot["flag"], flag_reasons, alive["read"], alive["flag"], reasons["flag"], labels)
+    ledger.step("physical bounds", "values", tot["flag"], tot["plausible"], bound_reasons, alive["flag"], alive["bounds"], reasons["bounds"], labels)
     ledger.step(
-        "daily mean", "values", tot["flag"], tot["flag"] - tot["few"], {f"on days with < {rules.min_values_per_day} values": tot["few"]},
-        alive["flag"], alive["daily"], reasons["daily"], labels,
+        "daily mean", "values", tot["plausible"], tot["plausible"] - tot["few"], {f"on days with < {rules.min_values_per_day} values": tot["few"]},
+        alive["bounds"], alive["daily"], reasons["daily"], labels,
     )
     ledger.step(
         "target period", "days", tot["days"], tot["days"] - tot["out"], {"outside the target period": tot["out"]},
@@ -363,7 +420,7 @@ def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: in
         "sensor length", "days", tot["in_period"], tot["in_period"] - tot["short"], {f"sensors with < {rules.min_days_per_sensor} days": tot["short"]},
         alive["period"], alive["length"], reasons["length"], labels,
     )
-    return out, problems
+    return out, problems, implausible
 
 
 @dataclass
@@ -400,7 +457,7 @@ def build_targets(
       (dataset with `sm` (layer, cell, time), `n_series`, `provenance`; the ledger; info).
     """
     ledger = ledger or Ledger()
-    sensors, problems = daily_series(scan, rules, ledger, workers)
+    sensors, problems, implausible = daily_series(scan, rules, ledger, workers)
 
     # 6. layer selection
     chosen, not_chosen = select_layers(sensors)
@@ -477,6 +534,7 @@ def build_targets(
     )
     info = {
         "file_problems": problems,
+        "implausible_values": implausible,
         "rescaling": rescale_stats,
         "cell_days_with_value": n_vals,
     }

@@ -10,8 +10,9 @@ ERA5 writes m) are an error the user fixes, not something we silently rescale.
 from __future__ import annotations
 
 import re
+from typing import Iterable, Mapping
 
-from somojax.errors import InputDataError
+from somojax.errors import ConfigError, InputDataError
 
 # Canonical ERA5 units (normalised spelling) of every ERA5 short name somojax reads.
 ERA5_UNITS: dict[str, tuple[str, ...]] = {
@@ -77,11 +78,16 @@ def normalize_units(units: str | None) -> str:
 def check_units(var: str, units: str | None, accepted: tuple[str, ...], source: str) -> str:
     """Checks a `units` attribute against the accepted spellings; returns the normalised units.
 
-    A missing `units` attribute is accepted (returns "") — the caller records the assumption in
-    the preparation report. Wrong units raise `InputDataError`.
+    Wrong units raise `InputDataError`; so do missing ones, unless the variable is dimensionless
+    ("" accepted). The ERA5 reader gives variables without units the unit stated in `data.units`
+    before they get here (`era5._with_stated_units`).
     """
     if units is None or str(units).strip() == "":
-        return ""
+        if "" in accepted:
+            return ""
+        raise InputDataError(
+            f"{source}: variable {var!r} has no 'units' attribute (expected {accepted[0]!r}); state it in data.units or add it to the file"
+        )
     norm = normalize_units(units)
     if norm in accepted or (norm == "1" and "1" in accepted):
         return norm
@@ -94,3 +100,34 @@ def check_units(var: str, units: str | None, accepted: tuple[str, ...], source: 
         f"{source}: variable {var!r} has units {units!r}, expected {' or '.join(repr(a) for a in accepted if a)}"
         f"{hint}. Fix the file's units (or the data) and run again."
     )
+
+
+def stated_units(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
+    """`data.units` checked: {variable name as the files spell it: unit} for variables whose
+    files have no `units` attribute.
+
+    A name must be one the ERA5 reader knows (short, ARCO long or CMIP-style; long names are
+    mapped to short ones) and the unit one somojax reads that variable in: stating a unit
+    confirms what the values are, it converts nothing. Raises `ConfigError` naming `data.units`.
+    """
+    from somojax.prepare.era5 import CMIP_FLUX_UNITS, CMIP_NAMES, LONG_NAMES
+
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    out = {}
+    for name, unit in items:
+        short = LONG_NAMES.get(name, name)
+        if short in ERA5_UNITS:
+            accepted = ERA5_UNITS[short]
+        elif short in CMIP_NAMES:
+            target, kind = CMIP_NAMES[short]
+            accepted = ERA5_UNITS[target] if kind == "state" else (CMIP_FLUX_UNITS[kind],)
+        else:
+            known = sorted(set(ERA5_UNITS) | set(CMIP_NAMES))
+            raise ConfigError(f"data.units: {name!r} is not an input variable somojax reads; known names: {', '.join(known)} (or their ARCO long names)")
+        if normalize_units(unit) not in accepted:
+            raise ConfigError(
+                f"data.units: {name}: {unit!r} is not a unit somojax reads {name} in (expected {' or '.join(repr(a) for a in accepted if a)}); "
+                "data.units states the unit of values as they are, it does not convert: convert the file instead"
+            )
+        out[short] = str(unit)
+    return out

@@ -280,7 +280,7 @@ def read_cells_file(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ConfigError(f"{key} does not exist (region=cells needs a CSV with latitude, longitude columns)")
     try:
-        table = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)  # show "n/a" as written
     except (ValueError, pd.errors.ParserError) as e:  # empty, binary, ragged rows
         raise ConfigError(f"{key} is not a readable CSV ({type(e).__name__}: {str(e)[:200]})") from None
     cols = {c.strip().lower(): c for c in table.columns}

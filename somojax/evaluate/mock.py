@@ -82,7 +82,9 @@ def mock_stores(
     statics = xr.Dataset(stat, coords={C.LAT: lat, C.LON: lon})
     truth_ds = xr.Dataset({C.SM_TRUE: (gdims, truth.astype(np.float32))}, coords=coords)
     predictions = xr.Dataset(
-        {C.SM: (gdims, pred.astype(np.float32)), C.SM_SPREAD: (gdims, np.full(pred.shape, 0.01, np.float32))}, coords=coords
+        {C.SM: (gdims, pred.astype(np.float32)), C.SM_SPREAD: (gdims, np.full(pred.shape, 0.01, np.float32))},
+        coords=coords,
+        attrs={"somojax_complete": True},  # a finished rollout (evaluate refuses unfinished ones)
     )
 
     # targets: n_cells land cells; each layer observed at a subset, truth rescaled to ERA5 mean/std

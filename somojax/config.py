@@ -360,6 +360,8 @@ def _load_tree(path: Path, seen: tuple[Path, ...]) -> dict:
         raw = _parse_yaml(path.read_text()) or {}
     except (yaml.YAMLError, ValueError) as e:  # ValueError: not text (UnicodeDecodeError)
         raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+    except OSError as e:  # a directory, no permission
+        raise ConfigError(f"config {path} cannot be read: {e.strerror or e}; give a YAML file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)

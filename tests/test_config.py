@@ -201,3 +201,8 @@ def test_a_binary_file_as_config_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     with pytest.raises(ConfigError, match=r"weights\.yaml is not valid YAML"):
         load_config(bad)
+
+
+def test_a_directory_as_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot be read: Is a directory; give a YAML file"):
+        load_config(tmp_path)

@@ -45,7 +45,9 @@ DETAILS: dict[str, str] = {
     "export": "One NetCDF file per layer and year, named somojax_<LAYER>_<YYYY>.nc.",
     "evaluate": "Scores SoMo.ml*-style cross-validated series per cell and layer against the targets, "
     "and reference products on the same cells and days.",
-    "import-torch": "Needs PyTorch (pip install 'somojax[torch]').",
+    "import-torch": "A state dict holds only weights: the window length and input order come from --seq-length or the "
+    "config given with -c (SoMo.ml v1: -c somo-v1, docs/somo-v1.md), are logged and recorded in the checkpoint. "
+    ".pt/.pth files need PyTorch (pip install 'somojax[torch]').",
     "bench": "Prints tables and writes JSON to benchmarks/results/.",
     "run": "The main job. With the default `demo` config it runs on the synthetic Earth in minutes.",
 }
@@ -142,8 +144,20 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add("export")
     add("evaluate")
     sp = add("import-torch")
-    sp.add_argument("--state-dict", required=True, help="PyTorch state dict (.pt/.pth) or NumPy .npz of it")
-    sp.add_argument("--stats", required=True, help="normalisation statistics: JSON or CSV of means and stds per variable")
+    sp.add_argument("--state-dict", required=True, help="PyTorch state dict (.pt/.pth) or NumPy .npz of it; several (comma-separated): members")
+    sp.add_argument(
+        "--stats",
+        required=True,
+        help="normalisation statistics, one file or several (comma-separated, merged): somojax JSON, CSV variable,mean,std, "
+        "or SoMo.ml's scaler tables (scaler_ALL_layer0.dat,scaler_ALL_statics.dat: rows aveK/stdK)",
+    )
+    sp.add_argument(
+        "--seq-length",
+        type=int,
+        default=None,
+        help="the model's window length in days (a state dict does not record it; SoMo.ml v1: 365, or use -c somo-v1); "
+        "default: model.seq_length of the config given with -c",
+    )
     sp.add_argument("--layer", required=True, choices=["L1", "L2", "L3"], help="the layer this model predicts")
     sp.add_argument("--out", default=None, help="checkpoint directory (default: <workdir>/checkpoints/<layer>)")
     sp = add("bench")
@@ -187,7 +201,8 @@ def _dispatch(args: argparse.Namespace, cfg) -> object:
     if cmd == "import-torch":
         from somojax.train.import_torch import import_torch
 
-        return import_torch(cfg, state_dict=args.state_dict, stats=args.stats, layer=args.layer, out=args.out)
+        seq_length, told = _import_window(args, cfg)
+        return import_torch(cfg, state_dict=args.state_dict, stats=args.stats, layer=args.layer, out=args.out, seq_length=seq_length, told=told)
     if cmd == "bench":
         from somojax.bench import run_benchmarks
 
@@ -197,6 +212,30 @@ def _dispatch(args: argparse.Namespace, cfg) -> object:
 
         return run(cfg)
     raise AssertionError(cmd)  # pragma: no cover
+
+
+def _import_window(args: argparse.Namespace, cfg) -> tuple[int | None, str]:
+    """(window length, where it and the input order come from) for import-torch.
+
+    A PyTorch state dict does not record its window length, so it must be told: `--seq-length`,
+    or a config named with -c (or a model.seq_length override). The default config's length
+    would be a guess (the demo's 90 days for SoMo.ml's 365).
+    """
+    from somojax.errors import ConfigError
+
+    if args.seq_length is not None:
+        return args.seq_length, f"--seq-length {args.seq_length}, inputs from config {cfg.name}"
+    if args.config_given or any(o.startswith("model.seq_length=") for o in args.overrides):
+        return None, f"config {args.config}"
+    raise ConfigError(
+        "import-torch needs the model's window length, which a PyTorch state dict does not record: give --seq-length "
+        f"(SoMo.ml v1: 365) or the config the model was trained with (-c somo-v1 for SoMo.ml v1; the default config "
+        f"{DEFAULT_CONFIG} would give model.seq_length={cfg.model.seq_length})"
+    )
+
+
+def _config_given(argv: Sequence[str]) -> bool:
+    return any(a in ("-c", "--config") or a.startswith("--config=") or (a.startswith("-c") and len(a) > 2 and not a.startswith("--")) for a in argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -212,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    args.config_given = _config_given(argv)
     from somojax.config import load_config, save_config
     from somojax.utils.logging import setup_logging
 

@@ -97,6 +97,27 @@ def _load_checked(directory: Path, layer: str) -> Bundle:
     return b
 
 
+def check_settings(cfg: Config, bundles: Mapping[str, Bundle]) -> None:
+    """The config agrees with what each checkpoint records: window length, outputs per window,
+    the set of inputs (a PyTorch import records what it was told; a mismatch means the config
+    describes another model)."""
+    for layer, b in bundles.items():
+        where = cfg.checkpoint_dir / layer
+        pairs = (
+            ("model.seq_length", b.model.seq_length, cfg.model.seq_length),
+            ("model.predict_last_n", b.model.predict_last_n, cfg.model.predict_last_n),
+            ("data.dynamic_inputs", sorted(v for v in b.dynamic_inputs if not v.startswith("sm_L")), sorted(cfg.data.dynamic_inputs)),
+            ("data.static_inputs", sorted(b.static_inputs), sorted(cfg.data.static_inputs)),
+        )
+        for key, recorded, configured in pairs:
+            if recorded != configured:
+                fix = f", or set {key}={recorded}" if not isinstance(recorded, list) else ""
+                raise CheckpointError(
+                    f"the {layer} checkpoint {where} records {key}={recorded}, but config {cfg.name} says {key}={configured}: "
+                    f"predict with the config the model was trained or imported with (-c somo-v1 for SoMo.ml v1){fix}"
+                )
+
+
 def check_inputs(bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset, source: str) -> None:
     """Every variable a model reads exists in the stores and has statistics (before compute)."""
     for layer, b in bundles.items():
@@ -327,6 +348,7 @@ def fingerprint(plan: Plan, cfg: Config) -> str:
 
 def make_plan(cfg: Config, layers: Sequence[str] | None, forcings: xr.Dataset, statics: xr.Dataset) -> Plan:
     out, bundles = load_bundles(cfg, layers)
+    check_settings(cfg, bundles)
     check_inputs(bundles, forcings, statics, str(cfg.store_dir))
     modes = {l: engine.resolve_mode(b, cfg.infer.mode) for l, b in bundles.items()}
     start, end = pd.Timestamp(cfg.infer.start), pd.Timestamp(cfg.infer.end)

@@ -14,13 +14,17 @@ Accepted files: `.pt`/`.pth` (needs PyTorch: `pip install 'somojax[torch]'`; a d
 or a checkpoint dict holding one under `state_dict`/`model_state_dict`; a `module.` prefix from
 DataParallel is dropped) or `.npz` with the same keys.
 
-Normalisation statistics (the means and standard deviations the PyTorch model was trained with):
-- JSON, either somojax's `NormStats` format ({"mean": {var: m}, "std": {var: s}, "target_mean":
-  {layer: m}, "target_std": {layer: s}}) or {var: {"mean": m, "std": s}, ...} with the target
-  under the layer name, `target` or `sm`;
-- CSV with columns `variable,mean,std`, the target in a row named as above.
-A JSON file may also give `dynamic_inputs` / `static_inputs`: the models' input order, when it is
-not somojax's (`data.dynamic_inputs` + the upper-layer inputs, `data.static_inputs`).
+Normalisation statistics (the means and standard deviations the PyTorch model was trained with),
+one file or several whose variables are merged, in any of `STATS_FORMATS` (recognised from the
+content): somojax's JSON, a JSON of {var: {mean, std}}, a CSV `variable,mean,std`, or SoMo.ml's own
+scaler tables as the authors publish them (`scaler_ALL_layer0.dat`: dynamic inputs and the target
+`sm`; `scaler_ALL_statics.dat`: the statics; rows `aveK`/`stdK`, a column per variable). A JSON file
+may also give `dynamic_inputs` / `static_inputs`: the models' input order, when it is not the
+config's (`data.dynamic_inputs` + the upper-layer inputs, `data.static_inputs`).
+
+A state dict does not record the window length or the input order: they are told (the config's
+`model.seq_length` and `data.*_inputs`, or `--seq-length`), logged, and recorded in the checkpoint.
+`configs/somo-v1.yaml` is SoMo.ml v1's preset (L = 365, H = 128, its input order; docs/somo-v1.md).
 """
 
 from __future__ import annotations
@@ -156,57 +160,124 @@ def _check_finite(sd: Mapping[str, np.ndarray], source: str) -> None:
             )
 
 
-def read_stats(path: str | Path, layer: str) -> tuple[NormStats, dict]:
-    """(NormStats, {"dynamic_inputs": ..., "static_inputs": ...} given in the file) from JSON or CSV."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(f"statistics file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+STATS_FORMATS = (
+    "somojax JSON (normalization.json): {\"mean\": {var: m}, \"std\": {var: s}, \"target_mean\": {layer: m}, \"target_std\": {layer: s}}",
+    "JSON {var: {\"mean\": m, \"std\": s}, ..., \"target\": {...}}",
+    "CSV with the columns variable,mean,std (one row per variable)",
+    "SoMo.ml scaler table (scaler_ALL_layer0.dat, scaler_ALL_statics.dat): a CSV whose header names one column "
+    "per variable, with a row aveK (or mean) and a row stdK (or std)",
+)
+MEAN_ROWS, STD_ROWS = ("avek", "ave", "mean"), ("stdk", "std")
+
+
+def _formats_text() -> str:
+    return "; ".join(f"({k}) {f}" for k, f in enumerate(STATS_FORMATS, 1))
+
+
+def read_stats(paths: str | Path | Sequence[str | Path], layer: str) -> tuple[NormStats, dict]:
+    """(NormStats, {"dynamic_inputs": ..., "static_inputs": ...} given in the files).
+
+    `paths`: one file, several, or several joined by commas, each in one of `STATS_FORMATS` (found
+    from the content, not the name: the authors' tables end in `.dat`). Their variables are merged:
+    SoMo.ml keeps the dynamic inputs and the target in one table and the statics in another.
+    """
+    files = _split_paths(paths)
+    if not files:
+        raise InputDataError(f"--stats {paths!r} names no file; give one or more statistics files, comma-separated")
     order: dict = {}
     table: dict[str, tuple[float, float]] = {}
+    seen_in: dict[str, Path] = {}
+    for path in files:
+        part, part_order = _read_stats_file(path)
+        for k, v in part.items():
+            if k in table and table[k] != v:
+                raise InputDataError(f"{path} and {seen_in[k]} give {k!r} different statistics ({v} and {table[k]}); keep one")
+            table[k], seen_in[k] = v, path
+        order.update(part_order)
+    return _norm_stats(table, layer, ", ".join(map(str, files))), order
+
+
+def _split_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    return [Path(p.strip()) for item in items for p in str(item).split(",") if p.strip()]
+
+
+def _read_stats_file(path: Path) -> tuple[dict[str, tuple[float, float]], dict]:
+    """{variable: (mean, std)} and the input order given in one statistics file."""
+    if not path.is_file():
+        raise InputDataError(f"statistics file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
     try:
-        if path.suffix.lower() == ".csv":
-            df = pd.read_csv(path)
-            cols = {c.strip().lower(): c for c in df.columns}
-            if not {"variable", "mean", "std"} <= set(cols):
-                raise InputDataError(f"{path}: a statistics CSV needs the columns variable, mean, std (found {list(df.columns)})")
-            names = df[cols["variable"]].astype(str).str.strip()
-            if names.duplicated().any():
-                raise InputDataError(f"{path}: variables {sorted(set(names[names.duplicated()]))} have more than one row; keep one each")
-            for name, (_, row) in zip(names, df.iterrows()):
-                table[name] = (float(row[cols["mean"]]), float(row[cols["std"]]))
-        else:
-            d = json.loads(path.read_text())
-            if not isinstance(d, dict):
-                raise InputDataError(f"{path} holds a JSON {type(d).__name__}, not a mapping of variables to their mean and std")
-            order = {k: tuple(d.pop(k)) for k in ("dynamic_inputs", "static_inputs") if k in d}
-            if "mean" in d and "std" in d and isinstance(d["mean"], Mapping):
-                st = NormStats.from_json(json.dumps(d), source=str(path))
-                table = {k: (st.mean[k], st.std[k]) for k in st.mean}
-                for lay in st.target_mean:
-                    table[lay] = (st.target_mean[lay], st.target_std[lay])
-            else:
-                for k, v in d.items():
-                    table[k] = (float(v["mean"]), float(v["std"]))
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise InputDataError(f"{path} is not a text file; accepted statistics formats: {_formats_text()}") from None
+    try:
+        if path.suffix.lower() == ".json" or text.lstrip()[:1] in ("{", "["):
+            return _read_stats_json(path, text)
+        return _read_stats_csv(path)
     except (ValueError, KeyError, TypeError) as e:
-        raise InputDataError(f"{path} is not a statistics file somojax understands: {e!r} (see `somojax import-torch --help`)") from None
+        raise InputDataError(
+            f"{path} is not a statistics file somojax understands ({type(e).__name__}: {textwrap.shorten(str(e), 160)}); "
+            f"accepted formats: {_formats_text()}"
+        ) from None
+
+
+def _read_stats_json(path: Path, text: str) -> tuple[dict[str, tuple[float, float]], dict]:
+    d = json.loads(text)
+    if not isinstance(d, dict):
+        raise InputDataError(f"{path} holds a JSON {type(d).__name__}, not a mapping of variables to their mean and std")
+    order = {k: tuple(d.pop(k)) for k in ("dynamic_inputs", "static_inputs") if k in d}
+    if "mean" in d and "std" in d and isinstance(d["mean"], Mapping):
+        st = NormStats.from_json(json.dumps(d), source=str(path))
+        table = {k: (st.mean[k], st.std[k]) for k in st.mean}
+        table.update({lay: (st.target_mean[lay], st.target_std[lay]) for lay in st.target_mean})
+        return table, order
+    return {k: (float(v["mean"]), float(v["std"])) for k, v in d.items()}, order
+
+
+def _read_stats_csv(path: Path) -> tuple[dict[str, tuple[float, float]], dict]:
+    """A long table (variable,mean,std) or SoMo.ml's wide one (rows aveK/stdK, a column per variable)."""
+    df = pd.read_csv(path, index_col=None)
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    if {"variable", "mean", "std"} <= set(cols):
+        names = df[cols["variable"]].astype(str).str.strip()
+        if names.duplicated().any():
+            raise InputDataError(f"{path}: variables {sorted(set(names[names.duplicated()]))} have more than one row; keep one each")
+        return {n: (float(row[cols["mean"]]), float(row[cols["std"]])) for n, (_, row) in zip(names, df.iterrows())}, {}
+    rows = {str(r).strip().lower(): i for i, r in enumerate(df.iloc[:, 0])} if df.shape[1] > 1 else {}
+    mean_row = next((rows[r] for r in MEAN_ROWS if r in rows), None)
+    std_row = next((rows[r] for r in STD_ROWS if r in rows), None)
+    if mean_row is None or std_row is None:
+        raise InputDataError(
+            f"{path}: neither columns variable,mean,std (found {[str(c) for c in df.columns][:8]}) nor rows aveK and stdK "
+            f"(first column: {[str(r) for r in df.iloc[:, 0]][:4] if df.shape[1] else []}); accepted formats: {_formats_text()}"
+        )
+    variables = [str(c).strip() for c in df.columns[1:]]
+    dup = sorted({v for v in variables if variables.count(v) > 1})
+    if dup:
+        raise InputDataError(f"{path}: variables {dup} have more than one column; keep one each")
+    return {v: (float(df.iloc[mean_row, k + 1]), float(df.iloc[std_row, k + 1])) for k, v in enumerate(variables)}, {}
+
+
+def _norm_stats(table: dict[str, tuple[float, float]], layer: str, source: str) -> NormStats:
+    """The target (under the layer's name, `target` or `sm`) split off; every std positive and finite."""
+    table = dict(table)
     name = next((n for n in (layer, *TARGET_NAMES) if n in table), None)
     if name is None:
-        raise InputDataError(f"{path} has no statistics of the target: add a row/entry named {layer!r} (or 'target') with its mean and std")
+        raise InputDataError(f"{source} has no statistics of the target: add a row/entry named {layer!r} (or 'target', 'sm') with its mean and std")
     target = table.pop(name)
     for k, (m, s) in [*table.items(), (name, target)]:
         if not (np.isfinite(m) and np.isfinite(s) and s > 0):
             what = "the target" if k == name else "variable"
             raise InputDataError(
-                f"{path}: {what} {k!r} has mean {m} and std {s}; the std must be positive and both finite "
+                f"{source}: {what} {k!r} has mean {m} and std {s}; the std must be positive and both finite "
                 "(a zero std would divide by zero when normalising): give the statistics the model was trained with"
             )
-    stats = NormStats(
+    return NormStats(
         mean={k: m for k, (m, _) in table.items()},
         std={k: s for k, (_, s) in table.items()},
         target_mean={layer: target[0]},
         target_std={layer: target[1]},
     )
-    return stats, order
 
 
 def _make_room(out: Path) -> None:
@@ -229,27 +300,35 @@ def import_torch(
     cfg: Config,
     *,
     state_dict: str | Path | Sequence[str | Path],
-    stats: str | Path,
+    stats: str | Path | Sequence[str | Path],
     layer: str,
     out: str | Path | None = None,
+    seq_length: int | None = None,
+    told: str = "",
 ) -> Path:
     """Writes a somojax checkpoint (one member per state dict) that `load_bundle` reads.
 
+    A state dict holds weights only: the hidden size comes from them, everything else the model
+    needs — the sequence length, the input order, the statistics — is told, and recorded in
+    the checkpoint (`somojax predict` refuses a config that disagrees with it).
+
     Args:
-      cfg: run config; its `model` section supplies seq_length / predict_last_n / dropout (the
-        hidden size comes from the weights), `data` the default input order.
+      cfg: run config; `model` gives seq_length (unless `seq_length` is given), predict_last_n and
+        dropout, `data` the input order (unless the statistics file gives it; configs/somo-v1.yaml
+        is SoMo.ml v1's).
       state_dict: one path, several paths, or several paths joined by commas.
-      stats: normalisation statistics file (JSON or CSV, see the module docstring).
+      stats: statistics files (one or several, or joined by commas; formats: `STATS_FORMATS`).
       layer: `L1`, `L2` or `L3`.
       out: checkpoint directory (default `<workdir>/checkpoints/<layer>`); must not hold one yet.
+      seq_length: the model's window length in days; default `cfg.model.seq_length`.
+      told: where the settings came from, for the log (e.g. "config somo-v1").
 
     Returns:
       The checkpoint directory.
     """
     if layer not in C.LAYERS:
         raise InputDataError(f"layer {layer!r}: expected one of {C.LAYERS}")
-    paths = [state_dict] if isinstance(state_dict, (str, Path)) else list(state_dict)
-    paths = [Path(p.strip()) for item in paths for p in str(item).split(",") if p.strip()]
+    paths = _split_paths(state_dict)
     if not paths:
         raise InputDataError(f"--state-dict {state_dict!r} names no file; give one or more .pt/.pth/.npz paths, comma-separated")
     members = [convert(read_state_dict(p), source=str(p)) for p in paths]
@@ -266,17 +345,34 @@ def import_torch(
         if len(names) != n:
             raise InputDataError(
                 f"{paths[0]}: {key} has {n} {what} inputs but layer {layer} uses {len(names)} ({', '.join(names)}); "
-                f"give the model's {what} input order as `{what}_inputs` in {stats}"
+                f"give the model's {what} input order as data.{what}_inputs in the config (or `{what}_inputs` in a JSON statistics file)"
             )
     missing = [v for v in dynamic + static if v not in norm.mean]
     if missing:
-        raise InputDataError(f"{stats} has no mean/std for the model inputs {missing}")
-    model = dataclasses.replace(cfg.model, hidden_size=int(h))
+        raise InputDataError(f"{_show(stats)} has no mean/std for the model inputs {missing} (it has {sorted(norm.mean)})")
+    length = int(seq_length if seq_length is not None else cfg.model.seq_length)
+    if length < 1:
+        raise InputDataError(f"--seq-length {length}: the model's window length must be at least 1 day (SoMo.ml v1: 365)")
+    if h != cfg.model.hidden_size:
+        log.warning("the weights have H=%d hidden units, the config says model.hidden_size=%d: the checkpoint takes H from the weights", h, cfg.model.hidden_size)
+    model = dataclasses.replace(cfg.model, hidden_size=int(h), seq_length=length)
     params = {k: np.stack([m[k] for m in members]) for k in PARAM_NAMES}
     bundle = Bundle(layer=layer, params=params, model=model, stats=norm, dynamic_inputs=dynamic, static_inputs=static, config=to_dict(cfg))
     out = Path(out) if out else cfg.checkpoint_dir / layer
     _make_room(out)
     with writing("the imported checkpoint", out):
-        save_bundle(bundle, out, source="import-torch", state_dicts=[str(p) for p in paths], statistics=str(stats))
-    log.info("imported %d member(s) of %s (H=%d, %d dynamic, %d static inputs) into %s", len(members), layer, h, d, s, out)
+        save_bundle(
+            bundle, out, source="import-torch", state_dicts=[str(p.resolve()) for p in paths],
+            statistics=[str(p.resolve()) for p in _split_paths(stats)], told=told or f"config {cfg.name}",
+        )
+    log.info(
+        "imported %d member(s) of %s into %s: H=%d (from the weights); window L=%d days, predict_last_n=%d, "
+        "dynamic inputs %s, static inputs %s (from %s; a state dict does not record them); statistics of %d variables and the target from %s",
+        len(members), layer, out, h, length, model.predict_last_n, list(dynamic), list(static),
+        told or f"config {cfg.name}", len(norm.mean), _show(stats),
+    )
     return out
+
+
+def _show(paths) -> str:
+    return ", ".join(map(str, _split_paths(paths)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from somojax import constants as C
 from somojax import grid
@@ -17,7 +19,10 @@ from somojax.prepare.targets import (
     drop_cells,
     flags_allowed,
     grid_series,
+    TargetRules,
     layer_of,
+    physical_filter,
+    process_sensor,
     quality_filter,
     rescale,
     select_layers,
@@ -200,3 +205,80 @@ def test_ledger_never_loses_values_without_reason():
     led = Ledger()
     rec = led.step("x", "values", 10, 7, {"flag D01": 2}, [("n", "s", 1)], [("n", "s", 1)])
     assert rec["values_dropped"] == {"flag D01": 2, "other (bookkeeping difference)": 1}
+
+
+# ------------------------------------------------------------------ physical bounds
+ARM1 = "COSMOS/ARM-1/COSMOS_COSMOS_ARM-1_sm_0.000000_0.190000_Cosmic-ray-Probe_20170810_20180809.stm"
+ARM1_RULES = dict(start="2017-08-10", end="2018-08-09", lat_range=(-90.0, 90.0), lon_range=(-180.0, 180.0), min_days_per_sensor=60)
+
+
+def test_physical_filter_counts_per_file_and_reason():
+    t = pd.date_range("2001-01-01", periods=8, freq="h")
+    v = _values(t, [0.2, -9999.0, 1.7, -0.5, 0.8, 0.0, 0.3, 0.31], ["G"] * 8).assign(file=[0, 0, 0, 0, 0, 0, 1, 1])
+    kept, counts, records = physical_filter(v, ["a.stm", "b.stm"])
+    assert kept["sm"].tolist() == [0.2, 0.8, 0.0, 0.3, 0.31]  # the edges are inside
+    assert dict(counts) == {"fill value (-9999, ±1e20, ...)": 1, "above 0.8 m3 m-3": 1, "below 0 m3 m-3": 1}
+    assert [r["file"] for r in records] == ["a.stm"] and records[0]["values"] == 6 and records[0]["min"] == -9999.0
+    assert "whole file dropped" not in records[0]
+
+
+def test_a_file_mostly_outside_loses_all_its_values():
+    # a file in percent: 3 of 4 values above 0.8 -> its 0.5 is no data either; the other file stays
+    t = pd.date_range("2001-01-01", periods=6, freq="h")
+    v = _values(t, [25.0, 31.0, 0.5, 40.0, 0.2, 0.21], ["G"] * 6).assign(file=[0, 0, 0, 0, 1, 1])
+    kept, counts, records = physical_filter(v, ["pct.stm", "ok.stm"])
+    assert kept["sm"].tolist() == [0.2, 0.21]
+    assert dict(counts) == {"above 0.8 m3 m-3": 3, "rest of a file with > 50% of its values outside 0..0.8 m3 m-3": 1}
+    assert records[0]["whole file dropped"].startswith("75% of its values lie outside 0..0.8 m3 m-3: likely values in percent")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(-2.0, 2.0), st.integers(0, 2)), min_size=1, max_size=50))
+def test_physical_filter_property(pairs):
+    """Property: in-bound values of files mostly in bounds survive unchanged; every other value is counted."""
+    x = np.array([p[0] for p in pairs])
+    f = np.array([p[1] for p in pairs])
+    v = _values(pd.date_range("2001-01-01", periods=len(x), freq="h"), x, ["G"] * len(x)).assign(file=f)
+    kept, counts, records = physical_filter(v, ["a", "b", "c"])
+    inside = (x >= 0.0) & (x <= 0.8)
+    whole = {i for i in np.unique(f) if (~inside[f == i]).mean() > 0.5}
+    keep = inside & ~np.isin(f, list(whole))
+    np.testing.assert_array_equal(kept["sm"].to_numpy(), x[keep])
+    assert sum(counts.values()) == len(x) - keep.sum()
+    assert {r["file"] for r in records} == {"abc"[i] for i in np.unique(f[~inside])}
+
+
+def _inject(shared_data, tmp_path):
+    """A copy of a real ISMN file with physically impossible values flagged G: −9999 (3 lines),
+    1.7 (2), −0.5 (1) and all of September 2017 at 5.0; returns the file and the injected rows."""
+    src = shared_data / "ismn" / "Data_seperate_files_header_20170810_20180809" / ARM1
+    dst = tmp_path / "arc" / ARM1
+    dst.parent.mkdir(parents=True)
+    lines = src.read_bytes().decode().replace("\r\n", "\n").split("\n")
+    head, rows = lines[0], [ln.split() for ln in lines[1:] if ln.strip()]
+    bad = {10: "-9999", 20: "-9999", 30: "-9999", 40: "1.7", 50: "1.7", 60: "-0.5"}
+    bad.update({i: "5.0" for i, r in enumerate(rows) if r[0].startswith("2017/09/")})
+    out = [head] + [" ".join([r[0], r[1], bad[i], "G", r[4]] if i in bad else r) for i, r in enumerate(rows)]
+    dst.write_text("\r\n".join(out) + "\r\n")
+    return dst, rows, bad
+
+
+def test_impossible_values_flagged_G_in_a_real_file_are_dropped_and_counted(shared_data, tmp_path):
+    from somojax.prepare.ismn import group_sensors, scan_ismn
+
+    path, rows, bad = _inject(shared_data, tmp_path)
+    (members,) = group_sensors(scan_ismn(tmp_path / "arc"))
+    o = process_sensor(members, TargetRules(**ARM1_RULES))
+    n_sep = sum(1 for r in rows if r[0].startswith("2017/09/"))
+    assert n_sep == 720
+    assert dict(o.bound_reasons) == {"fill value (-9999, ±1e20, ...)": 3, "above 0.8 m3 m-3": 2 + n_sep, "below 0 m3 m-3": 1}
+    (rec,) = o.implausible
+    assert rec["file"] == str(path) and rec["min"] == -9999.0 and rec["max"] == 5.0 and sum(rec["dropped"].values()) == 726
+    # the daily series is exactly the one of the file's other values flagged G (hand pipeline)
+    keep = [(pd.Timestamp(f"{r[0]} {r[1]}".replace("/", "-")), float(r[2])) for i, r in enumerate(rows) if i not in bad and r[3] == "G"]
+    s = pd.Series([v for _, v in keep], index=pd.DatetimeIndex([t for t, _ in keep]))
+    g = s.groupby(s.index.floor("D"))
+    expect = g.mean()[g.size() >= 6]
+    np.testing.assert_allclose(o.daily.to_numpy(), expect.to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(o.daily.index.to_numpy(), expect.index.to_numpy())
+    assert not (o.daily.index.month == 9).any()  # the month at 5.0 left no day behind

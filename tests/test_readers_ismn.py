@@ -8,6 +8,8 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from somojax.errors import InputDataError
 from somojax.prepare.ismn import iter_sensors, read_ismn_file, scan_ismn
@@ -150,3 +152,110 @@ def test_missing_archive_and_empty_folder(tmp_path):
         scan_ismn(tmp_path / "nope")
     with pytest.raises(InputDataError, match=r"no ISMN data files \(\*\.stm\)"):
         scan_ismn(tmp_path)
+
+
+# ------------------------------------------------------------------ damaged files and archives
+HEADER_ARM1 = "Data_seperate_files_header_20170810_20180809"
+
+
+def _copy_arm1(shared_data, tmp_path):
+    dst = tmp_path / "arc" / ARM1
+    dst.parent.mkdir(parents=True)
+    shutil.copy(shared_data / "ismn" / HEADER_ARM1 / ARM1, dst)
+    return dst
+
+
+GARBAGE = [
+    b"this line is text",
+    b"2017/08/1",  # a line cut off inside the date
+    b"2017/08/10 05:00   0.1470 G M 2017/08/10 06:00   0.1710 G M",  # two lines run together
+    b"2017/08/10 07:00   abc G M",  # not a number
+    b"2017-08-10 08:00   0.1990 G M",  # a date in another format
+    b"2017/08/10 09:00   nan G M",  # not a finite value
+]
+
+
+def test_garbage_lines_cost_only_those_lines(shared_data, tmp_path):
+    p = _copy_arm1(shared_data, tmp_path)
+    lines = p.read_bytes().replace(b"\r\n", b"\n").split(b"\n")
+    head, rows = lines[0], [ln for ln in lines[1:] if ln.strip()]
+    at = [3, 100, 2000, 4000, 6000]  # garbage goes before these rows; the last line is cut mid-way
+    out = [head]
+    for i, row in enumerate(rows[:-1]):
+        if i in at:
+            out.append(GARBAGE[at.index(i)])
+        out.append(row)
+    out += [GARBAGE[5], rows[-1][:14]]  # a download cut off: '2018/08/09 23:' is no value line
+    p.write_bytes(b"\r\n".join(out) + b"\r\n")
+    ds = read_ismn_file(p)
+    good = [r.decode().split() for r in rows[:-1]]
+    assert ds.attrs["unparseable_lines"] == len(GARBAGE) + 1 and ds.attrs["value_lines"] == len(rows) + len(GARBAGE)
+    np.testing.assert_array_equal(ds["sm"].values, [float(r[2]) for r in good])
+    assert ds["ismn_flag"].values.tolist() == [r[3] for r in good]
+    # in an archive: the file is read, its garbage counted per file, nothing skipped
+    scan = scan_ismn(tmp_path / "arc")
+    assert len(scan.files) == 1 and scan.skipped == []
+    (_, values, problems), = list(iter_sensors(scan))
+    assert len(values) == len(good)
+    assert problems == [{"file": str(p), "reason": f"7 of {len(rows) + 6:,} value line(s) do not parse and were skipped (the first: 'this line is text')"}]
+
+
+def test_truncated_zip_is_an_error_naming_it(shared_data, tmp_path):
+    src = (shared_data / "ismn" / "Data_seperate_files_20170810_20180809.zip").read_bytes()
+    bad = tmp_path / "ismn_download.zip"
+    bad.write_bytes(src[: len(src) // 2])  # a download cut off half-way: no central directory
+    with pytest.raises(InputDataError, match=r"ismn_download\.zip: not a readable zip archive \(File is not a zip file\); the download may be incomplete or damaged: download it again"):
+        scan_ismn(bad)
+    with pytest.raises(InputDataError, match="not a readable zip archive"):
+        read_ismn_file(bad, "x.stm")
+
+
+def test_damaged_zip_member_is_skipped_with_the_reason(shared_data, tmp_path):
+    src = shared_data / "ismn" / "Data_seperate_files_20170810_20180809.zip"
+    raw = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = next(i for i in z.infolist() if "ARM-1" in i.filename and i.filename.endswith(".stm"))
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    mid = start + info.compress_size // 2
+    raw[mid : mid + 64] = bytes(64)  # damage the middle of the compressed data
+    bad = tmp_path / "damaged.zip"
+    bad.write_bytes(bytes(raw))
+    scan = scan_ismn(bad)  # the metadata (first line) still reads
+    assert sorted(f.station for f in scan.files) == ["ARM-1", "Barrow-ARM", "fraye"]
+    got = {files[0].station: (values, problems) for files, values, problems in iter_sensors(scan)}
+    values, problems = got["ARM-1"]
+    assert values is None and len(problems) == 1
+    assert problems[0]["file"].endswith(info.filename) and "cannot read this file" in problems[0]["reason"] and "archive may be damaged" in problems[0]["reason"]
+    assert got["fraye"][0] is not None and len(got["fraye"][0]) == 52045
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("ok"), st.integers(0, 10**5), st.integers(0, 9999), st.sampled_from(["G", "D03", "D03,D05", "U", "C01"]), st.sampled_from(["M", "OK", ""])),
+            st.tuples(st.just("bad"), st.sampled_from(GARBAGE + [b"x", b"2017/08/10", b"2017/08/10 01:00", b"1 2 3 4 5 6 7"]), st.none(), st.none(), st.none()),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+)
+def test_any_mix_of_value_lines_and_garbage(rows, newline):
+    """Property: every valid line is read exactly, every garbage line is counted."""
+    from somojax.prepare.ismn import parse_values
+
+    t0 = np.datetime64("2001-01-01T00:00")
+    lines, expect = ["NET NET ST 40.0 -97.0 100.0 0.05 0.05 Probe"], []
+    for kind, a, b, flag, pflag in rows:
+        if kind == "bad":
+            lines.append(a.decode())
+            continue
+        t = t0 + np.timedelta64(a, "h")
+        lines.append(f"{pd.Timestamp(t):%Y/%m/%d %H:%M} {b / 10000:.4f} {flag} {pflag}".rstrip())
+        expect.append((t, b / 10000, flag, pflag))
+    fv = parse_values(newline.join(lines).encode(), "header_values")
+    assert fv.unparseable == len(rows) - len(expect) and fv.lines == len(rows)
+    np.testing.assert_array_equal(fv.values.index.to_numpy(), np.array([t for t, *_ in expect], "datetime64[ns]"))
+    np.testing.assert_array_equal(fv.values["sm"].to_numpy(), [v for _, v, *_ in expect])
+    assert fv.values["ismn_flag"].tolist() == [f for *_, f, _ in expect]
+    assert fv.values["provider_flag"].tolist() == [p for *_, p in expect]

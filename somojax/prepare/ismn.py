@@ -296,8 +296,9 @@ def parse_values(raw: bytes, fmt: str) -> FileValues:
     good = [ln for ln, s in zip(body, shaped) if s] if not shaped.all() else body
     names = ["date", "time", "sm", "ismn_flag", "provider_flag"]
     if good:
-        df = pd.read_csv(io.BytesIO(b"\n".join(good)), sep=r"\s+", header=None, names=range(n_fields), usecols=cols,
-                         dtype={c: str for c in cols if c != cols[2]}, engine="c")
+        # all columns named (not `usecols`): a file whose lines all lack the last field still parses
+        df = pd.read_csv(io.BytesIO(b"\n".join(good)), sep=r"\s+", header=None, names=range(n_fields),
+                         dtype={c: str for c in cols if c != cols[2]}, engine="c")[cols]
         df.columns = names
     else:
         df = pd.DataFrame({n: pd.Series([], dtype=object) for n in names})

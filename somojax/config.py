@@ -183,6 +183,9 @@ class InferConfig:
     chunk_lat: int = 30
     chunk_lon: int = 30
     export_dir: str = ""  # NetCDF export; empty: <workdir>/export
+    # ACDD attributes of the exported files: who made them, under which terms
+    institution: str = ""  # empty: "unknown (set infer.institution)"
+    license: str = "CC-BY-4.0"
 
 
 @dataclass(frozen=True)

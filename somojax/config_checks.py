@@ -250,6 +250,8 @@ RULES: dict[str, Rule | str] = {
     "infer.chunk_lat": POSITIVE,
     "infer.chunk_lon": POSITIVE,
     "infer.export_dir": PATH,
+    "infer.institution": "free text for the exported files' ACDD `institution` attribute (empty: unknown)",
+    "infer.license": "free text for the exported files' ACDD `license` attribute (an SPDX id or a URL)",
     # --- evaluate ---------------------------------------------------------------------------
     "evaluate.folds": integer(2, what="cross-validation needs at least 2 folds"),
     "evaluate.fold_seed": SEED,

@@ -190,6 +190,41 @@ def write_store(ds: xr.Dataset, path: str | os.PathLike, kind: str, encoding: di
     return path
 
 
+# CF standard names (table version 93) of the variables that have one; the others (log_tp,
+# ETOPOsd, arid, domveg) are described by long_name only
+STANDARD_NAMES = {
+    "t2m": "air_temperature",
+    "skt": "surface_temperature",
+    "q": "specific_humidity",
+    "ssrd": "surface_downwelling_shortwave_flux_in_air",  # MJ m-2 day-1 is a flux, convertible to W m-2
+    "snr": "surface_net_downward_radiative_flux",
+    "ETOPOavg": "surface_altitude",
+    "tp": "lwe_precipitation_rate",
+    "clay": "mass_fraction_of_clay_in_soil",
+    "sand": "mass_fraction_of_sand_in_soil",
+    "silt": "mass_fraction_of_silt_in_soil",
+    "poro_top": "soil_porosity",
+    "poro_mid": "soil_porosity",
+    C.LAND_MASK: "land_binary_mask",
+    C.SM: "volume_fraction_of_condensed_water_in_soil",
+    C.SM_ERA5: "volume_fraction_of_condensed_water_in_soil",
+    C.SM_TRUE: "volume_fraction_of_condensed_water_in_soil",
+}
+
+
+def consolidate(path: str | os.PathLike) -> None:
+    """Consolidates a Zarr v3 store's metadata, so that `xarray.open_zarr(path)` reads one
+    document instead of every array's (and opens without a fallback warning). Consolidated
+    metadata is a zarr-python extension of v3 (its warning says so); other readers ignore it."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+        zarr.consolidate_metadata(str(path))
+
+
 def cf_attrs(var: str) -> dict:
     """CF attributes (units, long_name) of a known variable."""
     attrs = {}
@@ -205,5 +240,5 @@ def grid_coord_attrs() -> dict[str, dict]:
     return {
         C.LAT: {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude of the cell centre"},
         C.LON: {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude of the cell centre"},
-        C.LAYER: {"long_name": "soil layer", "depth_bounds_cm": str({k: list(v) for k, v in C.LAYER_BOUNDS_CM.items()})},
+        C.LAYER: {"long_name": "soil layer: L1 0-10 cm, L2 10-30 cm, L3 30-50 cm"},
     }

@@ -26,11 +26,11 @@ START, N_DAYS = "2000-01-01", 330
 L, H, M = 30, 8, 2
 
 
-def _stores(store_dir, seed=0):
+def _stores(store_dir, seed=0, n_days=N_DAYS):
     rng = np.random.default_rng(seed)
     lat, lon = grid.lat_centres(*LAT), grid.lon_centres(*LON)
-    times = pd.date_range(START, periods=N_DAYS, freq="D")
-    shape = (N_DAYS, lat.size, lon.size)
+    times = pd.date_range(START, periods=n_days, freq="D")
+    shape = (n_days, lat.size, lon.size)
     dyn = {v: (v_i + 1.0) * (rng.standard_normal(shape).cumsum(0) * 0.1 + rng.standard_normal(shape)) for v_i, v in enumerate(C.DYNAMIC_INPUTS)}
     dyn["t2m"][40, 1, 2] = np.nan  # a missing forcing day in one cell
     sm = rng.uniform(0.1, 0.4, (3,) + shape)
@@ -302,7 +302,7 @@ def test_export_round_trips(setup, tmp_path):
     ds = xr.open_dataset(files[1])
     z = xr.open_zarr(ref.predictions_path, consolidated=False)
     np.testing.assert_array_equal(ds[C.SM].values, z[C.SM].sel(layer="L2").values)
-    assert ds.attrs["Conventions"] == "CF-1.8" and ds[C.SM].attrs["units"] == "m3 m-3"
+    assert ds.attrs["Conventions"] == "CF-1.8, ACDD-1.3" and ds[C.SM].attrs["units"] == "m3 m-3"
     assert ds[C.SM].encoding["zlib"]
 
 

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -89,7 +88,7 @@ def template(layout: Layout, attrs: Mapping[str, object]) -> xr.Dataset:
         a = stores.cf_attrs(v)
         a.update({"grid_mapping": "crs", "coordinates": "layer_depth"})
         if v == C.SM:
-            a["standard_name"] = "volume_fraction_of_condensed_water_in_soil"
+            a["standard_name"] = stores.STANDARD_NAMES[C.SM]
         data[v] = ((C.LAYER, C.TIME, C.LAT, C.LON), da.full(layout.shape, np.nan, dtype=np.float32, chunks=chunks), a)
     ds = xr.Dataset(
         data,
@@ -207,9 +206,7 @@ def set_attrs(path: Path, attrs: Mapping[str, object]) -> None:
     with writing("the attributes of the prediction store", path):
         group = zarr.open_group(str(path), mode="r+")
         group.attrs.update({k: (json.dumps(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in attrs.items()})
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
-            zarr.consolidate_metadata(str(path))
+        stores.consolidate(path)
 
 
 def check_complete(ds: xr.Dataset, path: Path) -> None:

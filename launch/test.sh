@@ -20,4 +20,19 @@ if ! python -c "import cfgrib, eccodes" 2>/dev/null; then
   python -m pip install -q --disable-pip-version-check "cfgrib>=0.9.14" "eccodes>=2.38" 2>/dev/null \
     || echo "==> cfgrib/ecCodes not installable here: the GRIB tests will be skipped"
 fi
+# CF checks of the exported files (tests/test_export_cf.py): CDO and the udunits2 library of
+# cfchecker come from Debian (root only), cfchecker and the CF standard-name table (shipped in
+# compliance-checker) from PyPI. Without them those checks are skipped with the reason.
+if ! command -v cdo >/dev/null || ! ldconfig -p 2>/dev/null | grep -q libudunits2; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cdo libudunits2-dev; } >/dev/null 2>&1 \
+      || echo "==> cdo/libudunits2 not installable with apt-get: the CDO and cfchecks tests will be skipped"
+  else
+    echo "==> cdo/libudunits2 missing and apt-get unavailable (or not root): the CDO and cfchecks tests will be skipped"
+  fi
+fi
+if ! python -c "import cfchecker, compliance_checker" 2>/dev/null; then
+  python -m pip install -q --disable-pip-version-check cfchecker compliance-checker 2>/dev/null \
+    || echo "==> cfchecker/compliance-checker not installable here: the cfchecks test will be skipped"
+fi
 exec python -m pytest "$@"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.resources
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import netCDF4
@@ -40,9 +41,13 @@ def exported(tmp_path_factory):
 
 def cf_checker_command() -> list[str]:
     """cfchecks with the CF standard-name table of the compliance-checker package (no network)."""
-    exe = shutil.which("cfchecks") or (str(Path(__import__("sys").executable).parent / "cfchecks"))
+    exe = shutil.which("cfchecks") or str(Path(sys.executable).parent / "cfchecks")
     if not Path(exe).exists():
         pytest.skip("cfchecks is not installed (pip install cfchecker; it needs the udunits2 C library: apt-get install libudunits2-dev)")
+    try:
+        import cfunits  # noqa: F401  (loads the udunits2 C library)
+    except (ImportError, OSError) as e:
+        pytest.skip(f"cfchecks cannot run: cfunits does not load ({e}); apt-get install libudunits2-dev")
     try:
         table = importlib.resources.files("compliance_checker") / "data" / "cf-standard-name-table.xml"
     except ModuleNotFoundError:

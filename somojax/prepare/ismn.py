@@ -291,29 +291,26 @@ def parse_values(raw: bytes, fmt: str) -> FileValues:
     counted and skipped.
     """
     n_fields, cols, n_header = _LAYOUT[fmt]
-    body = _lines(raw)[n_header:]
-    shaped = np.array([n_fields - 1 <= len(ln.split()) <= n_fields for ln in body], bool)
-    good = [ln for ln, s in zip(body, shaped) if s] if not shaped.all() else body
-    names = ["date", "time", "sm", "ismn_flag", "provider_flag"]
-    if good:
-        # all columns named (not `usecols`): a file whose lines all lack the last field still parses
-        df = pd.read_csv(io.BytesIO(b"\n".join(good)), sep=r"\s+", header=None, names=range(n_fields),
-                         dtype={c: str for c in cols if c != cols[2]}, engine="c")[cols]
-        df.columns = names
-    else:
-        df = pd.DataFrame({n: pd.Series([], dtype=object) for n in names})
+    extra = n_fields  # one column more than the format has: filled by a line with extra fields
+    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").strip()
+    body = text.partition(b"\n")[2] if n_header else text
+    # `usecols` makes pandas return one row per non-blank line (extra fields are cut off, never
+    # the line); a first line with every column makes sure the columns exist
+    first_line = b" ".join(b"0" if c == cols[2] else b"-" for c in range(n_fields + 1)) + b"\n"  # a number as value keeps that column numeric
+    df = pd.read_csv(io.BytesIO(first_line + body), sep=r"\s+", header=None, names=range(n_fields + 1), usecols=cols + [extra],
+                     dtype={c: object for c in cols + [extra] if c != cols[2]}, engine="c", low_memory=False).iloc[1:]
+    shaped = (df[extra].isna() & df[cols[3]].notna()).to_numpy()
+    df = df[cols].set_axis(["date", "time", "sm", "ismn_flag", "provider_flag"], axis=1)
     sm = pd.to_numeric(df["sm"], errors="coerce").to_numpy(np.float64)
     time = pd.to_datetime(df["date"] + " " + df["time"], format="%Y/%m/%d %H:%M", errors="coerce")
-    ok = np.isfinite(sm) & time.notna().to_numpy()
+    ok = shaped & np.isfinite(sm) & time.notna().to_numpy()
     values = pd.DataFrame(
         {"sm": sm[ok], "ismn_flag": df["ismn_flag"].to_numpy(object)[ok], "provider_flag": df["provider_flag"].fillna("").to_numpy(object)[ok]},
         index=pd.DatetimeIndex(time[ok], name="time"),
     )
-    line_ok = shaped.copy()
-    line_ok[shaped] = ok
-    bad = int((~line_ok).sum())
-    first = body[int(np.argmin(line_ok))].decode("ascii", "replace").strip()[:80] if bad else ""
-    return FileValues(values, len(body), bad, first)
+    bad = len(df) - int(ok.sum())
+    first = _lines(body)[int(np.argmin(ok))].decode("ascii", "replace").strip()[:80] if bad else ""
+    return FileValues(values, len(df), bad, first)
 
 
 def read_values(sf: SensorFile) -> FileValues:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import ndimage
 
 from somojax import constants as C
 from somojax import stores
@@ -30,6 +31,8 @@ log = get_logger("synth")
 TRUTH_LAYERS_CM = [C.LAYER_BOUNDS_CM[l] for l in C.LAYERS] + [(50.0, 100.0)]
 ERA5_LAYERS_CM = [C.ERA5_LAYER_BOUNDS_CM[v] for v in C.ERA5_SM_VARS]
 ALBEDO = {fields.GRASSLAND: 0.20, fields.CROPLAND: 0.18, fields.DECIDUOUS_BROADLEAF: 0.14, fields.MIXED_FOREST: 0.13, fields.OPEN_SHRUBLAND: 0.25, fields.WATER: 0.08}
+INCREMENT_MM_PER_K = 1.0  # analysis water per kelvin of first-guess 2 m temperature error [mm day-1 K-1]
+INCREMENT_WEIGHTS = np.array([0.2, 0.35, 0.45])  # share of the increment in swvl1..3
 ROOTS = {  # root fractions over the 4 truth layers
     fields.GRASSLAND: (0.40, 0.35, 0.20, 0.05),
     fields.CROPLAND: (0.45, 0.35, 0.15, 0.05),
@@ -40,7 +43,11 @@ ROOTS = {  # root fractions over the 4 truth layers
 
 
 def truth_params(st: fields.Statics) -> soil.SoilParams:
-    """Bucket parameters of the truth for the land cells (row-major order)."""
+    """Bucket parameters of the truth for the land cells (row-major order).
+
+    Clay soils crack and carry more macropore flow past the top layer after heavy rain; a weak
+    capillary diffusion connects the layers, so the deep layers also wet and dry between storms.
+    """
     land = st.land
     clay, sand = st.clay[land], st.sand[land]
     poro = np.stack([st.poro_top[land], st.poro_mid[land], st.poro_mid[land], st.poro_mid[land]])
@@ -55,23 +62,55 @@ def truth_params(st: fields.Statics) -> soil.SoilParams:
         pet_coef=0.85,
         runoff_exp=3.0,
         degree_day=3.0,
+        diffusion=np.array([4.0, 3.0, 2.0])[:, None],
+        bypass_fraction=0.3 + 0.6 * clay,
+        bypass_above=5.0,
+        bypass_split=np.array([0.0, 0.5, 0.35, 0.15]),
     )
 
 
-def reanalysis_params(n_cells: int) -> soil.SoilParams:
-    """The reanalysis' land model: ERA5's layers, uniform soil, sluggish drainage, no snow."""
-    ones = np.ones((3, n_cells))
+def reanalysis_params(st: fields.Statics) -> soil.SoilParams:
+    """The reanalysis' land model on every cell: ERA5's layers, its own coarse soil map, no snow.
+
+    Its soil map is the true clay content smoothed over ~0.5° (a coarser map of the same soil
+    survey); hydraulic properties follow from it through a texture relation unlike the truth's.
+    Drainage is sluggish but starts below field capacity, a strong diffusion couples the layers,
+    and water that does not fit into the top layer runs off: the deep layers are damped, lagged
+    versions of the surface. There are no macropores and no snow.
+    """
+    clay = np.clip(ndimage.gaussian_filter(st.clay, 2.0, mode="reflect"), 0.05, 0.5).ravel()
+    ones = np.ones((3, clay.size))
+    fc = (0.22 + 0.4 * clay) * ones
+    wp = (0.06 + 0.3 * clay) * ones
     return soil.SoilParams(
         thickness=np.array([10.0 * (b - a) for a, b in ERA5_LAYERS_CM]),
-        porosity=0.47 * ones,
-        field_capacity=0.34 * ones,
-        wilting_point=0.16 * ones,
-        drainage=np.array([0.10, 0.05, 0.02])[:, None] * ones,
-        roots=np.array([0.30, 0.45, 0.25])[:, None] * ones,
+        porosity=(0.40 + 0.12 * clay) * ones,
+        field_capacity=fc,
+        wilting_point=wp,
+        drainage=np.array([0.06, 0.03, 0.01])[:, None] * ones,
+        roots=np.array([0.35, 0.40, 0.25])[:, None] * ones,
         pet_coef=1.1,
         runoff_exp=1.5,
         degree_day=0.0,
+        drainage_threshold=wp + 0.4 * (fc - wp),
+        diffusion=10.0,
+        infiltration_excess=True,
     )
+
+
+def analysis_increments(era_w: weather.Weather, true_w: weather.Weather) -> np.ndarray:
+    """The reanalysis' soil-moisture analysis increments [day, layer, cell] (all cells, row-major).
+
+    Like ERA5's land data assimilation, the analysis adds water where its first guess of the
+    2 m temperature is too warm and removes it where too cold, spread over the root zone. Its
+    temperature errors are not caused by soil-moisture errors here (they are synoptic noise of
+    its own), so the increments are errors the truth does not have. The mean error is
+    bias-corrected away first; frozen ground (reanalysis T < 0 °C) gets none.
+    """
+    err = (era_w.t2m - true_w.t2m).reshape(era_w.t2m.shape[0], -1)
+    err = err - err.mean(axis=0)
+    thawed = era_w.t2m.reshape(err.shape) > 273.15
+    return INCREMENT_MM_PER_K * INCREMENT_WEIGHTS[None, :, None] * (err * thawed)[:, None, :]
 
 
 def _check(cfg: Config) -> None:
@@ -108,7 +147,7 @@ def simulate(cfg: Config) -> dict:
     era_w = weather.degrade(rng, region, true_w, storms, scale, st.elevation, albedo)
     n_all = region.shape[0] * region.shape[1]
     rs = lambda a: a.reshape(days.size, n_all)  # noqa: E731
-    era_run = soil.spun_up(reanalysis_params(n_all), rs(era_w.tp), rs(era_w.t2m), rs(era_w.ssr + era_w.str))
+    era_run = soil.spun_up(reanalysis_params(st), rs(era_w.tp), rs(era_w.t2m), rs(era_w.ssr + era_w.str), analysis_increments(era_w, true_w))
     swvl = {v: era_run.theta[:, k].reshape((days.size,) + region.shape) for k, v in enumerate(C.ERA5_SM_VARS)}
 
     sensors = stations.make_sensors(rng, region, st, truth, true_w.t2m, days, s.n_stations, s.station_start, s.hours_per_obs)

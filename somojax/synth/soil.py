@@ -5,18 +5,26 @@ Each day, in this order:
 
 1. snow: precipitation falls as snow below 0 °C; melt M = min(snow, ddf·max(T − 273.15, 0));
 2. water input W = rain + M; saturation-excess runoff R = W·(S_1/S_1,max)^b; infiltration
-   I = W − R enters layer 1;
+   I = W − R. Macropores carry B = f_B·max(I − I_B, 0) of it past layer 1 (preferential flow
+   after heavy rain), split over the layers below by weights w_B,k; I − B enters layer 1;
 3. overflow: water above a layer's capacity φ_k·z_k passes to the layer below (the bottom
    layer's overflow joins runoff);
-4. drainage: Q_k = k_k·max(S_k − S_fc,k, 0) from layer k to layer k+1 (limited by the room
-   there); the bottom layer drains out of the column;
-5. evapotranspiration: PET = c·max(Rn, 0)/2.45·clip((T − 268)/15, 0, 1) [mm day-1], taken from
+4. drainage: Q_k = k_k·max(S_k − S_d,k, 0) from layer k to layer k+1 (limited by the room
+   there), S_d the drainage threshold (default: field capacity); the bottom layer drains out of
+   the column;
+5. diffusion: F_k = D_k·(θ_k − θ_k+1) between layers k and k+1, downward or upward (capillary
+   rise), D_k capped at z_k·z_k+1/(z_k + z_k+1) so it never overshoots equal moisture, limited by
+   the room in the receiving layer and half the wilting-point storage of the giving one;
+6. analysis increments (the reanalysis only): water A_k added or removed by its data
+   assimilation, limited to the room and to half the wilting-point storage;
+7. evapotranspiration: PET = c·max(Rn, 0)/2.45·clip((T − 268)/15, 0, 1) [mm day-1], taken from
    layer k as E_k = PET·r_k·β_k with roots r_k and stress β_k = clip((θ_k − θ_wp)/(θ_fc − θ_wp), 0, 1),
    never below half the wilting-point storage.
 
-Water balance per layer and day: ΔS_k = in_k − out_k with in_1 = I, in_k = Q_{k−1} + O_{k−1}
-(drainage and overflow from above), out_k = Q_k + O_k + E_k. `run` returns every flux so that
-the tests check the balance exactly.
+Water balance per layer and day: ΔS_k = in_k − out_k + A_k − E_k with in_1 = I − B,
+in_k = B_k + N_k−1 (bypass and the net flux from above), out_k = N_k, where N_k = O_k + Q_k + F_k
+is the net flux from layer k to the one below (negative when diffusion lifts more water than
+drains). `run` returns every flux so that the tests check the balance exactly.
 """
 
 from __future__ import annotations
@@ -39,6 +47,12 @@ class SoilParams:
     pet_coef: float | np.ndarray = 0.8
     runoff_exp: float = 3.0
     degree_day: float = 3.0  # mm K-1 day-1; 0 disables snow (all precipitation is rain)
+    drainage_threshold: np.ndarray | None = None  # [layer, cell] m3 m-3 above which a layer drains; None: field capacity
+    diffusion: float | np.ndarray = 0.0  # [layer − 1, cell] mm day-1 per unit θ difference between layers k and k+1
+    bypass_fraction: float | np.ndarray = 0.0  # [cell] share of the infiltration above `bypass_above` that skips layer 1
+    bypass_above: float = 10.0  # mm day-1
+    bypass_split: np.ndarray | None = None  # [layer] weights of the bypass over the layers (layer 1 gets none)
+    infiltration_excess: bool = False  # True: water that does not fit into layer 1 runs off instead of passing down
 
 
 @dataclass
@@ -47,15 +61,57 @@ class SoilRun:
 
     theta: np.ndarray  # [day, layer, cell] m3 m-3 at the end of the day
     storage: np.ndarray  # [day, layer, cell] mm at the end of the day
-    infiltration: np.ndarray  # [day, cell] into layer 1
-    inflow: np.ndarray  # [day, layer, cell] from above (drainage + overflow), layer 0: infiltration
-    outflow: np.ndarray  # [day, layer, cell] to below (drainage + overflow); bottom: out of the column
+    infiltration: np.ndarray  # [day, cell] into the soil (layer 1 and the macropores)
+    bypass: np.ndarray  # [day, layer, cell] macropore flow into each layer
+    inflow: np.ndarray  # [day, layer, cell] bypass + net flux from above; layer 0: infiltration − bypass
+    outflow: np.ndarray  # [day, layer, cell] net flux to below (overflow + drainage + diffusion); bottom: out of the column
     et: np.ndarray  # [day, layer, cell]
+    increment: np.ndarray  # [day, layer, cell] analysis increments applied
     runoff: np.ndarray  # [day, cell]
     initial: np.ndarray  # [layer, cell] storage before the first day
 
 
-def run(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, net_rad: np.ndarray, initial: np.ndarray | None = None) -> SoilRun:
+def _bypass(params: SoilParams, infiltration: np.ndarray, nl: int) -> np.ndarray:
+    """Macropore flow [layer, cell] of a day's infiltration [cell]."""
+    total = params.bypass_fraction * np.maximum(infiltration - params.bypass_above, 0.0)
+    split = np.zeros(nl) if params.bypass_split is None else np.asarray(params.bypass_split, np.float64)
+    split = split / max(split.sum(), 1e-12)
+    return split[:, None] * total[None]
+
+
+def _diffuse(s: np.ndarray, z: np.ndarray, smax: np.ndarray, floor: np.ndarray, diffusion) -> np.ndarray:
+    """Exchanges water between neighbouring layers in place; returns the downward fluxes [layer − 1, cell]."""
+    nl = s.shape[0]
+    d = np.broadcast_to(np.asarray(diffusion, np.float64), (nl - 1,) + s.shape[1:]) if nl > 1 else np.zeros((0,) + s.shape[1:])
+    flux = np.zeros((nl - 1,) + s.shape[1:])
+    for k in range(nl - 1):
+        zk, zb = z[k], z[k + 1]
+        rate = np.minimum(d[k], zk * zb / (zk + zb))
+        f = rate * (s[k] / zk - s[k + 1] / zb)
+        f = np.clip(f, -np.minimum(smax[k] - s[k], s[k + 1] - floor[k + 1]), np.minimum(smax[k + 1] - s[k + 1], s[k] - floor[k]))
+        f = np.where(np.isfinite(f), f, 0.0)
+        s[k] -= f
+        s[k + 1] += f
+        flux[k] = f
+    return flux
+
+
+def _new_run(nd: int, nl: int, nc: int, init: np.ndarray) -> SoilRun:
+    days_layers = lambda: np.empty((nd, nl, nc))  # noqa: E731
+    return SoilRun(
+        theta=days_layers(), storage=days_layers(), infiltration=np.empty((nd, nc)), bypass=days_layers(),
+        inflow=days_layers(), outflow=days_layers(), et=days_layers(), increment=days_layers(), runoff=np.empty((nd, nc)), initial=init,
+    )
+
+
+def run(
+    params: SoilParams,
+    precip: np.ndarray,
+    t2m: np.ndarray,
+    net_rad: np.ndarray,
+    initial: np.ndarray | None = None,
+    increments: np.ndarray | None = None,
+) -> SoilRun:
     """Runs the bucket model.
 
     Args:
@@ -63,6 +119,7 @@ def run(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, net_rad: np.nda
       precip: [day, cell] precipitation [mm day-1]; t2m: [day, cell] [K];
       net_rad: [day, cell] net radiation [MJ m-2 day-1].
       initial: [layer, cell] initial storage [mm]; default field capacity.
+      increments: [day, layer, cell] analysis increments [mm day-1]; default none.
     """
     nd, nc = precip.shape
     z = np.asarray(params.thickness, np.float64)[:, None]
@@ -70,19 +127,11 @@ def run(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, net_rad: np.nda
     smax = params.porosity * z
     sfc = params.field_capacity * z
     swp = params.wilting_point * z
+    sdrain = sfc if params.drainage_threshold is None else params.drainage_threshold * z
+    floor = 0.5 * swp * np.ones((nl, nc))
     s = (sfc.copy() if initial is None else np.array(initial, np.float64)) * np.ones((nl, nc))
-    init = s.copy()
+    out = _new_run(nd, nl, nc, s.copy())
     snow = np.zeros(nc)
-    out = SoilRun(
-        theta=np.empty((nd, nl, nc)),
-        storage=np.empty((nd, nl, nc)),
-        infiltration=np.empty((nd, nc)),
-        inflow=np.empty((nd, nl, nc)),
-        outflow=np.empty((nd, nl, nc)),
-        et=np.empty((nd, nl, nc)),
-        runoff=np.empty((nd, nc)),
-        initial=init,
-    )
     frozen_t = 273.15
     stress_den = np.maximum(sfc - swp, 1e-9)
     for d in range(nd):
@@ -96,45 +145,62 @@ def run(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, net_rad: np.nda
         else:
             water = p
         runoff = water * np.clip(s[0] / smax[0], 0.0, 1.0) ** params.runoff_exp
-        inflow_top = water - runoff
-        inflow = np.empty((nl, nc))
+        infiltration = water - runoff
+        if params.infiltration_excess:
+            fits = np.minimum(infiltration, np.maximum(smax[0] - s[0], 0.0))
+            runoff, infiltration = runoff + infiltration - fits, fits
+        bypass = _bypass(params, infiltration, nl)
+        inflow = bypass.copy()
+        inflow[0] = infiltration - bypass.sum(axis=0)
         outflow = np.empty((nl, nc))
-        inflow[0] = inflow_top
-        carry = inflow_top
+        carry = inflow[0]
         for k in range(nl):
-            s[k] += carry
+            s[k] += carry + (bypass[k] if k else 0.0)
             over = np.maximum(s[k] - smax[k], 0.0)
             s[k] -= over
-            q = params.drainage[k] * np.maximum(s[k] - sfc[k], 0.0)
+            q = params.drainage[k] * np.maximum(s[k] - sdrain[k], 0.0)
             if k + 1 < nl:
-                room = smax[k + 1] - s[k + 1]
+                room = smax[k + 1] - s[k + 1] - bypass[k + 1]
                 q = np.minimum(q, np.maximum(room, 0.0))
             s[k] -= q
             outflow[k] = q + over
-            if k + 1 < nl:
-                inflow[k + 1] = outflow[k]
             carry = outflow[k]
+        outflow[:-1] += _diffuse(s, z, smax, floor, params.diffusion)
+        inflow[1:] += outflow[:-1]
+        inc = np.zeros((nl, nc)) if increments is None else np.clip(increments[d], floor - s, smax - s)
+        s += inc
         pet = params.pet_coef * np.maximum(net_rad[d], 0.0) / 2.45 * np.clip((t - 268.0) / 15.0, 0.0, 1.0)
         beta = np.clip((s - swp) / stress_den, 0.0, 1.0)
-        e = np.minimum(pet[None] * params.roots * beta, np.maximum(s - 0.5 * swp, 0.0))
+        e = np.minimum(pet[None] * params.roots * beta, np.maximum(s - floor, 0.0))
         s -= e
         out.theta[d] = s / z
         out.storage[d] = s
-        out.infiltration[d] = inflow_top
+        out.infiltration[d] = infiltration
+        out.bypass[d] = bypass
         out.inflow[d] = inflow
         out.outflow[d] = outflow
         out.et[d] = e
+        out.increment[d] = inc
         out.runoff[d] = runoff
     return out
 
 
-def spun_up(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, net_rad: np.ndarray, spinup_days: int = 365, cycles: int = 2) -> SoilRun:
+def spun_up(
+    params: SoilParams,
+    precip: np.ndarray,
+    t2m: np.ndarray,
+    net_rad: np.ndarray,
+    increments: np.ndarray | None = None,
+    spinup_days: int = 365,
+    cycles: int = 2,
+) -> SoilRun:
     """Runs the model after cycling the first `spinup_days` `cycles` times to find the initial state."""
     init = None
     n = min(spinup_days, precip.shape[0])
+    head = None if increments is None else increments[:n]
     for _ in range(cycles):
-        init = run(params, precip[:n], t2m[:n], net_rad[:n], init).storage[-1]
-    return run(params, precip, t2m, net_rad, init)
+        init = run(params, precip[:n], t2m[:n], net_rad[:n], init, head).storage[-1]
+    return run(params, precip, t2m, net_rad, init, increments)
 
 
 def layer_average(theta: np.ndarray, bounds_from: list[tuple[float, float]], target: tuple[float, float]) -> np.ndarray:

@@ -166,6 +166,27 @@ def header_line(s: Sensor) -> str:
     )
 
 
+def value_lines(s: Sensor) -> str:
+    """The "YYYY/MM/DD HH:MM value flag provider_flag" lines of a sensor, joined by newlines.
+
+    Days, times of day and values rounded to 1e-4 repeat a lot, so each distinct one is
+    formatted once and looked up (much faster than formatting every value).
+    """
+    t = s.times.values.astype("datetime64[m]")
+    day = t.astype("datetime64[D]")
+    days, day_of = np.unique(day, return_inverse=True)
+    day_text = [d.replace("-", "/") for d in np.datetime_as_string(days, unit="D").tolist()]
+    minutes, minute_of = np.unique((t - day).astype(np.int64), return_inverse=True)
+    clock_text = [f"{m // 60:02d}:{m % 60:02d}" for m in minutes.tolist()]
+    tenths_of_mille = np.round(np.asarray(s.values, np.float64) * 1e4).astype(np.int64)
+    lo = int(tenths_of_mille.min(initial=0))
+    value_text = [f"{v / 1e4:8.4f}" for v in range(lo, int(tenths_of_mille.max(initial=0)) + 1)]
+    return "\n".join(
+        f"{day_text[a]} {clock_text[b]} {value_text[v - lo]} {f} M"
+        for a, b, v, f in zip(day_of.tolist(), minute_of.tolist(), tenths_of_mille.tolist(), s.flags.astype(str).tolist())
+    )
+
+
 def write_ismn(sensors: list[Sensor], root: Path, statics: Statics) -> list[Path]:
     """Writes the archive: NETWORK/STATION/<file>.stm and a static-variables CSV per station."""
     paths = []
@@ -175,11 +196,8 @@ def write_ismn(sensors: list[Sensor], root: Path, statics: Statics) -> list[Path
             continue
         d = root / NETWORK / s.station
         d.mkdir(parents=True, exist_ok=True)
-        stamp = s.times.strftime("%Y/%m/%d %H:%M").values.astype(str)
-        vals = np.char.mod("%8.4f", s.values.astype(np.float64))
-        lines = np.char.add(np.char.add(np.char.add(stamp, " "), vals), np.char.add(np.char.add(" ", s.flags.astype(str)), " M"))
         p = d / ismn_filename(s)
-        p.write_text(header_line(s) + "\n" + "\n".join(lines.tolist()) + "\n")
+        p.write_text(header_line(s) + "\n" + value_lines(s) + "\n")
         paths.append(p)
         stations.setdefault(s.station, s)
     for name, s in stations.items():

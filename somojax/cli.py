@@ -56,10 +56,14 @@ DETAILS: dict[str, str] = {
 # settings users look for first; shown by `somojax --help` and the commands they concern
 SETTINGS: dict[str, str] = {
     "workdir=DIR": "where every output of the run goes (default runs/{name}: runs/demo for -c demo)",
-    "infer.region=land|bbox|cells": "what predict covers: the land cells in infer.bbox (default), every cell of the "
-    "bbox, or the cells listed in infer.cells_file",
+    "infer.region=land|bbox|cells|points": "what predict covers: the land cells in infer.bbox (default), every cell of the "
+    "bbox, or the cells listed in infer.cells_file (all into the gridded store); points: one series per site of "
+    "infer.points_file (CF timeSeries NetCDF in <workdir>/points)",
     "infer.bbox=[S,N,W,E]": "the region's south, north, west and east edges in degrees",
     "infer.cells_file=FILE": "CSV with latitude,longitude columns, one cell per row (infer.region=cells)",
+    "infer.points_file=FILE": "CSV with latitude,longitude[,name] columns, or an ISMN archive (its stations) (infer.region=points)",
+    "infer.forcing_tables=DIR": "points' inputs from SoMo.ml's features_<lat>_<lon>.dat tables (with infer.statics_table="
+    "global_attri.dat) instead of the stores",
     "infer.start=YYYY-MM-DD": "first and last day of the product (also infer.end)",
 }
 SETTINGS_OF = {"predict": list(SETTINGS), "run": list(SETTINGS)}

@@ -165,9 +165,18 @@ class InferConfig:
     mode: Literal["auto", "exact", "chunked"] = "auto"  # auto: follows model.predict_last_n
     start: str = "2000-01-01"
     end: str = "2019-12-31"
-    region: Literal["land", "bbox", "cells"] = "land"  # land: land cells of the statics in bbox
+    # land: land cells of the statics in bbox; bbox: every cell of it; cells: those of cells_file
+    # (all into the gridded store); points: one time series per point (CF timeSeries NetCDF)
+    region: Literal["land", "bbox", "cells", "points"] = "land"
     bbox: tuple[float, float, float, float] = (-60.0, 90.0, -180.0, 180.0)  # S, N, W, E edges
     cells_file: str = ""  # region="cells": CSV with latitude, longitude columns
+    # region="points": a CSV (latitude, longitude[, name]) or an ISMN archive (its stations);
+    # empty with forcing_tables: the tables' cells
+    points_file: str = ""
+    # region="points" inputs from SoMo.ml's own tables instead of the stores: a folder of
+    # features_<lat>_<lon>.dat and the statics table (global_attri.dat)
+    forcing_tables: str = ""
+    statics_table: str = ""
     tile_cells: int = 2048  # most cells per device pass (a batch of one tile)
     time_block_days: int = 1800  # most output days per device pass (a multiple of shard_time)
     memory_budget_gb: float = 4.0  # host+device memory for one pass; shrinks passes to fit

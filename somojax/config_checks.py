@@ -237,6 +237,9 @@ RULES: dict[str, Rule | str] = {
     "infer.region": ENUM,
     "infer.bbox": BBOX,
     "infer.cells_file": "a CSV path; read (and each row checked) by `somojax predict` when infer.region=cells",
+    "infer.points_file": "a CSV or ISMN archive path; read (and each row checked) by `somojax predict` when infer.region=points",
+    "infer.forcing_tables": "a folder of SoMo.ml forcing tables; read (each file checked) by `somojax predict` when infer.region=points",
+    "infer.statics_table": "a SoMo.ml statics table; read (each row checked) by `somojax predict` with infer.forcing_tables",
     "infer.tile_cells": POSITIVE,
     "infer.time_block_days": POSITIVE,
     "infer.memory_budget_gb": number(0, lo_open=True),
@@ -305,6 +308,16 @@ RELATIONS: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
         ("infer.region", "infer.cells_file"),
         lambda region, path: region != "cells" or bool(path.strip()),
         "infer.region=cells needs infer.cells_file (a CSV with latitude, longitude columns)",
+    ),
+    (
+        ("infer.region", "infer.points_file", "infer.forcing_tables"),
+        lambda region, points, tables: region != "points" or bool(points.strip() or tables.strip()),
+        "infer.region=points needs infer.points_file (a CSV with latitude, longitude columns, or an ISMN archive) or infer.forcing_tables",
+    ),
+    (
+        ("infer.forcing_tables", "infer.statics_table"),
+        lambda tables, statics: not tables.strip() or bool(statics.strip()),
+        "infer.forcing_tables needs infer.statics_table (SoMo.ml's global_attri.dat: one row of statics per cell)",
     ),
     *[
         ((f"infer.shard_{d}", f"infer.chunk_{d}"), lambda s, c: s % c == 0, f"infer.shard_{d} must be a multiple of infer.chunk_{d}")

@@ -96,7 +96,8 @@ def validate(ds: xr.Dataset, kind: str, source: str | os.PathLike = "dataset", v
     found = ds.attrs.get("somojax_store")
     if found is not None and found != kind:
         raise StoreError(f"{source} is a {found!r} store, expected a {kind!r} store")
-    required = schema.variables if variables is None else {v: schema.variables.get(v, (C.TIME, C.LAT, C.LON)) for v in variables}
+    default_dims = (C.TIME, C.LAT, C.LON) if schema.daily else (C.LAT, C.LON)
+    required = schema.variables if variables is None else {v: schema.variables.get(v, default_dims) for v in variables}
     for var, dims in required.items():
         if var not in ds.variables:
             raise StoreError(
@@ -105,7 +106,9 @@ def validate(ds: xr.Dataset, kind: str, source: str | os.PathLike = "dataset", v
             )
         if tuple(ds[var].dims) != tuple(dims):
             raise StoreError(f"{source}: variable {var!r} has dims {tuple(ds[var].dims)}, expected {tuple(dims)}")
-    for coord in schema.coords:
+    # a subset of the variables needs only the coordinates of its dimensions (no `layer` without sm_era5)
+    coords = schema.coords if variables is None else [c for c in schema.coords if any(c in dims for dims in required.values())]
+    for coord in coords:
         if coord not in ds.coords:
             raise StoreError(f"{source}: coordinate {coord!r} is missing (found {sorted(ds.coords)})")
     if schema.gridded:

@@ -68,7 +68,7 @@ def test_overrides_are_typed():
 
 
 def test_unknown_config_name_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="'demo', 'paper', 'tiny'"):
+    with pytest.raises(ConfigError, match="'demo', 'paper', 'somo-v1', 'tiny'"):
         load_config("nonexistent_config_name")
 
 

@@ -204,7 +204,7 @@ def test_unwritable_prediction_store_names_its_path(nan_world, tmp_path, monkeyp
         ("latitude,longitude\n40.125,-97.375\n40.2,-97.3\n", r"lines 2, 3 name the same 0\.25° cell \(40\.125, -97\.375\)"),
         ("latitude,longitude\n40.125,-97.375\n10.125,20.125\n", r"1 of its 2 cells lie outside the statics store .*\(10\.125, 20\.125\)"),
         ("lat,lon\n40.125,-97.375\n", r"needs columns latitude and longitude \(found \['lat', 'lon'\]\)"),
-        ("latitude,longitude\n", "lists no cell"),
+        ("latitude,longitude\n", "lists no row"),
         ("", "is not a readable CSV"),
     ],
 )

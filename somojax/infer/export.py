@@ -68,7 +68,8 @@ def export(cfg: Config) -> list[Path]:
         for layer in map(str, ds[C.LAYER].values):
             for year in years:
                 part = ds[[C.SM, C.SM_SPREAD]].sel({C.LAYER: layer, C.TIME: str(year)})
-                out = grid_dataset(part, layer, global_attributes(cfg, ds.attrs, layer, part))
+                times = pd.DatetimeIndex(part[C.TIME].values)
+                out = grid_dataset(part, layer, global_attributes(cfg, ds.attrs, layer, times, part[C.LAT].values, part[C.LON].values))
                 target = out_dir / export_filename(layer, int(year))
                 write_netcdf(out, target)
                 written.append(target)
@@ -165,10 +166,15 @@ def encoding(ds: xr.Dataset, chunks: Mapping[str, int] | None = None) -> dict:
 # ----------------------------------------------------------------------------------------
 # discovery attributes (ACDD-1.3)
 # ----------------------------------------------------------------------------------------
-def global_attributes(cfg: Config, store_attrs: Mapping[str, object], layer: str, part: xr.Dataset, *, feature: str = "grid") -> dict:
-    """CF and ACDD global attributes of a user file (nothing of the run's bookkeeping)."""
-    times = pd.DatetimeIndex(part[C.TIME].values)
-    lat, lon = np.asarray(part[C.LAT].values), np.asarray(part[C.LON].values)
+def global_attributes(
+    cfg: Config, store_attrs: Mapping[str, object], layer: str, times: pd.DatetimeIndex, lat, lon, *, feature: str = "grid"
+) -> dict:
+    """CF and ACDD global attributes of a user file (nothing of the run's bookkeeping).
+
+    `store_attrs` supplies `somojax_members`, `somojax_mode` and `somojax_cost_cell_steps_per_output`
+    (JSON text or mappings by layer) for `source`; `lat`, `lon` are the cell centres or points.
+    """
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
     pad = C.GRID_RES / 2
     top, bottom = (v / 100.0 for v in C.LAYER_BOUNDS_CM[layer]) if layer in C.LAYER_BOUNDS_CM else (0.0, 0.5)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

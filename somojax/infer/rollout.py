@@ -139,9 +139,8 @@ def check_inputs(bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: x
             raise CheckpointError(f"the {layer} checkpoint has no normalisation statistics for {nostats or ['its target']}")
 
 
-def check_period(bundles: Mapping[str, Bundle], layers: Sequence[str], forcings: xr.Dataset, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """The forcing must start early enough for every layer's spin-up and reach the end."""
-    t = pd.DatetimeIndex(forcings[C.TIME].values)
+def check_period(bundles: Mapping[str, Bundle], layers: Sequence[str], t: pd.DatetimeIndex, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """The forcing days `t` must start early enough for every layer's spin-up and reach the end."""
     if end > t[-1] or start > end:
         raise InputDataError(
             f"prediction period {start.date()}..{end.date()} is not inside the forcing period {t[0].date()}..{t[-1].date()}"
@@ -174,7 +173,7 @@ def _read(ds: xr.Dataset, names: Sequence[str], t0, t1, ys: slice, xs: slice, ro
     return out
 
 
-def _inputs_of(bundles: Mapping[str, Bundle]) -> tuple[list[str], list[str]]:
+def inputs_of(bundles: Mapping[str, Bundle]) -> tuple[list[str], list[str]]:
     dyn, sta = [], []
     for b in bundles.values():
         dyn += [v for v in b.dynamic_inputs if not v.startswith("sm_L") and v not in dyn]
@@ -212,26 +211,40 @@ def predict_cells(
     layers = [l for l in C.LAYERS if l in (layers or bundles)]
     start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
     check_inputs(bundles, forcings, statics, "the given stores")
-    check_period(bundles, layers, forcings, start_t, end_t)
+    check_period(bundles, layers, pd.DatetimeIndex(forcings[C.TIME].values), start_t, end_t)
     cells = np.asarray(cells, np.int64)
     lat, lon = grid.cell_centre(cells)
-    spin = max(engine.spinup_days(bundles, l) for l in layers)
-    t0 = start_t - pd.Timedelta(days=spin)
-    dyn, sta = _inputs_of(bundles)
+    t0 = start_t - pd.Timedelta(days=max(engine.spinup_days(bundles, l) for l in layers))
+    dyn, sta = inputs_of(bundles)
     pts = {C.LAT: xr.DataArray(lat, dims=C.CELL), C.LON: xr.DataArray(lon, dims=C.CELL)}
     f = forcings[dyn].sel({C.TIME: slice(t0, end_t)}).sel(pts, method="nearest", tolerance=1e-3)
     s = statics[sta].sel(pts, method="nearest", tolerance=1e-3)
     columns = {v: np.asarray(f[v].transpose(C.CELL, C.TIME).values, np.float32) for v in dyn}
     stat = {v: np.asarray(s[v].values, np.float32) for v in sta}
-    out = engine.cascade(bundles, columns, stat, layers, mode, options)
-    keep = slice(spin, None)
-    times = pd.DatetimeIndex(f[C.TIME].values)[keep]
-    ds = xr.Dataset(
+    ds = predict_columns(bundles, pd.DatetimeIndex(f[C.TIME].values), columns, stat, start_t, layers, mode, options)
+    return ds.assign_coords({C.CELL: cells, C.LAT: (C.CELL, lat), C.LON: (C.CELL, lon)})
+
+
+def predict_columns(
+    bundles: Mapping[str, Bundle],
+    times: pd.DatetimeIndex,
+    columns: Mapping[str, np.ndarray],
+    statics: Mapping[str, np.ndarray],
+    start: pd.Timestamp,
+    layers: Sequence[str],
+    mode: str = "auto",
+    options: engine.KernelOptions = engine.KernelOptions(),
+) -> xr.Dataset:
+    """The cascade on raw input columns ([C, T] over `times`, which start with the spin-up)
+    as a Dataset of `sm`, `sm_spread` (layer, cell, time) from `start` on."""
+    out = engine.cascade(bundles, columns, statics, layers, mode, options)
+    keep = slice(int(np.searchsorted(times, start)), None)
+    return xr.Dataset(
         {
             C.SM: ((C.LAYER, C.CELL, C.TIME), np.stack([out[l].mean[:, keep] for l in layers]), stores.cf_attrs(C.SM)),
             C.SM_SPREAD: ((C.LAYER, C.CELL, C.TIME), np.stack([out[l].spread[:, keep] for l in layers]), stores.cf_attrs(C.SM_SPREAD)),
         },
-        coords={C.LAYER: list(layers), C.CELL: cells, C.TIME: times, C.LAT: (C.CELL, lat), C.LON: (C.CELL, lon)},
+        coords={C.LAYER: list(layers), C.TIME: times[keep]},
         attrs={
             "mode": json.dumps({l: engine.resolve_mode(bundles[l], mode) for l in layers}),
             "cell_steps": int(sum(o.cell_steps for o in out.values())),
@@ -239,7 +252,6 @@ def predict_cells(
             "nan_counts": json.dumps({l: engine.count_nan_reasons(out[l].nan_reason[:, keep]) for l in layers}),
         },
     )
-    return ds
 
 
 # ----------------------------------------------------------------------------------------
@@ -268,11 +280,10 @@ def region_mask(cfg: Config, statics: xr.Dataset) -> tuple[np.ndarray, np.ndarra
     if not ys.any() or not xs.any():
         raise ConfigError(f"infer.bbox={list(cfg.infer.bbox)} holds no cell of the statics store ({lat.min()}..{lat.max()} N, {lon.min()}..{lon.max()} E)")
     lat, lon = lat[ys], lon[xs]
-    land = statics[C.LAND_MASK].values[np.ix_(ys, xs)] > 0
     if cfg.infer.region == "land":
-        mask = land
+        mask = statics[C.LAND_MASK].values[np.ix_(ys, xs)] > 0
     elif cfg.infer.region == "bbox":
-        mask = np.ones_like(land)
+        mask = np.ones((lat.size, lon.size), bool)
     else:
         ids = read_cells_file(Path(cfg.infer.cells_file))
         grid_ids = grid.cell_id(lat[:, None], lon[None, :])
@@ -291,15 +302,14 @@ def region_mask(cfg: Config, statics: xr.Dataset) -> tuple[np.ndarray, np.ndarra
     return lat, lon, mask
 
 
-def read_cells_file(path: Path) -> np.ndarray:
-    """Global cell ids of a CSV with `latitude`, `longitude` columns (one cell per row).
+def read_lat_lon_table(path: Path, key: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """(table as text, latitudes, longitudes, line numbers) of a CSV with latitude/longitude columns.
 
-    Every row must hold numbers in range (latitude −90..90, longitude −180..360) and name a
-    cell no other row names; a bad row is an error naming its line.
+    Every row must hold numbers in range (latitude −90..90, longitude −180..360); a bad row is
+    an error naming its line and the text as written. `key` names the setting in messages.
     """
-    key = f"infer.cells_file={str(path)!r}"
     if not path.is_file():
-        raise ConfigError(f"{key} does not exist (region=cells needs a CSV with latitude, longitude columns)")
+        raise ConfigError(f"{key} does not exist (expected a CSV with latitude, longitude columns)")
     try:
         table = pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)  # show "n/a" as written
     except (ValueError, pd.errors.ParserError) as e:  # empty, binary, ragged rows
@@ -317,9 +327,20 @@ def read_cells_file(path: Path) -> np.ndarray:
             rows = ", ".join(f"line {n}: {x!r}" for n, x in zip(lines[bad][:5], raw[bad][:5]))
             raise ConfigError(f"{key}: {bad.sum()} {name} values are not numbers in {lo}..{hi} ({rows}); fix or remove those rows")
         coords[name] = v
-    ids = grid.cell_id(coords["latitude"], coords["longitude"])
-    if ids.size == 0:
-        raise ConfigError(f"{key} lists no cell (only a header); add rows of latitude,longitude")
+    if table.empty:
+        raise ConfigError(f"{key} lists no row (only a header); add rows of latitude,longitude")
+    table.columns = [c.strip().lower() for c in table.columns]
+    return table, coords["latitude"], coords["longitude"], lines
+
+
+def read_cells_file(path: Path) -> np.ndarray:
+    """Global cell ids of a CSV with `latitude`, `longitude` columns (one cell per row).
+
+    Rows are checked by `read_lat_lon_table`; two rows naming the same cell are an error.
+    """
+    key = f"infer.cells_file={str(path)!r}"
+    _, lat, lon, lines = read_lat_lon_table(path, key)
+    ids = grid.cell_id(lat, lon)
     dup = pd.Series(ids).duplicated(keep=False).to_numpy()
     if dup.any():
         first = ids[dup][0]
@@ -346,13 +367,25 @@ def fingerprint(plan: Plan, cfg: Config) -> str:
     return h.hexdigest()[:20]
 
 
-def make_plan(cfg: Config, layers: Sequence[str] | None, forcings: xr.Dataset, statics: xr.Dataset) -> Plan:
-    out, bundles = load_bundles(cfg, layers)
-    check_settings(cfg, bundles)
+def open_stores(cfg: Config) -> tuple[xr.Dataset, xr.Dataset]:
+    """The forcing and statics stores, opened lazily (their grids checked, not their variables)."""
+    return stores.open_store(cfg.store_dir, "forcings", variables=()), stores.open_store(cfg.store_dir, "statics", variables=())
+
+
+def check_store_variables(cfg: Config, bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset) -> None:
+    """The stores hold what the models read (and `land` for infer.region=land), and nothing more
+    is asked: a store without `sm_era5` or a land mask serves a model that needs neither."""
+    dyn, sta = inputs_of(bundles)
+    stores.validate(forcings, "forcings", stores.store_path(cfg.store_dir, "forcings"), variables=dyn)
+    land = [C.LAND_MASK] if cfg.infer.region == "land" else []
+    stores.validate(statics, "statics", stores.store_path(cfg.store_dir, "statics"), variables=sta + land)
     check_inputs(bundles, forcings, statics, str(cfg.store_dir))
+
+
+def make_plan(cfg: Config, out: list[str], bundles: dict[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset) -> Plan:
     modes = {l: engine.resolve_mode(b, cfg.infer.mode) for l, b in bundles.items()}
     start, end = pd.Timestamp(cfg.infer.start), pd.Timestamp(cfg.infer.end)
-    check_period(bundles, out, forcings, start, end)
+    check_period(bundles, out, pd.DatetimeIndex(forcings[C.TIME].values), start, end)
     lat, lon, mask = region_mask(cfg, statics)
     i = cfg.infer
     layout = pstore.Layout(tuple(out), pd.date_range(start, end, freq="D"), lat, lon, (i.shard_time, i.shard_lat, i.shard_lon), (i.chunk_time, i.chunk_lat, i.chunk_lon))
@@ -386,19 +419,21 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     Returns:
       The summary (also stored in the store's attrs as `somojax_summary`).
     """
+    if cfg.infer.region == "points":
+        from somojax.infer.points import predict_points
+
+        return predict_points(cfg, layers)
     t_start = time.perf_counter()
-    forcings = stores.open_store(cfg.store_dir, "forcings")
-    statics = stores.open_store(cfg.store_dir, "statics")
-    plan = make_plan(cfg, layers, forcings, statics)
+    forcings, statics = open_stores(cfg)
+    out, bundles = load_bundles(cfg, layers)
+    check_settings(cfg, bundles)
+    check_store_variables(cfg, bundles, forcings, statics)
+    plan = make_plan(cfg, out, bundles, forcings, statics)
     path = cfg.predictions_path
     fp = fingerprint(plan, cfg)
     ref = next(iter(plan.bundles.values()))
     attrs = {
-        "somojax_mode": {l: plan.modes[l] for l in plan.layers},
-        "somojax_cost_cell_steps_per_output": {
-            l: kernels.cost_per_output(plan.modes[l], plan.bundles[l].model.seq_length, plan.bundles[l].model.predict_last_n) for l in plan.layers
-        },
-        "somojax_members": {l: plan.bundles[l].n_members for l in plan.layers},
+        **model_attrs(plan.bundles, plan.modes, plan.layers),
         "somojax_checkpoints": {l: str(cfg.checkpoint_dir / l) for l in plan.bundles},
         "somojax_period": [cfg.infer.start, cfg.infer.end],
         "somojax_region": cfg.infer.region,
@@ -423,7 +458,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     mesh = make_mesh(1)
     sharding = NamedSharding(mesh, P(C.DATA_AXIS))
     n_dev = mesh.shape[C.DATA_AXIS]
-    dyn, sta = _inputs_of(plan.bundles)
+    dyn, sta = inputs_of(plan.bundles)
     options = engine.KernelOptions(rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist])
     times = plan.layout.times
 
@@ -512,6 +547,17 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     for l, counts in summary["nan_counts"].items():
         log.info("%s: %s", l, pstore.describe_nan_counts(counts))
     return summary
+
+
+def model_attrs(bundles: Mapping[str, Bundle], modes: Mapping[str, str], layers: Sequence[str]) -> dict:
+    """Mode, its cost and the members of each output layer (store and file attributes)."""
+    return {
+        "somojax_mode": {l: modes[l] for l in layers},
+        "somojax_cost_cell_steps_per_output": {
+            l: kernels.cost_per_output(modes[l], bundles[l].model.seq_length, bundles[l].model.predict_last_n) for l in layers
+        },
+        "somojax_members": {l: bundles[l].n_members for l in layers},
+    }
 
 
 def _abs(statics: xr.Dataset, plan: Plan, sl: slice, dim: str) -> slice:

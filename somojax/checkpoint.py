@@ -65,33 +65,62 @@ STATE_DIR = "state"
 BEST_DIR = "best"
 
 
+TRASH_DIR = ".trash"  # orbax moves deleted steps here (an atomic rename); emptied by us
+
+
 def _manager(directory: Path, items: tuple[str, str], keep: int | None, read_only: bool = False) -> ocp.CheckpointManager:
     """An orbax manager of (arrays item, JSON item) checkpoints.
 
     Each manager gets its own barrier prefix: the state/ and best/ managers save the same step
     number at the end of an epoch, and in a multi-process job orbax's barriers are named by step.
+    A step directory appears only complete (orbax writes `<step>.orbax-checkpoint-tmp-*` and
+    renames it); old steps are deleted by renaming them into `.trash/` first, so a kill during a
+    deletion never leaves a half-deleted step that looks complete; leftover temporary
+    directories of killed saves are removed when a writable manager opens.
     """
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         create=not read_only,
+        cleanup_tmp_directories=not read_only,
+        todelete_subdir=None if read_only else TRASH_DIR,
         multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name),
     )
     handlers = {items[0]: ocp.StandardCheckpointHandler(), items[1]: ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=handlers)
 
 
+def _empty_trash(directory: Path) -> None:
+    """Deletes what orbax moved to `<directory>/.trash` (never a step: not resumable data)."""
+    import shutil
+
+    trash = directory / TRASH_DIR
+    if jax.process_index() == 0 and trash.is_dir():
+        for p in trash.iterdir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 class TrainCheckpointer:
     """Checkpoints of one layer's training run: the last `keep` train states and the best params.
 
-    `save` is asynchronous (orbax writes in the background and renames the step directory only
-    when complete, so a run killed mid-save leaves the previous checkpoint as the latest);
-    `wait()` blocks until pending saves are on disk.
+    `save` is asynchronous unless `wait=True` (orbax writes in the background and renames the
+    step directory only when complete, so a run killed mid-save leaves the previous checkpoint
+    as the latest); `wait()` blocks until pending saves are on disk. Saving a step that is
+    already on disk is a no-op: a finished orbax step is complete, and the loop only saves a
+    step twice when a resumed run recomputes bitwise what an interrupted one saved.
+
+    best/ keeps every step until `prune_best` (the loop calls it once the train state that
+    names the new best step is on disk), so the best params a train state refers to exist as
+    long as that state does.
     """
 
     def __init__(self, directory: str | Path, keep: int = 3):
+        from somojax.utils import faults
+
+        faults.arm_checkpoint_points()
         self.dir = Path(directory)
         self._state = _manager(self.dir / STATE_DIR, ("state", "meta"), keep)
-        self._best = _manager(self.dir / BEST_DIR, ("params", "meta"), 1)
+        self._best = _manager(self.dir / BEST_DIR, ("params", "meta"), None)
+        self._empty_trash()
 
     def latest_step(self) -> int | None:
         return self._state.latest_step()
@@ -99,21 +128,47 @@ class TrainCheckpointer:
     def all_steps(self) -> list[int]:
         return list(self._state.all_steps())
 
-    def save(self, step: int, state: Any, meta: Mapping[str, Any]) -> None:
+    def best_steps(self) -> list[int]:
+        return sorted(self._best.all_steps())
+
+    def save(self, step: int, state: Any, meta: Mapping[str, Any], wait: bool = False) -> None:
         """Saves a train state (pytree of arrays) and its JSON metadata under `step`."""
-        self._state.save(
-            int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))),
-            force=True,
-        )
+        if int(step) not in self._state.all_steps():
+            self._state.save(
+                int(step),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta))),
+                force=True,
+            )
+        if wait:
+            self._state.wait_until_finished()
+            self._empty_trash()
 
     def save_best(self, step: int, params: Any, meta: Mapping[str, Any]) -> None:
-        """Saves the parameters with the best validation loss so far (replacing the previous best)."""
-        self._best.save(
-            int(step),
-            args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(dict(meta))),
-            force=True,
-        )
+        """Saves the parameters with the best validation loss so far and waits until they are on
+        disk (the train state saved next records that they are)."""
+        if int(step) not in self._best.all_steps():
+            self._best.save(
+                int(step),
+                args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(dict(meta))),
+                force=True,
+            )
+        self._best.wait_until_finished()
+
+    def delete_best(self, step: int) -> None:
+        """Removes one best/ step (moved to .trash atomically, then deleted)."""
+        self._best.delete(int(step))
+        self._empty_trash()
+
+    def prune_best(self, keep_step: int) -> None:
+        """Deletes every best/ step but `keep_step`."""
+        for s in self.best_steps():
+            if s != keep_step:
+                self._best.delete(s)
+        self._empty_trash()
+
+    def _empty_trash(self) -> None:
+        _empty_trash(self.dir / STATE_DIR)
+        _empty_trash(self.dir / BEST_DIR)
 
     def read_meta(self, step: int) -> dict:
         """The JSON metadata of a saved train state (without reading its arrays)."""
@@ -142,6 +197,7 @@ class TrainCheckpointer:
     def wait(self) -> None:
         self._state.wait_until_finished()
         self._best.wait_until_finished()
+        self._empty_trash()
 
     def close(self) -> None:
         self._state.close()
@@ -155,13 +211,22 @@ class TrainCheckpointer:
 
 
 def discard_checkpoints(directory: str | Path) -> None:
-    """Deletes a layer's train states and best params (`train --fresh`)."""
+    """Deletes a layer's train states and best params (`train --fresh`).
+
+    Each part is renamed away first (atomic), so a kill during the deletion leaves either the
+    old checkpoints or none, never a partly deleted step that looks complete.
+    """
     import shutil
+    import uuid
 
     for part in (STATE_DIR, BEST_DIR):
         p = Path(directory) / part
         if p.exists():
-            shutil.rmtree(p)
+            gone = p.with_name(f".{part}.discarded-{uuid.uuid4().hex[:8]}")
+            p.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
+    for old in Path(directory).glob(".*.discarded-*") if Path(directory).is_dir() else ():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:
@@ -231,6 +296,7 @@ def save_bundle(bundle: Bundle, directory: str | Path, step: int = 0, **extra: A
         params = {k: np.asarray(v) for k, v in bundle.params.items()}
         mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
         mngr.wait_until_finished()
+    _empty_trash(directory / BEST_DIR)
     return directory
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import shlex
 import sys
 import textwrap
 from typing import Sequence
@@ -244,6 +245,7 @@ def _config_given(argv: Sequence[str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `somojax` console script."""
+    console = argv is None  # the `somojax` script (else an in-process caller, e.g. a test)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser(argv)
     args = parser.parse_args(argv)
@@ -259,7 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from somojax.config import load_config, save_config
     from somojax.utils.logging import setup_logging
 
+    from somojax.utils import signals
+
     log = setup_logging(logging.DEBUG if args.debug else logging.INFO)
+    handlers = signals.install()  # SIGINT/SIGTERM: a clean stop, exit 130/143 (somojax/utils/signals.py)
     try:
         cfg = load_config(args.config, args.overrides)
         from somojax.utils.devices import configure_cpu_devices
@@ -288,9 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"somojax {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"somojax {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (signals.Interrupted), Ctrl-C elsewhere
+        code = getattr(e, "exit_code", 130)
+        again = shlex.join(["somojax"] + [a for a in argv if a != "--fresh"])
+        print(
+            f"somojax {args.command}: interrupted by {getattr(e, 'signal_name', 'SIGINT')}; what was finished is kept. "
+            f"To resume, run the same command again: {again}",
+            file=sys.stderr,
+        )
+        return code
     except Exception as e:  # a bug: say so briefly, with the way to see more
         if args.debug:
             raise
@@ -301,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        signals.finishing() if console else signals.restore(handlers)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -139,3 +139,62 @@ def store_config(tmp_path, n_days: int = 300, **train) -> Config:
     t = dict(members=2, batch_size=16, epochs=4, max_updates_per_epoch=8, learning_rates=((0, 2e-2),), log_every_steps=4)
     t.update(train)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t))
+
+
+# ----------------------------------------------------------------------------------------
+# kill-and-resume: a training run in a child process, stopped by a fault (somojax.utils.faults)
+# ----------------------------------------------------------------------------------------
+_CHILD = """
+import os, sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from somojax.utils.signals import Interrupted
+from tests.test_train_engine import make_trainer
+from tests.train_fixtures import tiny_config
+
+cfg = tiny_config(Path({tmp!r}), **{kw!r})
+try:
+    make_trainer(cfg, Path({tmp!r}), name={name!r}).fit()
+except Interrupted as e:
+    print("INTERRUPTED", e, flush=True)
+    sys.exit(e.exit_code)
+"""
+
+# wall-clock fields of metrics.jsonl: they differ between any two runs
+TIMING_KEYS = ("time", "train/steps_per_s", "train/samples_per_s")
+
+
+def run_child(tmp_path, kw: dict, fault: str, name: str = "run", timeout: float = 300):
+    """Runs `make_trainer(tiny_config(tmp, **kw), name=name).fit()` in a child process with
+    SOMOJAX_FAULT=`fault` and the parent's 8 CPU devices (so results compare bitwise)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    script = Path(tmp_path) / f"child-{name}.py"
+    script.write_text(_CHILD.format(repo=str(repo), tmp=str(tmp_path), kw=kw, name=name))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", "SOMOJAX_FAULT": fault}
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def metric_records(path) -> list[dict]:
+    """metrics.jsonl without its wall-clock fields."""
+    from somojax.utils.logging import read_metrics
+
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(path)]
+
+
+def checkpoint_params(ckpt_dir) -> dict:
+    """{"best": params, "latest": params, "best_step", "latest_step"} of a layer's checkpoints."""
+    from somojax.checkpoint import TrainCheckpointer, load_bundle
+
+    with TrainCheckpointer(ckpt_dir) as ck:
+        latest, best = ck.latest_step(), ck.best_steps()
+    return {
+        "best": load_bundle(ckpt_dir, which="best").params,
+        "latest": load_bundle(ckpt_dir, which="latest").params,
+        "latest_step": latest,
+        "best_steps": best,
+    }

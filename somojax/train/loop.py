@@ -8,12 +8,25 @@ Resume order (what a restarted run does before its first step; big_vision `train
         batches, data split and input order: `fingerprint`); else stop with `CheckpointError`;
      b. restore params, optimizer state, dropout keys and step onto the current shardings;
      c. restore the data iterator's position (`set_state`);
-     d. restore the loop counters: epoch, step within the epoch, best validation loss, epochs
-        without improvement, history.
+     d. restore the loop counters: step, epoch, best validation loss and its step, epochs
+        without improvement, history, and the training metrics of the unfinished log window.
      Otherwise initialise the state from `train.seed`.
-  3. Continue the epoch loop where the counters point. Learning rate, dropout keys and batches
-     depend only on (epoch, step, iterator position), all restored, so the resumed run computes
-     exactly what the uninterrupted run computes (bitwise on CPU; tests/test_train_resume.py).
+  3. Make the other files agree with the restored step r: metrics.jsonl keeps only records of
+     steps <= r (the steps after r are recomputed and logged again); best/ keeps only steps <= r
+     (a later one was written by a run that died before its train state, and is redone), and
+     when it lacks the best step the state names, it is rewritten from the state (step r).
+  4. Continue where the counters point. Learning rate, dropout keys and batches depend only on
+     (step, iterator position), all restored, so the resumed run computes exactly what the
+     uninterrupted run computes (bitwise on CPU; tests/test_train_kill.py).
+
+Order of the writes at a validation (end of an epoch), each finished before the next starts:
+  train and validation records to metrics.jsonl -> best/<step> (if the loss improved) ->
+  state/<step> (its metadata names the best step) -> best/ pruned to that best step.
+A kill between any two leaves a run that resumes from the previous state and redoes them.
+Checkpoints between validations (`train.checkpoint_every_steps`) are written asynchronously.
+
+SIGINT/SIGTERM (`somojax.utils.signals`): the loop finishes the current step, writes a state at
+that step (or finishes the validation's writes), and raises `Interrupted` (exit 130/143).
 
 A non-finite training or validation loss stops the run with `TrainingError` naming the step and
 the member; checkpoints are written only after the losses since the previous check were found
@@ -54,6 +67,7 @@ from somojax.train.step import (
     make_train_step,
     resolve_ensemble_mode,
 )
+from somojax.utils import faults, signals
 from somojax.utils.logging import MetricsWriter, Progress, get_logger
 
 log = get_logger("train")
@@ -94,6 +108,9 @@ class _NoMetrics:
     def write(self, *a: Any, **k: Any) -> None:
         pass
 
+    def truncate(self, *a: Any) -> int:
+        return 0
+
     def close(self) -> None:
         pass
 
@@ -112,14 +129,18 @@ def fingerprint(cfg: Config, extra: Mapping[str, Any]) -> str:
 class LoopState:
     """Host-side counters of the loop (saved in every checkpoint's metadata)."""
 
+    step: int = 0  # updates done
     epoch: int = 0  # epochs completed
-    step_in_epoch: int = 0  # updates done in the current epoch
     best_val: float = math.inf
+    best_step: int = -1  # the step whose params are in best/ (-1: none yet)
     best_epoch: int = -1
     bad_epochs: int = 0  # epochs since the last improvement
     finished: bool = False
     stop_reason: str = ""
     history: list[dict] = field(default_factory=list)  # one record per epoch
+    # training metrics of the steps since the last `train/` record ({"step", "loss": [M],
+    # "grad_norm": [M]}): a resumed run logs the same windows as an uninterrupted one
+    log_window: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -250,15 +271,38 @@ class Trainer:
             )
         state, meta = ckpt.restore(self.abstract_state, step)
         it.set_state(meta["data_state"])
-        loop = LoopState(**{k: v for k, v in meta["loop"].items() if k in {f.name for f in dataclasses.fields(LoopState)}})
+        saved = dict(meta["loop"])
+        saved.setdefault("step", int(meta.get("global_step", step)))
+        loop = LoopState(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(LoopState)}})
         loop.best_val = math.inf if loop.best_val is None else float(loop.best_val)
-        log.info("resumed %s at step %d (epoch %d, update %d of the epoch)", self.dir, step, loop.epoch, loop.step_in_epoch)
+        if "best_step" not in saved and loop.best_epoch >= 0:  # written before best_step was recorded
+            loop.best_step = max([s for s in ckpt.best_steps() if s <= step], default=-1)
+        log.info("resumed %s at step %d (epoch %d, update %d of the epoch)", self.dir, step, loop.epoch, loop.step - loop.epoch * self.data.steps_per_epoch)
         return state, loop, it, step
 
-    def _meta(self, loop: LoopState, it: Any, global_step: int) -> dict:
+    def _reconcile(self, ckpt: TrainCheckpointer, metrics: Any, state: dict, loop: LoopState, resumed: int | None) -> None:
+        """Makes metrics.jsonl and best/ agree with the restored step (resume order, step 3)."""
+        dropped = metrics.truncate(resumed)
+        if dropped:
+            log.info("%s: %d metric records after step %s removed (they are recomputed)", self.dir, dropped, resumed)
+        for s in ckpt.best_steps():
+            if resumed is None or s > resumed:
+                log.info("%s: best/%d was written after the restored state; it is redone", self.dir, s)
+                ckpt.delete_best(s)
+        if resumed is not None and loop.best_step >= 0 and loop.best_step not in ckpt.best_steps():
+            if loop.best_step == resumed:
+                ckpt.save_best(resumed, state["params"], self._best_meta(loop))
+            else:
+                log.warning("%s: best/%d, the best params of this run, is missing; best/ holds the next improvement", self.dir, loop.best_step)
+
+    def _meta(self, loop: LoopState, it: Any) -> dict:
         d = dataclasses.asdict(loop)
         d["best_val"] = None if not math.isfinite(loop.best_val) else loop.best_val
-        return {**self.meta, "fingerprint": self.fp, "global_step": int(global_step), "data_state": it.get_state(), "loop": d}
+        return {**self.meta, "fingerprint": self.fp, "global_step": int(loop.step), "data_state": it.get_state(), "loop": d}
+
+    def _best_meta(self, loop: LoopState) -> dict:
+        v = loop.best_val if math.isfinite(loop.best_val) else None
+        return {**self.meta, "global_step": loop.best_step, "epoch": loop.best_epoch, "val_loss": v}
 
     # --- validation -----------------------------------------------------------------------
     def validate(self, params: dict) -> dict | None:
@@ -282,65 +326,100 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------
     def fit(self, fresh: bool = False) -> TrainResult:
-        """Runs (or resumes) training until `train.epochs`, early stopping, or an error."""
+        """Runs (or resumes) training until `train.epochs`, early stopping, or an error.
+
+        SIGINT/SIGTERM stop it after the current step with a complete checkpoint
+        (`signals.Interrupted`); see the module docstring.
+        """
         tc = self.tc
-        if fresh:
-            discard_checkpoints(self.dir)
-        ckpt = TrainCheckpointer(self.dir, keep=tc.keep_checkpoints)
-        metrics = MetricsWriter(self.metrics_dir, tensorboard=False) if jax.process_index() == 0 else _NoMetrics()
-        try:
-            state, loop, it, resumed = self.initial_state(fresh, ckpt)
-            if loop.finished and (loop.epoch >= tc.epochs or loop.stop_reason.startswith("early")):
-                log.info("%s: training already finished (%s)", self.dir, loop.stop_reason)
+        with signals.deferred():
+            if fresh:
+                discard_checkpoints(self.dir)
+            ckpt = TrainCheckpointer(self.dir, keep=tc.keep_checkpoints)
+            metrics = MetricsWriter(self.metrics_dir, tensorboard=False) if jax.process_index() == 0 else _NoMetrics()
+            try:
+                state, loop, it, resumed = self.initial_state(fresh, ckpt)
+                self._reconcile(ckpt, metrics, state, loop, resumed)
+                if loop.finished and (loop.epoch >= tc.epochs or loop.stop_reason.startswith("early")):
+                    log.info("%s: training already finished (%s)", self.dir, loop.stop_reason)
+                    return TrainResult(state, loop, self.dir, resumed)
+                loop.finished = False  # more epochs were asked for since it finished
+                state = self._run(state, loop, it, ckpt, metrics)
                 return TrainResult(state, loop, self.dir, resumed)
-            loop.finished = False  # more epochs were asked for since it finished
-            state = self._run(state, loop, it, ckpt, metrics)
-            return TrainResult(state, loop, self.dir, resumed)
-        finally:
-            ckpt.wait()
-            ckpt.close()
-            metrics.close()
+            finally:
+                ckpt.wait()
+                ckpt.close()
+                metrics.close()
+
+    def _stop_requested(self, sync_point: bool) -> int | None:
+        """The signal of a pending SIGINT/SIGTERM. With several processes every process must stop
+        at the same step, so the flags are combined at sync points (log/checkpoint steps) only."""
+        if jax.process_count() == 1:
+            return signals.requested()
+        if not sync_point:
+            return None
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.int32(signals.requested() or 0))
+        return int(np.max(flags)) or None
+
+    def _interrupted(self, signum: int, loop: LoopState) -> None:
+        msg = (
+            f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {loop.step} "
+            f"(epoch {loop.epoch}); checkpoint {self.dir / 'state' / str(loop.step)} is complete, the same command resumes here"
+        )
+        log.warning(msg)
+        signals.clear()
+        raise signals.Interrupted(signum, msg)
 
     def _run(self, state: dict, loop: LoopState, it: Any, ckpt: TrainCheckpointer, metrics: MetricsWriter) -> dict:
         tc, spe = self.tc, self.data.steps_per_epoch
-        global_step = loop.epoch * spe + loop.step_in_epoch
         samples_per_step = tc.batch_size * (1 if tc.shared_batches else tc.members)
         pending: list[tuple[int, int, dict]] = []  # (step, epoch, device metrics) not yet checked
-        progress = Progress(total=tc.epochs * spe - global_step, desc=f"train {self.meta.get('layer', '')}", unit="step", logger=log)
-        window: list[dict] = []
+        progress = Progress(total=tc.epochs * spe - loop.step, desc=f"train {self.meta.get('layer', '')}", unit="step", logger=log)
+        window = [{"step": w["step"], "loss": np.asarray(w["loss"], np.float64), "grad_norm": np.asarray(w["grad_norm"], np.float64)} for w in loop.log_window]
         try:
             while loop.epoch < tc.epochs:
                 lr = learning_rate(tc.learning_rates, loop.epoch)
                 lr_arr = jnp.asarray(lr, jnp.float32)
-                while loop.step_in_epoch < spe:
+                end = (loop.epoch + 1) * spe
+                while loop.step < end:
                     batch = self.put_batch(next(it), self.batch_sharding)
                     first = self.train_step.compilations == 0
                     state, m = self.train_step(state, batch, lr_arr)
-                    loop.step_in_epoch += 1
-                    global_step += 1
-                    pending.append((global_step, loop.epoch, m))
+                    loop.step += 1
+                    pending.append((loop.step, loop.epoch, m))
                     if first:  # rates and ETA without the compilation
                         log.info("%s: train step compiled and run once in %.1f s", self.meta.get("layer", ""), self.train_step.compile_seconds)
                         progress.t0, progress.total = time.perf_counter(), (progress.total or 0) - 1
                     else:
                         progress.update(1, samples=samples_per_step)
-                    due_log = global_step % max(tc.log_every_steps, 1) == 0
-                    due_ckpt = bool(tc.checkpoint_every_steps) and global_step % tc.checkpoint_every_steps == 0
-                    if due_log or due_ckpt:
+                    faults.point("after_step", loop.step)
+                    due_log = loop.step % max(tc.log_every_steps, 1) == 0
+                    due_ckpt = bool(tc.checkpoint_every_steps) and loop.step % tc.checkpoint_every_steps == 0
+                    stop = self._stop_requested(due_log or due_ckpt) if loop.step < end else None
+                    if due_log or due_ckpt or stop:
                         window += self._check(pending)
                         pending = []
                     if due_log and window:
-                        self._log_train(metrics, global_step, loop.epoch, lr, window, progress)
+                        self._log_train(metrics, loop.step, loop.epoch, lr, window, progress)
                         window = []
-                    if due_ckpt and loop.step_in_epoch < spe:
-                        ckpt.save(global_step, state, self._meta(loop, it, global_step))
+                    if (due_ckpt or stop) and loop.step < end:
+                        loop.log_window = [{"step": w["step"], "loss": w["loss"].tolist(), "grad_norm": w["grad_norm"].tolist()} for w in window]
+                        ckpt.save(loop.step, state, self._meta(loop, it), wait=bool(stop))
+                    if stop:
+                        self._interrupted(stop, loop)
                 window += self._check(pending)
                 pending = []
                 if window:
-                    self._log_train(metrics, global_step, loop.epoch, lr, window, progress)
+                    self._log_train(metrics, loop.step, loop.epoch, lr, window, progress)
                     window = []
+                loop.log_window = []
                 val = self.validate(state["params"])
-                self._end_epoch(state, loop, it, ckpt, metrics, val, global_step, lr)
+                self._end_epoch(state, loop, it, ckpt, metrics, val, lr)
+                stop = self._stop_requested(True)
+                if stop and not loop.finished:
+                    self._interrupted(stop, loop)
                 if loop.finished:
                     break
         finally:
@@ -391,8 +470,9 @@ class Trainer:
             progress.status().rsplit("ETA ", 1)[-1],
         )
 
-    def _end_epoch(self, state, loop: LoopState, it, ckpt: TrainCheckpointer, metrics: MetricsWriter, val, step: int, lr: float) -> None:
-        tc = self.tc
+    def _end_epoch(self, state, loop: LoopState, it, ckpt: TrainCheckpointer, metrics: MetricsWriter, val, lr: float) -> None:
+        """Validation bookkeeping at the end of an epoch, then its writes in the documented order."""
+        tc, step = self.tc, loop.step
         rec: dict[str, Any] = {"epoch": loop.epoch, "step": step, "lr": lr}
         improved = True
         if val is not None:
@@ -414,16 +494,17 @@ class Trainer:
                 " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
                 " *best*" if improved else "",
             )
+        faults.point("after_val_metrics", step)
         loop.epoch += 1
-        loop.step_in_epoch = 0
         loop.history.append(rec)
         if improved:
             loop.best_val = val["val_loss"] if val is not None else math.inf
-            loop.best_epoch = loop.epoch - 1
+            loop.best_step, loop.best_epoch = step, loop.epoch - 1
             loop.bad_epochs = 0
-            ckpt.save_best(step, state["params"], {**self.meta, "global_step": step, "epoch": loop.epoch - 1, "val_loss": rec.get("val_loss")})
+            ckpt.save_best(step, state["params"], self._best_meta(loop))
         else:
             loop.bad_epochs += 1
+        faults.point("between_saves", step)
         patience = tc.early_stopping_patience
         if loop.epoch >= tc.epochs:
             loop.finished, loop.stop_reason = True, f"{tc.epochs} epochs"
@@ -431,4 +512,6 @@ class Trainer:
             loop.finished = True
             loop.stop_reason = f"early stopping after epoch {loop.epoch - 1}: no improvement for {patience} epochs"
             log.info("%s: %s", self.meta.get("layer", ""), loop.stop_reason)
-        ckpt.save(step, state, self._meta(loop, it, step))
+        ckpt.save(step, state, self._meta(loop, it), wait=True)
+        faults.point("after_state_save", step)
+        ckpt.prune_best(loop.best_step)

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from somojax import constants as C
-from somojax.checkpoint import Bundle, bundle_meta, load_bundle
+from somojax.checkpoint import Bundle, bundle_meta, discard_checkpoints, load_bundle
 from somojax.config import Config, to_dict
 from somojax.errors import CheckpointError, ConfigError
 from somojax.train.cascade import upper_predictions
@@ -16,6 +16,7 @@ from somojax.data.pipeline import ArrayTrainData
 from somojax.train.loop import Trainer, TrainResult
 from somojax.train.step import step_options
 from somojax.data.samples import LayerInputs, layer_inputs, open_stores
+from somojax.utils import signals
 from somojax.utils.logging import get_logger
 from somojax.utils.malloc import keep_freed_memory
 
@@ -46,6 +47,11 @@ def train(
     unknown = sorted(set(layers or cfg.train.layers) - set(C.LAYERS))
     if unknown:
         raise ConfigError(f"unknown layers {unknown}; expected some of {C.LAYERS}")
+    if fresh:  # every layer's old checkpoints go before anything trains: an interrupted
+        # `--fresh` run then resumes as a whole, never with some layers of the old run left
+        with signals.deferred():  # a Ctrl-C waits for the (atomic) renames
+            for layer in todo:
+                discard_checkpoints(cfg.checkpoint_dir / layer)
     datasets = open_stores(cfg)
     bundles: dict[str, Bundle] = {}
     for layer in todo:
@@ -63,7 +69,7 @@ def train(
                 return upper_predictions(layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs), cfg.infer.mode)
 
         li = layer_inputs(cfg, layer, cells=cells, upper=upper, datasets=datasets)
-        train_layer(cfg, layer, li, fresh=fresh)
+        train_layer(cfg, layer, li)
         bundles[layer] = load_bundle(cfg.checkpoint_dir / layer)
     return {l: bundles[l] for l in todo}
 

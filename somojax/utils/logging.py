@@ -4,7 +4,8 @@
 - `Progress` shows a tqdm bar on a terminal and periodic log lines otherwise (CI, batch jobs), with
   the rate in the unit the stage cares about (steps/s, cells/s, cell-steps/s) and the ETA.
 - `MetricsWriter` appends one JSON object per line to `metrics.jsonl` and mirrors scalars to
-  TensorBoard when `tensorboardX` is installed (`pip install tensorboardX`).
+  TensorBoard when `tensorboardX` is installed (`pip install tensorboardX`); `truncate` drops
+  the records after a step (a resumed run rewrites them).
 """
 
 from __future__ import annotations
@@ -152,6 +153,32 @@ class MetricsWriter:
         self.path = self.dir / "metrics.jsonl"
         self._f = open(self.path, "a", buffering=1)
         self._tb = _tensorboard_writer(self.dir / "tensorboard") if tensorboard else None
+
+    def truncate(self, last_step: int | None) -> int:
+        """Keeps only the records of steps <= `last_step` (none for None); returns how many were
+        dropped. A resumed run calls it with the step it restored, so the steps it recomputes are
+        written once; an unreadable last line (a kill mid-write) is dropped too. The file is
+        rewritten atomically."""
+        self._f.close()
+        kept, dropped, changed = [], 0, False
+        with open(self.path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    keep = last_step is not None and int(rec["step"]) <= last_step
+                except (ValueError, KeyError, TypeError):
+                    keep = False
+                if keep:
+                    kept.append(line.rstrip("\n") + "\n")
+                    changed = changed or not line.endswith("\n")
+                elif line.strip():
+                    dropped += 1
+        if dropped or changed:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
+        self._f = open(self.path, "a", buffering=1)
+        return dropped
 
     def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
         rec: dict[str, Any] = {"step": int(step), "time": time.time()}

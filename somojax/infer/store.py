@@ -144,17 +144,20 @@ def open_or_create(path: Path, layout: Layout, attrs: Mapping[str, object], fing
                 "config, period or grid). Use `somojax predict --fresh` to replace it, or set infer.output to a new path."
             )
         return False
-    if path.exists():
-        shutil.rmtree(path)
+    # resume safety (kill or Ctrl-C at any moment): the finished-block records go before the
+    # store, and the records' folder exists before the store appears, so a store is never seen
+    # with records of blocks it has lost, nor without the folder its records go to
     if prog.exists():
         shutil.rmtree(prog)
+    if path.exists():
+        shutil.rmtree(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     ds = template(layout, {**attrs, "somojax_fingerprint": fingerprint, "somojax_store": "predictions", "somojax_schema": stores.SCHEMA_VERSION})
     try:
         with writing("the prediction store", path):
             ds.to_zarr(tmp, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=_encoding(layout))
-            os.replace(tmp, path)
             prog.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a template that failed half-way
     return True

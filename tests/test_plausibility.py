@@ -233,3 +233,34 @@ def test_stated_unit_does_not_hide_a_wrong_scale(shared_data, tmp_path):
     (s,) = screen_era5(read_era5([p], stated_units={"t2m": "K"}))
     with pytest.raises(InputDataError, match="convert with"):
         B.check_screen(s, "era5")
+
+
+INJECTED = {-9999.0: "fill", 9.96921e36: "fill", 1.5: "above", -0.2: "below", -0.004: "noise"}  # float32-exact where it matters
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    hnp.arrays(np.float32, (3, 2, 2), elements=st.floats(0.0, 0.875, width=32)),
+    st.lists(st.tuples(st.integers(0, 11), st.sampled_from(sorted(INJECTED))), max_size=4, unique_by=lambda p: p[0]),
+)
+def test_era5_reader_property(tmp_path_factory, good, bad):
+    """Property, through a NetCDF file and the reader: in-range values come back unchanged, each
+    injected value is counted under its reason and becomes NaN (or 0 when it is rounding noise)."""
+    x = good.copy().reshape(-1)
+    kind = np.full(x.size, "", object)
+    for i, v in bad:
+        x[i], kind[i] = v, INJECTED[v]
+    x, kind = x.reshape(good.shape), kind.reshape(good.shape)
+    ds = xr.Dataset(
+        {"swvl1": (("time", "latitude", "longitude"), x, {"units": "m3 m-3"})},
+        coords={"time": np.array(["2001-01-01T00", "2001-01-01T01", "2001-01-01T02"], "datetime64[ns]"), "latitude": [40.25, 40.0], "longitude": [262.0, 262.25]},
+    )
+    p = tmp_path_factory.mktemp("era5") / "swvl1.nc"
+    ds.to_netcdf(p)
+    era5 = read_era5([p], ["swvl1"])
+    (s,) = screen_era5(era5)
+    assert s.set_to_bound == (kind == "noise").sum() and s.dropped[B.FILL_REASON] == (kind == "fill").sum()
+    assert s.dropped["above 1 m3 m-3"] == (kind == "above").sum() and s.dropped["below 0 m3 m-3"] == (kind == "below").sum()
+    got = clean_era5(era5)["swvl1"].sel(latitude=[40.25, 40.0]).values  # the file's latitude order
+    np.testing.assert_array_equal(got[kind == ""], x[kind == ""])
+    assert (got[kind == "noise"] == 0).all() and np.isnan(got[(kind != "") & (kind != "noise")]).all()

@@ -191,7 +191,7 @@ def test_bad_ismn_values_and_lines_are_reported_per_file(base, tmp_path, caplog)
     md = (tmp_path / "stores" / "prepare_report.md").read_text()
     assert "## ISMN files with values outside the physical bounds (1)" in md and str(f) in md and "an editor's stray line" in md
     log = "\n".join(r.getMessage() for r in caplog.records)
-    assert "1 unparseable lines skipped in 1 files" in log
+    assert "ISMN files: 8 of soil moisture, 0 unreadable (skipped), 0 outside the region, 8 read (1 unparseable lines skipped in 1 files)" in log
     assert "sensors: 8 -> 5 kept (dropped:" in log and "stations: 4 -> 3 with targets" in log
     assert "outside the physical bounds: ISMN 3 values in 1 files" in log
     t = stores.open_store(tmp_path / "stores", "targets")

@@ -163,3 +163,31 @@ def test_forecast_time_step_axes_are_put_on_validity_time():
     np.testing.assert_array_equal(out[C.TIME].values, np.sort(vt.ravel()))
     assert out[C.TIME].values[0] == np.datetime64("2001-06-01T07:00", "ns")
     np.testing.assert_array_equal(out.values[:, 0, 0], np.arange(24))
+
+
+@pytest.mark.parametrize("frac", [0.3, 0.6])
+def test_truncated_real_netcdf3_is_named(shared_data, tmp_path, frac):
+    # a download cut off: NetCDF-3 reads the missing time stamps as 0 (1900-01-01)
+    raw = (shared_data / "era5" / "era5_swvl1_lsm_5deg_2010-01-01.nc").read_bytes()
+    p = tmp_path / "cut.nc"
+    p.write_bytes(raw[: int(len(raw) * frac)])
+    with pytest.raises(InputDataError, match=r"cut\.nc: time stamps within this file do not increase \(1900-01-01T00 follows .*\): the file may be truncated or damaged"):
+        read_era5([p])
+
+
+def test_truncated_and_damaged_netcdf4_are_named(tmp_path):
+    from somojax.prepare.era5 import screen_era5
+
+    lats, lons = era5_points((40.0, 42.0), (-98.0, -96.0))
+    ds = era5_dataset(pd.date_range("2001-01-01", periods=2000, freq="h"), lats, lons, daily=False)
+    good = tmp_path / "good.nc"
+    ds.to_netcdf(good, encoding={v: {"zlib": True, "chunksizes": (100, 9, 9)} for v in ds.data_vars})
+    raw = bytearray(good.read_bytes())
+    (tmp_path / "cut.nc").write_bytes(bytes(raw[: len(raw) // 2]))
+    with pytest.raises(InputDataError, match=r"cut\.nc: cannot open as NetCDF, GRIB or Zarr \(OSError: .*HDF error"):
+        read_era5([tmp_path / "cut.nc"])
+    raw[len(raw) // 2 : len(raw) // 2 + 2000] = bytes(2000)  # damaged compressed chunks: the header still opens
+    (tmp_path / "damaged.nc").write_bytes(bytes(raw))
+    era5 = read_era5([tmp_path / "damaged.nc"])
+    with pytest.raises(InputDataError, match=r"damaged\.nc: cannot read \w+ \(RuntimeError: NetCDF: HDF error\); the file may be truncated or damaged"):
+        screen_era5(era5)

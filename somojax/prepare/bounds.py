@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import reduce
-from operator import or_
 from typing import Any, Mapping
 
 import numpy as np
@@ -114,21 +112,23 @@ WHOLE_VARIABLE_FRACTION = {
 }
 
 
-def _is_fill(x: Any, b: Bound) -> Any:
+def _is_fill(x: np.ndarray, b: Bound) -> np.ndarray:
     """Fill values outside `b` (inside it, −999 is a depth of 999 m or a net radiation)."""
-    fills = [v for v in FILL_VALUES if not b.lo <= v <= b.hi]
-    isin = x.isin(fills) if hasattr(x, "isin") else np.isin(x, fills)
-    return isin | (abs(x) >= FILL_MAGNITUDE)
+    fill = np.abs(x) >= FILL_MAGNITUDE
+    for v in FILL_VALUES:
+        if not b.lo <= v <= b.hi:
+            fill |= x == v
+    return fill
 
 
-def classify(x: Any, b: Bound, noise_scale: float = 1.0) -> tuple[dict[str, Any], Any]:
-    """Masks of the values outside `b`, per reason, and of the rounding noise below `b.lo`.
-
-    Works on NumPy arrays and (lazy) xarray DataArrays alike; NaN is in no mask.
+def classify(x: np.ndarray, b: Bound, noise_scale: float = 1.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Masks of the values outside `b`, per reason, and of the rounding noise below `b.lo`
+    (NaN is in no mask).
 
     Args:
       noise_scale: multiplies `b.noise` (hours per time step for accumulations).
     """
+    x = np.asarray(x)
     fill = _is_fill(x, b)
     floor = b.lo - b.noise * noise_scale
     reasons = {
@@ -136,15 +136,29 @@ def classify(x: Any, b: Bound, noise_scale: float = 1.0) -> tuple[dict[str, Any]
         f"below {b.lo:g} {b.units}": (x < floor) & ~fill,
         f"above {b.hi:g} {b.units}": (x > b.hi) & ~fill,
     }
-    noise = (x < b.lo) & (x >= floor) & ~fill
-    return reasons, noise
+    return reasons, (x < b.lo) & (x >= floor) & ~fill
 
 
-def clean(x: Any, b: Bound, noise_scale: float = 1.0) -> Any:
-    """`x` (a DataArray) with rounding noise set to `b.lo` and every other value outside `b` NaN."""
+def _clean_block(x: np.ndarray, b: Bound, noise_scale: float) -> np.ndarray:
+    outside = ~((x >= b.lo) & (x <= b.hi)) & ~np.isnan(x)
+    if not outside.any():  # the usual case: one pass, no copy
+        return x
     reasons, noise = classify(x, b, noise_scale)
-    out = x.where(~noise, b.lo) if b.noise else x
-    return out.where(~reduce(or_, reasons.values())).assign_attrs(x.attrs)
+    out = x.copy()
+    out[noise] = b.lo
+    out[outside & ~noise] = np.nan
+    return out
+
+
+def clean(x: xr.DataArray, b: Bound, noise_scale: float = 1.0) -> xr.DataArray:
+    """`x` with rounding noise set to `b.lo` and every other value outside `b` NaN (lazily,
+    block by block, when `x` is a dask array)."""
+    data = x.data
+    if hasattr(data, "map_blocks"):
+        data = data.map_blocks(_clean_block, b, noise_scale, dtype=data.dtype)
+    else:
+        data = _clean_block(np.asarray(data), b, noise_scale)
+    return x.copy(data=data).assign_attrs(x.attrs)
 
 
 @dataclass
@@ -189,15 +203,42 @@ class Screen:
         return {**out, **self.extra}
 
 
-def screen_terms(x: Any, b: Bound, noise_scale: float = 1.0) -> dict[str, Any]:
-    """The sums and extremes `screen_from_terms` needs, lazy when `x` is (compute them together)."""
-    if not hasattr(x, "where"):
-        x = xr.DataArray(np.asarray(x))
-    reasons, noise = classify(x, b, noise_scale)
-    present = x.notnull()
-    terms = {"values": present.sum(), "noise": noise.sum(), "min": x.min(), "max": x.max(), "sum": x.sum()}  # NaN skipped
-    terms.update({f"reason:{k}": m.sum() for k, m in reasons.items()})
+def _block_terms(x: np.ndarray, b: Bound, noise_scale: float) -> dict[str, float]:
+    """The counts and extremes of one block (NaN skipped); reasons only where values lie outside."""
+    x = np.asarray(x).ravel()
+    nan = np.isnan(x)
+    present = x[~nan] if nan.any() else x
+    terms = {"values": present.size, "noise": 0, "min": np.inf, "max": -np.inf, "sum": 0.0}
+    terms.update({f"reason:{k}": 0 for k in classify(present[:0], b)[0]})
+    if not present.size:
+        return terms
+    terms.update(min=float(present.min()), max=float(present.max()), sum=float(present.sum(dtype=np.float64)))
+    outside = present[~((present >= b.lo) & (present <= b.hi))]
+    if outside.size:
+        reasons, noise = classify(outside, b, noise_scale)
+        terms["noise"] = int(noise.sum())
+        terms.update({f"reason:{k}": int(m.sum()) for k, m in reasons.items()})
     return terms
+
+
+def _sum_terms(parts: list[dict[str, float]]) -> dict[str, float]:
+    out = dict(parts[0])
+    for p in parts[1:]:
+        for k, v in p.items():
+            out[k] = min(out[k], v) if k == "min" else max(out[k], v) if k == "max" else out[k] + v
+    return out
+
+
+def screen_terms(x: Any, b: Bound, noise_scale: float = 1.0) -> Any:
+    """The counts and extremes `screen_from_terms` needs: a dask.delayed for a dask-backed `x`
+    (compute many together: one pass over the data), else computed."""
+    data = x.data if isinstance(x, xr.DataArray) else x
+    if not hasattr(data, "to_delayed"):
+        return _block_terms(data, b, noise_scale)
+    import dask
+
+    blocks = data.to_delayed().ravel()
+    return dask.delayed(_sum_terms)([dask.delayed(_block_terms)(blk, b, noise_scale) for blk in blocks])
 
 
 def screen_from_terms(terms: Mapping[str, Any], source: str, variable: str, b: Bound, **kw: Any) -> Screen:
@@ -210,7 +251,7 @@ def screen_from_terms(terms: Mapping[str, Any], source: str, variable: str, b: B
 
 
 def screen(x: Any, b: Bound, source: str, variable: str, noise_scale: float = 1.0, **kw: Any) -> Screen:
-    """`screen_terms` computed at once (x a NumPy array or an in-memory DataArray)."""
+    """`screen_terms` computed at once (x a NumPy array or a DataArray)."""
     import dask
 
     terms = dask.compute(screen_terms(x, b, noise_scale))[0]

@@ -169,6 +169,15 @@ def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | N
     if tname is not None and tname != C.TIME:
         ds = ds.drop_vars([n for n in _TIME_NAMES if n in ds.coords and n != tname and ds[n].ndim <= 1 and n not in ds.dims], errors="ignore")
         ds = ds.rename({tname: C.TIME})
+    if C.TIME in ds.dims and ds.sizes[C.TIME] > 1:
+        t = ds[C.TIME].values
+        back = np.nonzero(t[1:] <= t[:-1])[0]
+        if back.size:  # a truncated NetCDF-3 file reads the missing time stamps as 0 (1900-01-01, 1970-01-01)
+            i = int(back[0])
+            raise InputDataError(
+                f"{source}: time stamps within this file do not increase ({np.datetime_as_string(t[i + 1], 'h')} follows "
+                f"{np.datetime_as_string(t[i], 'h')}): the file may be truncated or damaged (download it again)"
+            )
     if "expver" in ds.dims:
         # old CDS layout: ERA5 (1) and ERA5T (5) side by side with NaN where not valid
         order = sorted(ds["expver"].values.tolist(), key=lambda x: int(str(x)))
@@ -432,7 +441,15 @@ def screen_era5(era5: Mapping[str, xr.DataArray], accumulation: str = "hourly", 
                 idx = np.unique(np.linspace(0, n - 1, steps_per_file).round().astype(np.int64))
                 part, checked = part.isel({C.TIME: idx}), f"{idx.size:,} of {n:,} time steps"
             jobs.append((src, name, b, screen_terms(part, b, noise_scale), dict(checked=checked, day_factor=day_factor)))
-    terms = dask.compute([j[3] for j in jobs])[0]
+    try:
+        terms = dask.compute([j[3] for j in jobs])[0]
+    except (OSError, RuntimeError, ValueError, EOFError):  # a damaged file: find and name it
+        for src, name, _, job, _ in jobs:
+            try:
+                dask.compute(job)
+            except (OSError, RuntimeError, ValueError, EOFError) as e:
+                raise InputDataError(f"{src}: cannot read {name} ({type(e).__name__}: {str(e)[:200]}); the file may be truncated or damaged: download it again") from None
+        raise
     return [screen_from_terms(t, src, name, b, **kw) for (src, name, b, _, kw), t in zip(jobs, terms)]
 
 

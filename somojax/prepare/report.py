@@ -221,10 +221,13 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     if not by:
         return []
     read = by.get("read", {}).get("values_dropped", {})
+    region = by.get("region", {})
     garbage_files = sum(1 for p in tg.get("file_problems", []) if "do not parse" in p["reason"])
     lines = [
-        f"ISMN: {ismn.get('files', 0):,} soil-moisture files, {len(ismn.get('skipped_files', [])):,} unreadable (skipped), "
-        f"{sum(ismn.get('other_variables', {}).values()):,} of other variables; {read.get('unparseable line', 0):,} unparseable lines skipped in {garbage_files:,} files"
+        f"ISMN files: {ismn.get('files', 0) + len(ismn.get('skipped_files', [])):,} of soil moisture, "
+        f"{len(ismn.get('skipped_files', [])):,} unreadable (skipped), {region.get('values_in', 0) - region.get('values_kept', 0):,} outside the region, "
+        f"{region.get('values_kept', 0):,} read ({read.get('unparseable line', 0):,} unparseable lines skipped in {garbage_files:,} files); "
+        f"{sum(ismn.get('other_variables', {}).values()):,} files of other variables"
     ]
     sensor_steps = [s for s in steps if s.get("what") == "sensors"]
     first, last = sensor_steps[0], sensor_steps[-1]

@@ -221,7 +221,8 @@ def _block_terms(x: np.ndarray, b: Bound, noise_scale: float) -> dict[str, float
     return terms
 
 
-def _sum_terms(parts: list[dict[str, float]]) -> dict[str, float]:
+def sum_terms(parts: list[dict[str, float]]) -> dict[str, float]:
+    """The terms of several parts of one variable combined."""
     out = dict(parts[0])
     for p in parts[1:]:
         for k, v in p.items():
@@ -238,7 +239,7 @@ def screen_terms(x: Any, b: Bound, noise_scale: float = 1.0) -> Any:
     import dask
 
     blocks = data.to_delayed().ravel()
-    return dask.delayed(_sum_terms)([dask.delayed(_block_terms)(blk, b, noise_scale) for blk in blocks])
+    return dask.delayed(sum_terms)([dask.delayed(_block_terms)(blk, b, noise_scale) for blk in blocks])
 
 
 def screen_from_terms(terms: Mapping[str, Any], source: str, variable: str, b: Bound, **kw: Any) -> Screen:

@@ -315,8 +315,14 @@ def _write_forcings(forc: xr.Dataset, stage: _Staging, d, files: list[str], repo
     final = stores.store_path(stage.out_dir, "forcings")
     log.info("writing %s: %s days x %s x %s cells", final, forc.sizes[C.TIME], forc.sizes[C.LAT], forc.sizes[C.LON])
     tf = time.perf_counter()
-    with writing("the forcings store", final):
-        stores.write_store(_rechunk(forc, fchunks), stage.path("forcings"), "forcings", _encoding(forc, fchunks))
+    try:
+        with writing("the forcings store", final):
+            stores.write_store(_rechunk(forc, fchunks), stage.path("forcings"), "forcings", _encoding(forc, fchunks))
+    except RuntimeError as e:  # netCDF4's error for a damaged chunk the sampled check did not read
+        raise InputDataError(
+            f"reading ERA5 failed while the forcings were written ({str(e)[:200]}): a file is damaged; "
+            "data.era5_check_steps=0 reads every value first and names it"
+        ) from None
     forc = stores.open_store(stage.path("forcings"), "forcings", list(d.dynamic_inputs) + [C.SM_ERA5])
     report["forcings"] = {
         "store": str(final),

@@ -40,8 +40,12 @@ def pytest_collection_modifyitems(config, items):
 
     has_gpu = jax.default_backend() == "gpu"
     has_torch = importlib.util.find_spec("torch") is not None
+    # on-demand studies stay out of the default run (and CI's) unless asked for by marker or env
+    ondemand = "ondemand" in (config.option.markexpr or "") or os.environ.get("SOMOJAX_ONDEMAND") == "1"
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+        if "ondemand" in item.keywords and not ondemand:
+            item.add_marker(pytest.mark.skip(reason="on-demand study: run with -m ondemand or SOMOJAX_ONDEMAND=1"))
         if "torch" in item.keywords and not has_torch:
             item.add_marker(pytest.mark.skip(reason="needs PyTorch (pip install 'somojax[torch]')"))

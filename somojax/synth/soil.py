@@ -82,18 +82,54 @@ def _bypass(params: SoilParams, infiltration: np.ndarray, nl: int) -> np.ndarray
 def _diffuse(s: np.ndarray, z: np.ndarray, smax: np.ndarray, floor: np.ndarray, diffusion) -> np.ndarray:
     """Exchanges water between neighbouring layers in place; returns the downward fluxes [layer − 1, cell]."""
     nl = s.shape[0]
-    d = np.broadcast_to(np.asarray(diffusion, np.float64), (nl - 1,) + s.shape[1:]) if nl > 1 else np.zeros((0,) + s.shape[1:])
+    d = np.broadcast_to(np.asarray(diffusion, np.float64), (nl - 1,) + s.shape[1:])
     flux = np.zeros((nl - 1,) + s.shape[1:])
     for k in range(nl - 1):
         zk, zb = z[k], z[k + 1]
         rate = np.minimum(d[k], zk * zb / (zk + zb))
         f = rate * (s[k] / zk - s[k + 1] / zb)
         f = np.clip(f, -np.minimum(smax[k] - s[k], s[k + 1] - floor[k + 1]), np.minimum(smax[k + 1] - s[k + 1], s[k] - floor[k]))
-        f = np.where(np.isfinite(f), f, 0.0)
         s[k] -= f
         s[k + 1] += f
         flux[k] = f
     return flux
+
+
+def _surface(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, snow: np.ndarray, s_top: np.ndarray, smax_top: np.ndarray):
+    """Snow (updated in place), runoff and infiltration [cell] of one day."""
+    frozen_t = 273.15
+    if params.degree_day > 0:
+        snowfall = np.where(t2m < frozen_t, precip, 0.0)
+        snow += snowfall
+        melt = np.minimum(snow, params.degree_day * np.maximum(t2m - frozen_t, 0.0))
+        snow -= melt
+        water = precip - snowfall + melt
+    else:
+        water = precip
+    runoff = water * np.clip(s_top / smax_top, 0.0, 1.0) ** params.runoff_exp
+    infiltration = water - runoff
+    if params.infiltration_excess:
+        fits = np.minimum(infiltration, np.maximum(smax_top - s_top, 0.0))
+        runoff, infiltration = runoff + infiltration - fits, fits
+    return runoff, infiltration
+
+
+def _percolate(params: SoilParams, s: np.ndarray, top_inflow: np.ndarray, bypass: np.ndarray, smax: np.ndarray, sdrain: np.ndarray) -> np.ndarray:
+    """Fills the layers top-down (in place): overflow and drainage; returns the downward flux [layer, cell]."""
+    nl = s.shape[0]
+    outflow = np.empty_like(s)
+    carry = top_inflow
+    for k in range(nl):
+        s[k] += carry + (bypass[k] if k else 0.0)
+        over = np.maximum(s[k] - smax[k], 0.0)
+        s[k] -= over
+        q = params.drainage[k] * np.maximum(s[k] - sdrain[k], 0.0)
+        if k + 1 < nl:
+            q = np.minimum(q, np.maximum(smax[k + 1] - s[k + 1] - bypass[k + 1], 0.0))
+        s[k] -= q
+        outflow[k] = q + over
+        carry = outflow[k]
+    return outflow
 
 
 def _new_run(nd: int, nl: int, nc: int, init: np.ndarray) -> SoilRun:
@@ -132,39 +168,14 @@ def run(
     s = (sfc.copy() if initial is None else np.array(initial, np.float64)) * np.ones((nl, nc))
     out = _new_run(nd, nl, nc, s.copy())
     snow = np.zeros(nc)
-    frozen_t = 273.15
     stress_den = np.maximum(sfc - swp, 1e-9)
     for d in range(nd):
-        p, t = precip[d], t2m[d]
-        if params.degree_day > 0:
-            snowfall = np.where(t < frozen_t, p, 0.0)
-            snow += snowfall
-            melt = np.minimum(snow, params.degree_day * np.maximum(t - frozen_t, 0.0))
-            snow -= melt
-            water = p - snowfall + melt
-        else:
-            water = p
-        runoff = water * np.clip(s[0] / smax[0], 0.0, 1.0) ** params.runoff_exp
-        infiltration = water - runoff
-        if params.infiltration_excess:
-            fits = np.minimum(infiltration, np.maximum(smax[0] - s[0], 0.0))
-            runoff, infiltration = runoff + infiltration - fits, fits
+        t = t2m[d]
+        runoff, infiltration = _surface(params, precip[d], t, snow, s[0], smax[0])
         bypass = _bypass(params, infiltration, nl)
         inflow = bypass.copy()
         inflow[0] = infiltration - bypass.sum(axis=0)
-        outflow = np.empty((nl, nc))
-        carry = inflow[0]
-        for k in range(nl):
-            s[k] += carry + (bypass[k] if k else 0.0)
-            over = np.maximum(s[k] - smax[k], 0.0)
-            s[k] -= over
-            q = params.drainage[k] * np.maximum(s[k] - sdrain[k], 0.0)
-            if k + 1 < nl:
-                room = smax[k + 1] - s[k + 1] - bypass[k + 1]
-                q = np.minimum(q, np.maximum(room, 0.0))
-            s[k] -= q
-            outflow[k] = q + over
-            carry = outflow[k]
+        outflow = _percolate(params, s, inflow[0], bypass, smax, sdrain)
         outflow[:-1] += _diffuse(s, z, smax, floor, params.diffusion)
         inflow[1:] += outflow[:-1]
         inc = np.zeros((nl, nc)) if increments is None else np.clip(increments[d], floor - s, smax - s)

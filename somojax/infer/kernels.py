@@ -42,20 +42,29 @@ def _stepper(params: Params, i: jax.Array, hoisted: bool, precision: str | None)
     [h, x] @ [[W_hh], [W_ih]] + b.
     """
     w_hh = params["W_hh"]
+    prec = ealstm._PRECISIONS[precision]
     if hoisted:
-        return lambda h, c, x: ealstm.cell(w_hh, i, h, c, x, precision)
+        return lambda h, c, xw: _update(i, c, jnp.matmul(h, w_hh, precision=prec) + xw)
     w_cat = jnp.concatenate([w_hh, params["W_ih"]], axis=0)  # [H + D, 3H]
     b = params["b"]
-    prec = ealstm._PRECISIONS[precision]
+    return lambda h, c, x: _update(i, c, jnp.matmul(jnp.concatenate([h, x], axis=-1), w_cat, precision=prec) + b)
 
-    def step(h, c, x):
-        gates = jnp.matmul(jnp.concatenate([h, x], axis=-1), w_cat, precision=prec) + b
-        hs = h.shape[-1]
-        c = ealstm.sigmoid(gates[..., :hs]) * c + i * jnp.tanh(gates[..., 2 * hs :])
-        h = ealstm.sigmoid(gates[..., hs : 2 * hs]) * jnp.tanh(c)
-        return h, c
 
-    return step
+def _update(i: jax.Array, c: jax.Array, gates: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(h, c) of the step from its gate pre-activations [..., 3H] (order f, o, g).
+
+    The cell keeps c − σ(−z_f)·c instead of σ(z_f)·c: with forget gates near 1 (a forget bias of
+    5 gives σ = 0.993) the error of σ(z_f) multiplies c at every step and persists for
+    ~1/(1 − σ) steps, so a gate error of a few ulp of 1 grows over a 365-day window; the
+    complement σ(−z_f) = 1/(1 + e^{z_f}) is small and has a small relative error, and
+    c − σ(−z_f)·c loses nothing near 1. Same function, same cost (an exp and a division for a
+    tanh); measured in docs/inference.md ("Precision").
+    """
+    hs = c.shape[-1]
+    forget_complement = 1.0 / (1.0 + jnp.exp(gates[..., :hs]))  # 0 for z_f -> +inf, 1 for -inf: no NaN
+    c = (c - forget_complement * c) + i * jnp.tanh(gates[..., 2 * hs :])
+    h = ealstm.sigmoid(gates[..., hs : 2 * hs]) * jnp.tanh(c)
+    return h, c
 
 
 def exact_windows(

@@ -113,7 +113,7 @@ def test_precipitation_rounding_noise_is_zero_and_negative_totals_stop(base, tmp
     _edit_nc(p, noise)
     report = prepare(_cfg_at(tmp_path))
     tp = {s["file"]: s for s in report["plausibility"]["era5"] if s["variable"] == "tp"}
-    assert tp[str(p)]["set_to_bound (rounding noise)"] == 25 and tp[str(p)]["dropped"] == {}
+    assert tp[str(p)]["set_to_bound"] == 25 and tp[str(p)]["dropped"] == {}
     f = stores.open_store(tmp_path / "stores", "forcings")
     assert float(abs(f["log_tp"].sel(time="2000-01-05")).max()) == 0.0  # ln(1 + 0 mm)
 

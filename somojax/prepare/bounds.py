@@ -194,7 +194,7 @@ class Screen:
             "bounds": self.bound.span,
             "values": self.values,
             "dropped": {k: v for k, v in self.dropped.items() if v},
-            "set_to_bound (rounding noise)": self.set_to_bound,
+            "set_to_bound": self.set_to_bound,
             "min": self.min,
             "mean": self.mean,
             "max": self.max,

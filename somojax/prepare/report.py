@@ -176,7 +176,7 @@ def _problems_markdown(report: Mapping[str, Any], limit: int = 20) -> list[str]:
     tg = report.get("targets", {})
     out = []
     screens = [s for kind in ("era5", "statics") for s in report.get("plausibility", {}).get(kind, [])]
-    flagged = [s for s in screens if s.get("dropped") or s.get("set_to_bound (rounding noise)") or s.get("dropped off land")]
+    flagged = [s for s in screens if s.get("dropped") or s.get("set_to_bound") or s.get("dropped off land")]
     if screens:
         out += ["## Physical bounds of ERA5 and the static maps", "", f"{len(screens):,} file variables checked; {len(flagged):,} with values outside their bounds (docs/reliability.md).", ""]
         if flagged:
@@ -185,7 +185,7 @@ def _problems_markdown(report: Mapping[str, Any], limit: int = 20) -> list[str]:
                 dropped = dict(s.get("dropped", {}), **({"off land": s["dropped off land"]} if s.get("dropped off land") else {}))
                 out.append(
                     f"| `{s['file']}` | {s['variable']} | {s['bounds']} | {s['values']:,} | {_fmt_reasons(dropped)} | "
-                    f"{s.get('set_to_bound (rounding noise)', 0):,} | {s['min']:.4g} / {s['mean']:.4g} / {s['max']:.4g} |"
+                    f"{s.get('set_to_bound', 0):,} | {s['min']:.4g} / {s['mean']:.4g} / {s['max']:.4g} |"
                 )
         out.append("")
     bad = tg.get("implausible_values", [])
@@ -249,7 +249,7 @@ def _bounds_line(report: Mapping[str, Any]) -> str:
     tg, pl = report.get("targets", {}), report.get("plausibility", {})
     ismn = sum(sum(s["values_dropped"].values()) for s in tg.get("steps", []) if s["step"] == "physical bounds")
     era5 = sum(sum(s.get("dropped", {}).values()) for s in pl.get("era5", []))
-    noise = sum(s.get("set_to_bound (rounding noise)", 0) for s in pl.get("era5", []))
+    noise = sum(s.get("set_to_bound", 0) for s in pl.get("era5", []))
     stat = sum(sum(s.get("dropped", {}).values()) + s.get("dropped off land", 0) for s in pl.get("statics", []))
     return (
         f"outside the physical bounds: ISMN {ismn:,} values in {len(tg.get('implausible_values', [])):,} files; "

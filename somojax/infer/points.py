@@ -159,7 +159,9 @@ def inputs_from_tables(cfg: Config, bundles: Mapping[str, Bundle], points: Point
         )
     frames = [read_forcing_table(tables[int(c)][1], dyn) for c in cells]
     days = pd.date_range(min(f.index[0] for f in frames), max(f.index[-1] for f in frames), freq="D")
-    columns = {v: np.stack([f[v].reindex(days).to_numpy(np.float32) for f in frames]) for v in dyn}
+    # kept in float64 until normalised, as the authors do (a temperature of 300 K rounded to
+    # float32 moves its z-score by up to 1e-6)
+    columns = {v: np.stack([f[v].reindex(days).to_numpy(np.float64) for f in frames]) for v in dyn}
     return days, columns, read_statics_table(Path(cfg.infer.statics_table), [tables[int(c)][0] for c in cells], sta)
 
 
@@ -190,7 +192,7 @@ def read_statics_table(path: Path, ids: Sequence[str], variables: Sequence[str])
     rows = [i for i in ids if i not in df.index]
     if absent or rows:
         raise InputDataError(f"{path} lacks " + (f"the columns {absent} " if absent else "") + (f"the rows {rows[:5]}" if rows else ""))
-    return {v: df.loc[list(ids), v].to_numpy(np.float32) for v in variables}
+    return {v: df.loc[list(ids), v].to_numpy(np.float64) for v in variables}
 
 
 # ----------------------------------------------------------------------------------------

@@ -172,7 +172,8 @@ def open_store(path: str | os.PathLike, kind: str, variables: Iterable[str] | No
 
 
 def write_store(ds: xr.Dataset, path: str | os.PathLike, kind: str, encoding: dict | None = None) -> Path:
-    """Validates `ds` and writes it as a Zarr v3 store atomically (temporary path, then rename).
+    """Validates `ds` and writes it as a Zarr v3 store atomically (temporary path, then rename),
+    with consolidated metadata (`consolidate`).
 
     A crash mid-write leaves no half-written store behind under `path`.
     """
@@ -184,6 +185,7 @@ def write_store(ds: xr.Dataset, path: str | os.PathLike, kind: str, encoding: di
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+        consolidate(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -229,12 +231,14 @@ def consolidate(path: str | os.PathLike) -> None:
 
 
 def cf_attrs(var: str) -> dict:
-    """CF attributes (units, long_name) of a known variable."""
+    """CF attributes (units, long_name, standard_name where CF has one) of a known variable."""
     attrs = {}
     if var in C.UNITS:
         attrs["units"] = C.UNITS[var]
     if var in C.LONG_NAMES:
         attrs["long_name"] = C.LONG_NAMES[var]
+    if var in STANDARD_NAMES:
+        attrs["standard_name"] = STANDARD_NAMES[var]
     return attrs
 
 

@@ -111,3 +111,44 @@ def test_xarray_reads_the_values_of_the_store(exported):
         np.testing.assert_array_equal(both[v].values, z[v].sel(layer="L1").values)
     assert np.isfinite(both[C.SM].values).any() and float(both["layer_depth"]) == pytest.approx(0.05)
     assert both["time_bounds"].values[0, 1] - both["time_bounds"].values[0, 0] == np.timedelta64(1, "D")
+
+
+def test_store_standard_names_are_in_the_cf_table_with_convertible_units():
+    import xml.etree.ElementTree as ET
+
+    from somojax import stores
+
+    try:
+        table = importlib.resources.files("compliance_checker") / "data" / "cf-standard-name-table.xml"
+    except ModuleNotFoundError:
+        pytest.skip("the CF standard-name table comes from the compliance-checker package: pip install compliance-checker")
+    canonical = {e.get("id"): e.findtext("canonical_units") for e in ET.parse(str(table)).getroot().iter("entry")}
+    try:
+        from cfunits import Units
+    except (ImportError, OSError):
+        Units = None
+    for var, name in stores.STANDARD_NAMES.items():
+        assert name in canonical, (var, name)
+        units = C.UNITS.get(var, "1")
+        if Units is not None:
+            assert Units(units).equivalent(Units(canonical[name])), (var, units, canonical[name])
+        assert stores.cf_attrs(var).get("standard_name", name) == name
+
+
+def test_analysis_ready_stores_are_consolidated(tmp_path):
+    import warnings
+
+    from somojax import stores
+    from somojax.grid import lat_centres, lon_centres
+
+    lat, lon = lat_centres(40, 41), lon_centres(-98, -97)
+    ds = xr.Dataset(
+        {v: ((C.LAT, C.LON), np.ones((lat.size, lon.size), np.float32), stores.cf_attrs(v)) for v in (*C.STATIC_INPUTS, C.LAND_MASK)},
+        coords={C.LAT: lat, C.LON: lon},
+    )
+    path = stores.write_store(ds, tmp_path / "statics.zarr", "statics")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "consolidated metadata not found" fallback
+        back = xr.open_zarr(path)
+    assert back["clay"].attrs["standard_name"] == "mass_fraction_of_clay_in_soil" and "standard_name" not in back["ETOPOsd"].attrs
+    assert set(back.data_vars) == set(ds.data_vars)

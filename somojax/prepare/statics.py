@@ -240,8 +240,10 @@ def build_statics(
     if missing:
         raise InputDataError(f"statics missing: {missing}; check data.etopo / data.gldas_* (found {sorted(parts)})")
     ds = xr.Dataset({n: parts[n] for n in names})
-    ds[C.LAND_MASK] = land.fillna(0).astype(np.float32).assign_attrs(land.attrs)
-    from somojax.stores import grid_coord_attrs
+    from somojax.stores import STANDARD_NAMES, grid_coord_attrs
+
+    land_attrs = {**land.attrs, "standard_name": STANDARD_NAMES[C.LAND_MASK], "units": "1"}
+    ds[C.LAND_MASK] = land.fillna(0).astype(np.float32).assign_attrs(land_attrs)
 
     attrs = grid_coord_attrs()
     for d in (C.LAT, C.LON):

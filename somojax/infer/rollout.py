@@ -434,7 +434,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     ref = next(iter(plan.bundles.values()))
     attrs = {
         **model_attrs(plan.bundles, plan.modes, plan.layers),
-        "somojax_checkpoints": {l: str(cfg.checkpoint_dir / l) for l in plan.bundles},
+        "somojax_checkpoints": {l: str((cfg.checkpoint_dir / l).resolve()) for l in plan.bundles},  # absolute: provenance outlives the working directory
         "somojax_period": [cfg.infer.start, cfg.infer.end],
         "somojax_region": cfg.infer.region,
         "ensemble": "sm: mean of the members' predictions (each de-normalised and clipped at 0); sm_spread: their standard deviation (ddof=0)",

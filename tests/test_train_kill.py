@@ -195,7 +195,7 @@ def test_prediction_store_replaced_with_fresh_and_stopped_mid_delete_keeps_no_st
     assert pstore.finished(path) == {}  # every block is recomputed, none is trusted blindly
 
 
-@pytest.mark.slow
+@pytest.mark.ondemand
 def test_kill_resume_benchmark_with_a_few_stops(tmp_path):
     """benchmarks/kill_resume.py on the real CLI: 3 random stops of train and of predict."""
     import subprocess

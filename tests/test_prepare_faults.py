@@ -243,12 +243,13 @@ def test_leftovers_of_an_interrupted_run_are_removed(base, tmp_path):
         stores.open_store(tmp_path / "stores", kind)
 
 
-def test_damaged_era5_chunk_missed_by_a_sampled_check_is_named_while_writing(tmp_path):
+def test_damaged_era5_chunk_read_while_writing_is_named(tmp_path):
+    # what happens when a sampled check (data.era5_check_steps) did not read the damaged chunk
     import pandas as pd
 
     from somojax.config import load_config
     from somojax.prepare.core import _Staging, _write_forcings
-    from somojax.prepare.era5 import clean_era5, read_era5, screen_era5
+    from somojax.prepare.era5 import clean_era5, read_era5
     from somojax.prepare.forcings import build_forcings
 
     from test_prepare_factory import era5_dataset, era5_points
@@ -261,7 +262,6 @@ def test_damaged_era5_chunk_missed_by_a_sampled_check_is_named_while_writing(tmp
     raw[len(raw) // 2 : len(raw) // 2 + 2000] = bytes(2000)
     p.write_bytes(bytes(raw))
     era5 = read_era5([p])
-    screen_era5(era5, steps_per_file=2)  # the first and last steps only: the damage is not read
     forc = build_forcings(clean_era5(era5), "2001-01-01", "2001-03-01", (40.0, 42.0), (-98.0, -96.0))
     d = load_config("tiny").data
     with pytest.raises(InputDataError, match=r"reading ERA5 failed while the forcings were written \(NetCDF: HDF error\): a file is damaged; data\.era5_check_steps=0"):

@@ -143,7 +143,7 @@ def _clean_block(x: np.ndarray, b: Bound, noise_scale: float) -> np.ndarray:
     outside = ~((x >= b.lo) & (x <= b.hi)) & ~np.isnan(x)
     if not outside.any():  # the usual case: one pass, no copy
         return x
-    reasons, noise = classify(x, b, noise_scale)
+    _, noise = classify(x, b, noise_scale)
     out = x.copy()
     out[noise] = b.lo
     out[outside & ~noise] = np.nan
@@ -154,6 +154,8 @@ def clean(x: xr.DataArray, b: Bound, noise_scale: float = 1.0) -> xr.DataArray:
     """`x` with rounding noise set to `b.lo` and every other value outside `b` NaN (lazily,
     block by block, when `x` is a dask array)."""
     data = x.data
+    if data.dtype.kind in "iub":  # integers hold no NaN
+        data = data.astype(np.float64)
     if hasattr(data, "map_blocks"):
         data = data.map_blocks(_clean_block, b, noise_scale, dtype=data.dtype)
     else:
@@ -221,8 +223,7 @@ def _block_terms(x: np.ndarray, b: Bound, noise_scale: float) -> dict[str, float
     return terms
 
 
-def sum_terms(parts: list[dict[str, float]]) -> dict[str, float]:
-    """The terms of several parts of one variable combined."""
+def _sum_terms(parts: list[dict[str, float]]) -> dict[str, float]:
     out = dict(parts[0])
     for p in parts[1:]:
         for k, v in p.items():
@@ -239,7 +240,7 @@ def screen_terms(x: Any, b: Bound, noise_scale: float = 1.0) -> Any:
     import dask
 
     blocks = data.to_delayed().ravel()
-    return dask.delayed(sum_terms)([dask.delayed(_block_terms)(blk, b, noise_scale) for blk in blocks])
+    return dask.delayed(_sum_terms)([dask.delayed(_block_terms)(blk, b, noise_scale) for blk in blocks])
 
 
 def screen_from_terms(terms: Mapping[str, Any], source: str, variable: str, b: Bound, **kw: Any) -> Screen:

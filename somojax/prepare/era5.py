@@ -37,7 +37,7 @@ from somojax import constants as C
 from somojax.errors import InputDataError
 from somojax.grid import normalize_latlon
 from somojax.prepare.bounds import ERA5 as ERA5_BOUNDS
-from somojax.prepare.bounds import Screen, screen_from_terms, screen_terms, sum_terms
+from somojax.prepare.bounds import Screen, screen_from_terms, screen_terms
 from somojax.prepare.bounds import clean as bounds_clean
 from somojax.prepare.units import ERA5_UNITS, check_units, normalize_units
 
@@ -436,15 +436,12 @@ def screen_era5(era5: Mapping[str, xr.DataArray], accumulation: str = "hourly", 
         noise_scale, day_factor = _scales(da, name, accumulation)
         for src, part in _file_parts(da):
             n = part.sizes.get(C.TIME, 1)
+            checked = "every value"
             if steps_per_file and C.TIME in part.dims and n > steps_per_file:
+                # dask reads the chunks holding these steps (about a day each for global maps)
                 idx = np.unique(np.linspace(0, n - 1, steps_per_file).round().astype(np.int64))
-                # one-step slices: dask reads only those steps from the file (an index array would
-                # read the whole chunks holding them)
-                terms = dask.delayed(sum_terms)([screen_terms(part.isel({C.TIME: slice(i, i + 1)}), b, noise_scale) for i in idx])
-                checked = f"{idx.size:,} of {n:,} time steps"
-            else:
-                terms, checked = screen_terms(part, b, noise_scale), "every value"
-            jobs.append((src, name, b, terms, dict(checked=checked, day_factor=day_factor)))
+                part, checked = part.isel({C.TIME: idx}), f"{idx.size:,} of {n:,} time steps"
+            jobs.append((src, name, b, screen_terms(part, b, noise_scale), dict(checked=checked, day_factor=day_factor)))
     try:
         terms = dask.compute([j[3] for j in jobs])[0]
     except (OSError, RuntimeError, ValueError, EOFError):  # a damaged file: find and name it

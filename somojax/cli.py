@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
 import shlex
 import sys
 import textwrap
@@ -244,9 +245,21 @@ def _config_given(argv: Sequence[str]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `somojax` console script."""
-    console = argv is None  # the `somojax` script (else an in-process caller, e.g. a test)
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Entry point of the `somojax` console script (`argv` given: an in-process call, which
+    returns the exit code and leaves the process's signal handlers as they were)."""
+    if argv is not None:
+        return _main(list(argv), console=False)
+    code = _main(sys.argv[1:], console=True)
+    # Leave without the interpreter's teardown (JAX's and XLA's take seconds), during which a
+    # SIGTERM would find the default handler back and kill a finished command; all output is
+    # written and every file closed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv: list[str], console: bool) -> int:
     parser = _parser(argv)
     args = parser.parse_args(argv)
     for name in ("layers", "only"):  # `--layers L1 train.epochs=2`: the list option took the overrides
@@ -313,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     finally:
-        signals.finishing() if console else signals.restore(handlers)
+        signals.finishing() if console else signals.restore(handlers)  # a signal now: exit at once
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -136,17 +136,33 @@ class TrainConfig:
     members: int = 5
     shared_batches: bool = False  # True: every member sees the same batch
     batch_size: int = 256
-    epochs: int = 30
-    # learning rate from the given epoch on (ealstm_regional / SoMo.ml schedule)
+    # training budget and learning rate (somojax/train/schedule.py, docs/training.md "Training
+    # budget"): counted in updates, so the same settings fit worlds of any size; an epoch (a pass
+    # over the samples, at most max_updates_per_epoch updates) is only the unit of sampling.
+    # "plateau": learning_rate, x lr_decay after lr_patience validations without improvement,
+    # down to min_lr; "cosine": learning_rate -> min_lr over max_updates (after warmup_updates);
+    # "paper": SoMo.ml's learning_rates by epoch over `epochs` epochs, a validation per epoch
+    lr_schedule: Literal["plateau", "cosine", "paper"] = "plateau"
+    learning_rate: float = 1e-3
+    max_updates: Optional[int] = 50000  # the budget; "paper": None = epochs x updates per epoch
+    min_updates: int = 0  # no early stop before this many updates
+    validate_every_updates: Optional[int] = 1000  # None: once per epoch ("paper": always)
+    patience: Optional[int] = 8  # validations without improvement before stopping; None: never
+    min_improvement: float = 1e-3  # relative decrease of the validation loss that counts as one
+    lr_decay: float = 0.5  # "plateau"
+    lr_patience: int = 3  # "plateau": validations without improvement before the rate decays
+    min_lr: float = 1e-5  # "plateau" floor, "cosine" end
+    warmup_updates: int = 0  # "cosine"
+    epochs: int = 30  # "paper"
+    # "paper": the learning rate from the given epoch on (ealstm_regional / SoMo.ml schedule)
     learning_rates: tuple[tuple[int, float], ...] = ((0, 1e-3), (10, 5e-4), (25, 1e-4))
     clip_norm: float = 1.0
     max_updates_per_epoch: Optional[int] = None
     loss: Literal["nse", "mse"] = "nse"
     nse_eps: float = 0.1
     nse_sigma_units: Literal["raw", "normalized"] = "raw"
-    early_stopping_patience: Optional[int] = None  # epochs without validation improvement
     keep_checkpoints: int = 3
-    checkpoint_every_steps: Optional[int] = None  # None: at the end of every epoch
+    checkpoint_every_steps: Optional[int] = None  # besides every validation; None: none
     log_every_steps: int = 50
     seed: int = 0
     # mesh (`member`, `data`); 0 = as many devices as divide the member count

@@ -16,7 +16,8 @@ from somojax.errors import CheckpointError, TrainingError
 from somojax.normalization import NormStats
 from somojax.train.compile import JitOnce, RecompilationError
 from somojax.train.loop import Trainer
-from somojax.train.step import learning_rate, make_optimizer, make_train_step, step_options
+from somojax.train.schedule import paper_rate
+from somojax.train.step import make_optimizer, make_train_step, step_options
 from tests.train_fixtures import array_data, tiny_config
 
 STATS = NormStats(mean={"a": 0.0}, std={"a": 1.0}, target_mean={"L1": 0.3}, target_std={"L1": 0.1})
@@ -112,9 +113,9 @@ def test_jit_once_rejects_a_new_signature():
 
 def test_learning_rate_schedule_by_epoch():
     sched = ((0, 1e-3), (10, 5e-4), (25, 1e-4))
-    assert [learning_rate(sched, e) for e in (0, 9, 10, 24, 25, 40)] == [1e-3, 1e-3, 5e-4, 5e-4, 1e-4, 1e-4]
+    assert [paper_rate(sched, e) for e in (0, 9, 10, 24, 25, 40)] == [1e-3, 1e-3, 5e-4, 5e-4, 1e-4, 1e-4]
     with pytest.raises(ValueError, match="epoch 0"):
-        learning_rate(((3, 1e-3),), 0)
+        paper_rate(((3, 1e-3),), 0)
 
 
 @pytest.mark.parametrize("mode", ["stacked", "loop", pytest.param("vmap", marks=pytest.mark.slow)])
@@ -188,7 +189,7 @@ def test_restore_onto_fewer_devices_and_continue(tmp_path):
         small = make_trainer(cfg3, tmp_path, devices=devs)
         with TrainCheckpointer(small.dir) as ck:
             state, loop, _, step = small.initial_state(False, ck)
-        assert step == 6 and loop.epoch == 2
+        assert step == 6 and loop.step == 6 and loop.tracker.validations == 2
         assert leaves_equal(jax.device_get(state), jax.device_get(first.state))
         assert state["params"]["W_hh"].sharding.mesh.devices.size == len(devs)
     res = small.fit()  # one more epoch on 2 devices
@@ -205,15 +206,15 @@ def test_resume_with_other_model_settings_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="different model"):  # refused before reading arrays
         make_trainer(wider, tmp_path).fit()
     res = make_trainer(other, tmp_path).fit(fresh=True)
-    assert res.resumed_from is None and res.loop.epoch == 1 and int(res.state["step"]) == 2
+    assert res.resumed_from is None and res.loop.step == 2 and int(res.state["step"]) == 2
 
 
 def test_early_stopping(tmp_path):
-    cfg = tiny_config(tmp_path, epochs=6, max_updates_per_epoch=2, learning_rates=((0, 0.0),), early_stopping_patience=2)
+    cfg = tiny_config(tmp_path, epochs=6, max_updates_per_epoch=2, learning_rates=((0, 0.0),), patience=2)
     res = make_trainer(cfg, tmp_path).fit()
-    assert res.loop.finished and res.loop.epoch == 3 and "early stopping" in res.loop.stop_reason
-    assert res.loop.best_epoch == 0
-    assert math.isfinite(res.loop.best_val)
+    assert res.loop.finished and res.loop.step == 6 and res.loop.stop_reason == "patience"
+    assert res.loop.tracker.best_step == 2 and res.loop.tracker.validations == 3
+    assert math.isfinite(res.loop.tracker.best_val)
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ params of the latest and best checkpoints, the best step and metrics.jsonl (with
 wall-clock fields).
 
 The run: 3 epochs x 4 updates, a checkpoint every 3 updates (async) besides the epoch ends,
-a log record every 2 updates; validations at steps 4, 8, 12.
+a log record every 2 updates; validations at steps 4, 8, 12. Each child process costs ~10 s
+(JAX start and compilation), so the default suite kills at the point of the issue (between the
+two saves); the other points are marked slow (test_train_budget.py interrupts a run in-process).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def assert_same_as_reference(reference, tmp_path, res):
     assert got["best_steps"] == ref["best_steps"]
     assert leaves_equal(got["latest"], ref["latest"]) and leaves_equal(got["best"], ref["best"])
     assert metric_records(d / "metrics.jsonl") == reference["metrics"]
-    assert res.loop.history == reference["loop"].history and res.loop.best_step == reference["loop"].best_step
+    assert res.loop.history == reference["loop"].history and res.loop.to_json()["tracker"] == reference["loop"].to_json()["tracker"]
     assert not list(d.rglob("*orbax-checkpoint-tmp*")), "a temporary directory of a killed save was left"
 
 
@@ -63,9 +65,9 @@ def kill_then_resume(reference, tmp_path, fault, rc):
     "fault",
     [
         "between_saves@8",  # best/8 finalised, state/8 not started (the StepAlreadyExistsError of the issue)
-        "inside_state_save@8",  # state/8 fully written, not renamed
-        "inside_best_save@8",
-        "after_val_metrics@8",
+        pytest.param("inside_state_save@8", marks=pytest.mark.slow),  # state/8 fully written, not renamed
+        pytest.param("inside_best_save@8", marks=pytest.mark.slow),
+        pytest.param("after_val_metrics@8", marks=pytest.mark.slow),
         pytest.param("after_state_save@8", marks=pytest.mark.slow),
         pytest.param("inside_state_save@3", marks=pytest.mark.slow),  # the asynchronous mid-epoch save
         pytest.param("after_step@7", marks=pytest.mark.slow),
@@ -78,8 +80,8 @@ def test_sigkill_at_a_dangerous_point_then_resume_is_bitwise(reference, tmp_path
 @pytest.mark.parametrize(
     "fault, rc, resumed_from",
     [
-        ("after_step@6:sigint", 130, 6),  # mid-epoch: a checkpoint is written at the current step
-        ("inside_state_save@8:sigterm", 143, 8),  # during the epoch-end save: it completes first
+        pytest.param("after_step@6:sigint", 130, 6, marks=pytest.mark.slow),  # mid-epoch: a checkpoint at the current step
+        pytest.param("inside_state_save@8:sigterm", 143, 8, marks=pytest.mark.slow),  # in the epoch-end save: it completes first
         pytest.param("between_saves@4:sigint", 130, 4, marks=pytest.mark.slow),
         pytest.param("inside_state_save@3:sigint2", 130, None, marks=pytest.mark.slow),  # second Ctrl-C: os._exit at once
     ],
@@ -91,6 +93,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume_bitwise(reference, tmp_path,
         assert res.resumed_from == resumed_from
 
 
+@pytest.mark.slow  # the same path, with the plateau schedule: test_train_budget.py
 def test_sigint_in_process_stops_after_the_step_with_a_checkpoint(reference, tmp_path):
     cfg = tiny_config(tmp_path, **KW)
 

@@ -100,7 +100,8 @@ def test_cli_train_resumes_the_finished_run(trained):
         f"data.target_start={cfg.data.target_start}", f"data.target_end={cfg.data.target_end}",
         f"data.val_fraction={cfg.data.val_fraction}", "model.hidden_size=8", "model.seq_length=20", "model.dropout=0.0",
         f"train.members={t.members}", f"train.batch_size={t.batch_size}", f"train.epochs={t.epochs}",
-        f"train.max_updates_per_epoch={t.max_updates_per_epoch}", "train.learning_rates=[[0, 0.02]]", "--layers", "L1",
+        f"train.max_updates_per_epoch={t.max_updates_per_epoch}", "train.learning_rates=[[0, 0.02]]",
+        "train.lr_schedule=paper", "train.max_updates=null", "--layers", "L1",
     ]
     assert main(args) == 0
     assert (cfg.run_dir / "config.yaml").exists()

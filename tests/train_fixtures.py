@@ -35,7 +35,9 @@ def samples(arrays: WindowArrays, seq_length: int, cells, days) -> np.ndarray:
 
 def tiny_config(tmp_path, **train) -> Config:
     cfg = load_config("tiny", [f"workdir={tmp_path}", "model.hidden_size=8", "model.seq_length=20", "model.dropout=0.1"])
-    t = dict(members=2, batch_size=16, epochs=3, max_updates_per_epoch=4, learning_rates=((0, 1e-2),), log_every_steps=2)
+    # the paper's epoch schedule unless a test asks for another (epochs x max_updates_per_epoch updates)
+    t = dict(members=2, batch_size=16, epochs=3, max_updates_per_epoch=4, learning_rates=((0, 1e-2),), log_every_steps=2,
+             lr_schedule="paper", max_updates=None, validate_every_updates=None, patience=None)
     t.update(train)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t))
 
@@ -136,7 +138,8 @@ def store_config(tmp_path, n_days: int = 300, **train) -> Config:
             "model.dropout=0.0",
         ],
     )
-    t = dict(members=2, batch_size=16, epochs=4, max_updates_per_epoch=8, learning_rates=((0, 2e-2),), log_every_steps=4)
+    t = dict(members=2, batch_size=16, epochs=4, max_updates_per_epoch=8, learning_rates=((0, 2e-2),), log_every_steps=4,
+             lr_schedule="paper", max_updates=None, validate_every_updates=None, patience=None)
     t.update(train)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t))
 

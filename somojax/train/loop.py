@@ -1,4 +1,7 @@
-"""The optimisation loop of one layer: epochs, validation, early stopping, checkpoints, resume.
+"""The optimisation loop of one layer: updates, validation, stopping, checkpoints, resume.
+
+How long a layer trains and at which rate: `somojax.train.schedule` (a budget in updates,
+validations every `train.validate_every_updates`, early stopping, the learning-rate schedule).
 
 Resume order (what a restarted run does before its first step; big_vision `train.py` style):
   1. Build the mesh and the shardings of the train state from the config and the device set
@@ -8,20 +11,22 @@ Resume order (what a restarted run does before its first step; big_vision `train
         batches, data split and input order: `fingerprint`); else stop with `CheckpointError`;
      b. restore params, optimizer state, dropout keys and step onto the current shardings;
      c. restore the data iterator's position (`set_state`);
-     d. restore the loop counters: step, epoch, best validation loss and its step, epochs
-        without improvement, history, and the training metrics of the unfinished log window.
+     d. restore the loop counters: step, the schedule's tracker (best validation loss and its
+        step, validations without improvement, the plateau rate), history, and the training
+        metrics of the unfinished log window.
      Otherwise initialise the state from `train.seed`.
   3. Make the other files agree with the restored step r: metrics.jsonl keeps only records of
      steps <= r (the steps after r are recomputed and logged again); best/ keeps only steps <= r
      (a later one was written by a run that died before its train state, and is redone), and
      when it lacks the best step the state names, it is rewritten from the state (step r).
   4. Continue where the counters point. Learning rate, dropout keys and batches depend only on
-     (step, iterator position), all restored, so the resumed run computes exactly what the
+     (step, tracker, iterator position), all restored, so the resumed run computes exactly what the
      uninterrupted run computes (bitwise on CPU; tests/test_train_kill.py).
 
-Order of the writes at a validation (end of an epoch), each finished before the next starts:
-  train and validation records to metrics.jsonl -> best/<step> (if the loss improved) ->
-  state/<step> (its metadata names the best step) -> best/ pruned to that best step.
+Order of the writes at a validation, each finished before the next starts:
+  train and validation records to metrics.jsonl -> best/<step> (if the loss is the lowest) ->
+  state/<step> (its metadata names the best step) -> best/ pruned to that best step
+  (-> summary.json when training stopped).
 A kill between any two leaves a run that resumes from the previous state and redoes them.
 Checkpoints between validations (`train.checkpoint_every_steps`) are written asynchronously.
 
@@ -61,33 +66,30 @@ from somojax.train.step import (
     BATCH_KEYS,
     StepOptions,
     init_state,
-    learning_rate,
     make_eval_step,
     make_optimizer,
     make_train_step,
     resolve_ensemble_mode,
 )
+from somojax.train import schedule
 from somojax.utils import faults, signals
 from somojax.utils.logging import MetricsWriter, Progress, get_logger
 
 log = get_logger("train")
+SUMMARY_FILE = "summary.json"  # next to the checkpoints: why and where training stopped
 
-# settings that must match for a checkpoint to be resumed (epochs, patience, logging may change)
+# settings that must match for a checkpoint to be resumed: what the updates compute, and what the
+# learning rate of every update depends on. Free to change: the budget where it does not shape
+# the rate (max_updates and epochs of plateau/paper), min_updates, patience, logging, checkpoints.
 _RESUME_KEYS = {
     "model": None,  # all of it
-    "train": (
-        "members",
-        "shared_batches",
-        "batch_size",
-        "learning_rates",
-        "clip_norm",
-        "max_updates_per_epoch",
-        "loss",
-        "nse_eps",
-        "nse_sigma_units",
-        "seed",
-    ),
+    "train": ("members", "shared_batches", "batch_size", "clip_norm", "loss", "nse_eps", "nse_sigma_units", "seed", "lr_schedule"),
     "data": ("split", "val_fraction", "val_start", "val_end", "split_seed", "target_start", "target_end"),
+}
+_SCHEDULE_RESUME_KEYS = {
+    "paper": ("learning_rates", "max_updates_per_epoch"),  # the rate of an update follows its epoch
+    "plateau": ("learning_rate", "lr_decay", "lr_patience", "min_lr", "min_improvement", "validate_every_updates"),
+    "cosine": ("learning_rate", "min_lr", "max_updates", "warmup_updates"),
 }
 
 
@@ -121,6 +123,7 @@ def fingerprint(cfg: Config, extra: Mapping[str, Any]) -> str:
     sub: dict[str, Any] = {}
     for section, keys in _RESUME_KEYS.items():
         sub[section] = d[section] if keys is None else {k: d[section][k] for k in keys}
+    sub["train"].update({k: d["train"][k] for k in _SCHEDULE_RESUME_KEYS[cfg.train.lr_schedule]})
     sub["extra"] = dict(extra)
     return hashlib.sha256(json.dumps(sub, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -129,18 +132,24 @@ def fingerprint(cfg: Config, extra: Mapping[str, Any]) -> str:
 class LoopState:
     """Host-side counters of the loop (saved in every checkpoint's metadata)."""
 
+    tracker: schedule.Tracker  # best loss and step, validations without improvement, plateau rate
     step: int = 0  # updates done
-    epoch: int = 0  # epochs completed
-    best_val: float = math.inf
-    best_step: int = -1  # the step whose params are in best/ (-1: none yet)
-    best_epoch: int = -1
-    bad_epochs: int = 0  # epochs since the last improvement
     finished: bool = False
-    stop_reason: str = ""
-    history: list[dict] = field(default_factory=list)  # one record per epoch
+    stop_reason: str = ""  # "" or one of schedule.STOP_REASONS
+    history: list[dict] = field(default_factory=list)  # one record per validation
     # training metrics of the steps since the last `train/` record ({"step", "loss": [M],
     # "grad_norm": [M]}): a resumed run logs the same windows as an uninterrupted one
     log_window: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["tracker"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d["tracker"].items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "LoopState":
+        t = {k: (math.inf if k == "best_val" else math.nan) if v is None else v for k, v in d["tracker"].items()}
+        return cls(**{**{k: d[k] for k in ("step", "finished", "stop_reason", "history", "log_window")}, "tracker": schedule.Tracker(**t)})
 
 
 @dataclass
@@ -199,6 +208,7 @@ class Trainer:
                 f"use e.g. train.batch_size={data_size * max(1, round(self.tc.batch_size / data_size))} "
                 "or set train.mesh_member_size"
             )
+        self.budget = schedule.budget(self.tc, data.steps_per_epoch)
         self.tx = make_optimizer(self.tc.clip_norm)
         self._build()
 
@@ -262,22 +272,17 @@ class Trainer:
         it = self.data.train_iterator()
         step = None if fresh else ckpt.latest_step()
         if step is None:
-            return jax.block_until_ready(self._init()), LoopState(), it, None
+            return jax.block_until_ready(self._init()), LoopState(schedule.Tracker(lr=self.budget.learning_rate)), it, None
         if ckpt.read_meta(step).get("fingerprint") != self.fp:
             raise CheckpointError(
-                f"the checkpoint in {self.dir} was written with different model, training, data-split or input "
-                "settings than this run; resume with the same settings, or start over with `somojax train --fresh` "
-                "(or another workdir)"
+                f"the checkpoint in {self.dir} was written with different model, training, data-split, input or "
+                "learning-rate settings than this run; resume with the same settings, or start over with "
+                "`somojax train --fresh` (or another workdir)"
             )
         state, meta = ckpt.restore(self.abstract_state, step)
         it.set_state(meta["data_state"])
-        saved = dict(meta["loop"])
-        saved.setdefault("step", int(meta.get("global_step", step)))
-        loop = LoopState(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(LoopState)}})
-        loop.best_val = math.inf if loop.best_val is None else float(loop.best_val)
-        if "best_step" not in saved and loop.best_epoch >= 0:  # written before best_step was recorded
-            loop.best_step = max([s for s in ckpt.best_steps() if s <= step], default=-1)
-        log.info("resumed %s at step %d (epoch %d, update %d of the epoch)", self.dir, step, loop.epoch, loop.step - loop.epoch * self.data.steps_per_epoch)
+        loop = LoopState.from_json(meta["loop"])
+        log.info("resumed %s at update %d (%d validations done)", self.dir, step, loop.tracker.validations)
         return state, loop, it, step
 
     def _reconcile(self, ckpt: TrainCheckpointer, metrics: Any, state: dict, loop: LoopState, resumed: int | None) -> None:
@@ -289,20 +294,22 @@ class Trainer:
             if resumed is None or s > resumed:
                 log.info("%s: best/%d was written after the restored state; it is redone", self.dir, s)
                 ckpt.delete_best(s)
-        if resumed is not None and loop.best_step >= 0 and loop.best_step not in ckpt.best_steps():
-            if loop.best_step == resumed:
+        best = loop.tracker.best_step
+        if resumed is not None and best >= 0 and best not in ckpt.best_steps():
+            if best == resumed:
                 ckpt.save_best(resumed, state["params"], self._best_meta(loop))
             else:
-                log.warning("%s: best/%d, the best params of this run, is missing; best/ holds the next improvement", self.dir, loop.best_step)
+                log.warning("%s: best/%d, the best params of this run, is missing; best/ holds the next improvement", self.dir, best)
+        if best in ckpt.best_steps():
+            ckpt.prune_best(best)  # an older best left by a kill before the pruning
 
     def _meta(self, loop: LoopState, it: Any) -> dict:
-        d = dataclasses.asdict(loop)
-        d["best_val"] = None if not math.isfinite(loop.best_val) else loop.best_val
-        return {**self.meta, "fingerprint": self.fp, "global_step": int(loop.step), "data_state": it.get_state(), "loop": d}
+        return {**self.meta, "fingerprint": self.fp, "global_step": int(loop.step), "data_state": it.get_state(), "loop": loop.to_json()}
 
     def _best_meta(self, loop: LoopState) -> dict:
-        v = loop.best_val if math.isfinite(loop.best_val) else None
-        return {**self.meta, "global_step": loop.best_step, "epoch": loop.best_epoch, "val_loss": v}
+        t = loop.tracker
+        v = t.best_val if math.isfinite(t.best_val) else None
+        return {**self.meta, "global_step": t.best_step, "epoch": self._epoch(t.best_step - 1), "val_loss": v}
 
     # --- validation -----------------------------------------------------------------------
     def validate(self, params: dict) -> dict | None:
@@ -326,7 +333,7 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------
     def fit(self, fresh: bool = False) -> TrainResult:
-        """Runs (or resumes) training until `train.epochs`, early stopping, or an error.
+        """Runs (or resumes) training until the budget is spent, early stopping, or an error.
 
         SIGINT/SIGTERM stop it after the current step with a complete checkpoint
         (`signals.Interrupted`); see the module docstring.
@@ -340,10 +347,12 @@ class Trainer:
             try:
                 state, loop, it, resumed = self.initial_state(fresh, ckpt)
                 self._reconcile(ckpt, metrics, state, loop, resumed)
-                if loop.finished and (loop.epoch >= tc.epochs or loop.stop_reason.startswith("early")):
+                if loop.finished and not (loop.stop_reason == "budget" and loop.step < self.budget.max_updates):
                     log.info("%s: training already finished (%s)", self.dir, loop.stop_reason)
+                    if not (self.dir / SUMMARY_FILE).exists():  # killed after the last state, before the summary
+                        self.write_summary(loop)
                     return TrainResult(state, loop, self.dir, resumed)
-                loop.finished = False  # more epochs were asked for since it finished
+                loop.finished = False  # a larger budget was given since it finished
                 state = self._run(state, loop, it, ckpt, metrics)
                 return TrainResult(state, loop, self.dir, resumed)
             finally:
@@ -365,30 +374,35 @@ class Trainer:
 
     def _interrupted(self, signum: int, loop: LoopState) -> None:
         msg = (
-            f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {loop.step} "
-            f"(epoch {loop.epoch}); checkpoint {self.dir / 'state' / str(loop.step)} is complete, the same command resumes here"
+            f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {loop.step}; "
+            f"checkpoint {self.dir / 'state' / str(loop.step)} is complete, the same command resumes here"
         )
         log.warning(msg)
         signals.clear()
         raise signals.Interrupted(signum, msg)
 
     def _run(self, state: dict, loop: LoopState, it: Any, ckpt: TrainCheckpointer, metrics: MetricsWriter) -> dict:
-        tc, spe = self.tc, self.data.steps_per_epoch
+        tc, b = self.tc, self.budget
         samples_per_step = tc.batch_size * (1 if tc.shared_batches else tc.members)
-        pending: list[tuple[int, int, dict]] = []  # (step, epoch, device metrics) not yet checked
-        progress = Progress(total=tc.epochs * spe - loop.step, desc=f"train {self.meta.get('layer', '')}", unit="step", logger=log)
+        pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked
+        progress = Progress(total=b.max_updates - loop.step, desc=f"train {self.meta.get('layer', '')}", unit="step", logger=log)
         window = [{"step": w["step"], "loss": np.asarray(w["loss"], np.float64), "grad_norm": np.asarray(w["grad_norm"], np.float64)} for w in loop.log_window]
+        lr_cache: tuple[float, Any] = (math.nan, None)  # (rate, the same as a device scalar)
+        lr = math.nan
         try:
-            while loop.epoch < tc.epochs:
-                lr = learning_rate(tc.learning_rates, loop.epoch)
-                lr_arr = jnp.asarray(lr, jnp.float32)
-                end = (loop.epoch + 1) * spe
+            if loop.step >= b.max_updates:  # resumed with a smaller budget than it has done
+                self._finish(loop, "budget", ckpt, it, state)
+            while not loop.finished:
+                end = b.next_validation(loop.step)
                 while loop.step < end:
+                    lr = schedule.rate(b, loop.tracker, loop.step)
+                    if lr != lr_cache[0]:
+                        lr_cache = (lr, jnp.asarray(lr, jnp.float32))
                     batch = self.put_batch(next(it), self.batch_sharding)
                     first = self.train_step.compilations == 0
-                    state, m = self.train_step(state, batch, lr_arr)
+                    state, m = self.train_step(state, batch, lr_cache[1])
                     loop.step += 1
-                    pending.append((loop.step, loop.epoch, m))
+                    pending.append((loop.step, m))
                     if first:  # rates and ETA without the compilation
                         log.info("%s: train step compiled and run once in %.1f s", self.meta.get("layer", ""), self.train_step.compile_seconds)
                         progress.t0, progress.total = time.perf_counter(), (progress.total or 0) - 1
@@ -402,7 +416,7 @@ class Trainer:
                         window += self._check(pending)
                         pending = []
                     if due_log and window:
-                        self._log_train(metrics, loop.step, loop.epoch, lr, window, progress)
+                        self._log_train(metrics, loop.step, lr, window, progress)
                         window = []
                     if (due_ckpt or stop) and loop.step < end:
                         loop.log_window = [{"step": w["step"], "loss": w["loss"].tolist(), "grad_norm": w["grad_norm"].tolist()} for w in window]
@@ -412,41 +426,43 @@ class Trainer:
                 window += self._check(pending)
                 pending = []
                 if window:
-                    self._log_train(metrics, loop.step, loop.epoch, lr, window, progress)
+                    self._log_train(metrics, loop.step, lr, window, progress)
                     window = []
                 loop.log_window = []
-                val = self.validate(state["params"])
-                self._end_epoch(state, loop, it, ckpt, metrics, val, lr)
+                self._validation(state, loop, it, ckpt, metrics, self.validate(state["params"]), lr)
                 stop = self._stop_requested(True)
                 if stop and not loop.finished:
                     self._interrupted(stop, loop)
-                if loop.finished:
-                    break
         finally:
             progress.close()
         return state
 
-    def _check(self, pending: list[tuple[int, int, dict]]) -> list[dict]:
+    def _check(self, pending: list[tuple[int, dict]]) -> list[dict]:
         """Fetches pending step metrics; raises TrainingError at the first non-finite loss."""
         out = []
-        for step, epoch, m in pending:
+        for step, m in pending:
             loss = np.asarray(to_host(m["loss"]), np.float64)
             gnorm = np.asarray(to_host(m["grad_norm"]), np.float64)
             bad = np.nonzero(~np.isfinite(loss) | ~np.isfinite(gnorm))[0]
             if bad.size:
                 mem = int(bad[0])
                 raise TrainingError(
-                    f"non-finite training loss at step {step} (epoch {epoch}), member {mem}: loss {loss[mem]}, "
+                    f"non-finite training loss at step {step} (epoch {self._epoch(step - 1)}), member {mem}: loss {loss[mem]}, "
                     f"gradient norm {gnorm[mem]}. The last good checkpoint in {self.dir} is intact; lower "
-                    "train.learning_rates or check the inputs for extreme values"
+                    f"train.{'learning_rates' if self.budget.schedule == 'paper' else 'learning_rate'} or check the inputs for extreme values"
                 )
             out.append({"step": step, "loss": loss, "grad_norm": gnorm})
         return out
 
-    def _log_train(self, metrics: MetricsWriter, step: int, epoch: int, lr: float, window: list[dict], progress: Progress) -> None:
+    def _epoch(self, step: int) -> int:
+        """The epoch (pass of `steps_per_epoch` updates, from 0) that update `step + 1` is in."""
+        return step // self.data.steps_per_epoch
+
+    def _log_train(self, metrics: MetricsWriter, step: int, lr: float, window: list[dict], progress: Progress) -> None:
         loss = np.mean([w["loss"] for w in window], axis=0)
         gnorm = np.mean([w["grad_norm"] for w in window], axis=0)
         rates = progress.rates()
+        epoch = self._epoch(step - 1)
         rec = {
             "epoch": epoch,
             "lr": lr,
@@ -470,48 +486,77 @@ class Trainer:
             progress.status().rsplit("ETA ", 1)[-1],
         )
 
-    def _end_epoch(self, state, loop: LoopState, it, ckpt: TrainCheckpointer, metrics: MetricsWriter, val, lr: float) -> None:
-        """Validation bookkeeping at the end of an epoch, then its writes in the documented order."""
-        tc, step = self.tc, loop.step
-        rec: dict[str, Any] = {"epoch": loop.epoch, "step": step, "lr": lr}
-        improved = True
-        if val is not None:
-            v = val["val_loss"]
-            if not all(math.isfinite(x) for x in [v, *val["val_loss_members"]]):
-                bad = [m for m, x in enumerate(val["val_loss_members"]) if not math.isfinite(x)]
-                raise TrainingError(
-                    f"non-finite validation loss after epoch {loop.epoch} (step {step}), members {bad or 'ensemble mean'}; "
-                    f"the last good checkpoint in {self.dir} is intact"
-                )
-            rec.update(val)
-            improved = v < loop.best_val
-            metrics.write(step, {"val_loss": v, **{f"val_loss_member{m}": x for m, x in enumerate(val["val_loss_members"])}, "epoch": loop.epoch}, prefix="val/")
-            log.info(
-                "%s epoch %d: validation loss %.4g (ensemble mean; members %s)%s",
-                self.meta.get("layer", ""),
-                loop.epoch,
-                v,
-                " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
-                " *best*" if improved else "",
+    def _validation(self, state, loop: LoopState, it, ckpt: TrainCheckpointer, metrics: MetricsWriter, val, lr: float) -> None:
+        """A validation's bookkeeping (schedule.observe), then its writes in the documented order."""
+        step, layer = loop.step, self.meta.get("layer", "")
+        if val is not None and not all(math.isfinite(x) for x in [val["val_loss"], *val["val_loss_members"]]):
+            bad = [m for m, x in enumerate(val["val_loss_members"]) if not math.isfinite(x)]
+            raise TrainingError(
+                f"non-finite validation loss after update {step}, members {bad or 'ensemble mean'}; "
+                f"the last good checkpoint in {self.dir} is intact"
             )
+        d = schedule.observe(self.budget, loop.tracker, step, None if val is None else val["val_loss"])
+        rec: dict[str, Any] = {"step": step, "epoch": self._epoch(step - 1), "lr": lr, **(val or {}), "best": d.new_best, "lr_next": d.tracker.lr}
+        if val is not None:
+            members = {f"val_loss_member{m}": x for m, x in enumerate(val["val_loss_members"])}
+            metrics.write(step, {"val_loss": val["val_loss"], **members, "epoch": rec["epoch"], "lr": lr}, prefix="val/")
+            log.info(
+                "%s update %d: validation loss %.4g (ensemble mean; members %s)%s",
+                layer, step, val["val_loss"], " ".join(f"{x:.3g}" for x in val["val_loss_members"]), " *best*" if d.new_best else "",
+            )
+        if d.decayed:
+            n = self.budget.lr_patience
+            log.info("%s: no improvement in %d validation%s: learning rate %.3g -> %.3g", layer, n, "s" * (n != 1), loop.tracker.lr, d.tracker.lr)
         faults.point("after_val_metrics", step)
-        loop.epoch += 1
+        loop.tracker = d.tracker
         loop.history.append(rec)
-        if improved:
-            loop.best_val = val["val_loss"] if val is not None else math.inf
-            loop.best_step, loop.best_epoch = step, loop.epoch - 1
-            loop.bad_epochs = 0
+        if d.new_best:
             ckpt.save_best(step, state["params"], self._best_meta(loop))
-        else:
-            loop.bad_epochs += 1
         faults.point("between_saves", step)
-        patience = tc.early_stopping_patience
-        if loop.epoch >= tc.epochs:
-            loop.finished, loop.stop_reason = True, f"{tc.epochs} epochs"
-        elif patience is not None and loop.bad_epochs >= patience:
-            loop.finished = True
-            loop.stop_reason = f"early stopping after epoch {loop.epoch - 1}: no improvement for {patience} epochs"
-            log.info("%s: %s", self.meta.get("layer", ""), loop.stop_reason)
-        ckpt.save(step, state, self._meta(loop, it), wait=True)
-        faults.point("after_state_save", step)
-        ckpt.prune_best(loop.best_step)
+        if d.stop:
+            self._finish(loop, d.stop, ckpt, it, state)
+        else:
+            ckpt.save(step, state, self._meta(loop, it), wait=True)
+            faults.point("after_state_save", step)
+            ckpt.prune_best(loop.tracker.best_step)
+
+    def _finish(self, loop: LoopState, reason: str, ckpt: TrainCheckpointer, it, state) -> None:
+        """Marks training stopped, saves the final state, reports why (log and summary.json)."""
+        b, t, layer = self.budget, loop.tracker, self.meta.get("layer", "")
+        loop.finished, loop.stop_reason = True, reason
+        ckpt.save(loop.step, state, self._meta(loop, it), wait=True)
+        faults.point("after_state_save", loop.step)
+        ckpt.prune_best(t.best_step)
+        log.info("%s", schedule.stop_message(b, t, reason, layer))
+        summary = self.write_summary(loop)
+        if summary["warning"]:
+            log.warning("%s", summary["warning"])
+
+    def write_summary(self, loop: LoopState) -> dict:
+        """`<checkpoint dir>/summary.json`: why and where training stopped (written atomically)."""
+        b, t = self.budget, loop.tracker
+        warning = schedule.warning_message(b, t, self.meta.get("layer", "")) if schedule.still_improving(b, t, loop.stop_reason) else None
+        vals = [h["val_loss"] for h in loop.history if "val_loss" in h]
+        summary = {
+            "layer": self.meta.get("layer"),
+            "stop_reason": loop.stop_reason,
+            "updates": loop.step,
+            "max_updates": b.max_updates,
+            "validations": t.validations,
+            "best_step": t.best_step,
+            "best_val_loss": t.best_val if math.isfinite(t.best_val) else None,
+            "first_val_loss": vals[0] if vals else None,
+            "last_val_loss": vals[-1] if vals else None,
+            "validations_without_improvement": t.bad,
+            "last_improvement": t.last_gain if math.isfinite(t.last_gain) else None,
+            "final_learning_rate": loop.history[-1]["lr"] if loop.history else None,
+            "still_improving": warning is not None,
+            "warning": warning,
+            "schedule": b.describe(),
+        }
+        path = self.dir / SUMMARY_FILE
+        if jax.process_index() == 0:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(summary, indent=1) + "\n")
+            tmp.replace(path)
+        return summary

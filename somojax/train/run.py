@@ -118,12 +118,13 @@ def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, d
         metrics_dir=Path(cfg.run_dir) / "metrics" / layer,
     )
     log.info(
-        "%s: %d members, %d epochs x %d updates of %d samples, mesh %s over %d %s device(s), ensemble mode %s",
+        "%s: %d members, updates of %d samples (%d training samples, %d updates per epoch), %s; mesh %s over %d %s device(s), ensemble mode %s",
         layer,
         t.members,
-        t.epochs,
-        data.steps_per_epoch,
         t.batch_size * (1 if t.shared_batches else t.members),
+        data.n_train,
+        data.steps_per_epoch,
+        trainer.budget.describe(),
         dict(trainer.mesh.shape),
         trainer.mesh.devices.size,
         trainer.mesh.devices.flat[0].platform,

@@ -91,7 +91,7 @@ def make_optimizer(clip_norm: float) -> optax.GradientTransformation:
     """Per-member global-norm clipping then Adam; the learning rate is applied by the step.
 
     `optax.adam(lr)` is `scale_by_adam` followed by scaling with −lr; taking lr as a step argument
-    lets the epoch schedule change it without recompiling.
+    lets the schedule (`somojax.train.schedule`) change it without recompiling.
     """
     parts = [optax.scale_by_adam()]
     if clip_norm and clip_norm > 0:
@@ -320,14 +320,3 @@ def make_eval_step(opts: StepOptions):
         return {"sum": s, "count": n, "mean_sum": ms, "mean_count": mn}
 
     return eval_step
-
-
-def learning_rate(schedule: tuple[tuple[int, float], ...], epoch: int) -> float:
-    """The rate of the last schedule entry whose first epoch is <= `epoch` (epochs count from 0)."""
-    rate = None
-    for first, lr in sorted(schedule):
-        if epoch >= first:
-            rate = lr
-    if rate is None:
-        raise ValueError(f"train.learning_rates {schedule} has no rate for epoch {epoch} (start it at epoch 0)")
-    return float(rate)

@@ -38,13 +38,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# more updates, checkpoints and log records than tiny's defaults, so that stops land between them
+# more updates, validations, checkpoints and log records than tiny's defaults, so that stops land
+# between them, and a plateau rate that decays during the run (lr_patience 1; a validation counts
+# as an improvement only when it lowers the best loss by 30%)
 TRAIN_OVERRIDES = [
-    "train.epochs=4",
-    "train.max_updates_per_epoch=6",
+    "train.max_updates=24",
+    "train.validate_every_updates=6",
     "train.checkpoint_every_steps=4",
     "train.log_every_steps=3",
     "train.keep_checkpoints=2",
+    "train.lr_patience=1",
+    "train.min_improvement=0.3",
 ]
 TIMING_KEYS = ("time", "train/steps_per_s", "train/samples_per_s")
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}

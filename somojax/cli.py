@@ -43,7 +43,9 @@ DETAILS: dict[str, str] = {
     "train": "Trains `train.members` members of each layer in `train.layers` in one jitted, sharded "
     "step. Resumes from the last checkpoint when one exists.",
     "predict": "Exact (every day its own window of {window}) or chunked inference, tiled and resumable; "
-    "writes sm and sm_spread (layer, time, latitude, longitude) to <workdir>/predictions.zarr.",
+    "writes sm and sm_spread (layer, time, latitude, longitude) to <workdir>/predictions.zarr; with "
+    "infer.region=points (a list of points or stations), one CF timeSeries (discrete sampling geometry) "
+    "NetCDF per layer in <workdir>/points.",
     "export": "One NetCDF file per layer and year, named somojax_<LAYER>_<YYYY>.nc.",
     "evaluate": "Scores SoMo.ml*-style cross-validated series per cell and layer against the targets, "
     "and reference products on the same cells and days.",

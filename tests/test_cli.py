@@ -66,3 +66,10 @@ def test_compilation_cache_location(monkeypatch, tmp_path):
     assert compile_cache.cache_dir() == tmp_path / "jax"
     monkeypatch.setenv("SOMOJAX_COMPILATION_CACHE", "0")
     assert compile_cache.cache_dir() is None and compile_cache.enable_compilation_cache() is None
+
+
+def test_predict_help_names_points(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "infer.region=points" in text and "CF timeSeries" in text and "infer.points_file" in text

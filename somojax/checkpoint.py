@@ -1,4 +1,4 @@
-"""Checkpoints: everything inference needs lives next to the weights (STYLE.md §8).
+"""Checkpoints: everything inference needs lives next to the weights (docs/design.md#conventions).
 
 A layer's checkpoint directory (`<workdir>/checkpoints/<layer>/`) is written by training (orbax)
 or by `somojax import-torch`. `Bundle` is what the rollout engine and evaluation consume: the
@@ -42,7 +42,7 @@ class Bundle:
 
 
 # ----------------------------------------------------------------------------------------
-# on-disk layout (orbax, V0 `CheckpointManager` API; JAX-NOTES §5)
+# on-disk layout (orbax, V0 `CheckpointManager` API; docs/training.md#checkpoints)
 # ----------------------------------------------------------------------------------------
 # <checkpoint_dir>/<layer>/
 #   state/<step>/state   params, optimizer state, dropout keys, step      (keep-last-N, resume)
@@ -248,7 +248,7 @@ def bundle_meta(
     config: Mapping[str, Any] | None,
     **extra: Any,
 ) -> dict:
-    """The JSON metadata that makes a checkpoint self-contained for inference (STYLE.md §8)."""
+    """The JSON metadata that makes a checkpoint self-contained for inference (docs/design.md#conventions)."""
     import dataclasses
 
     return {

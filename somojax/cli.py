@@ -1,4 +1,4 @@
-"""`somojax` command line: a thin dispatcher onto the library (DESIGN.md §3).
+"""`somojax` command line: a thin dispatcher onto the library (docs/design.md#architecture).
 
 Every subcommand takes `--config` (a shipped name such as `demo`, or a YAML path) and any number
 of `section.key=value` overrides, writes the resolved config into the run directory, and calls

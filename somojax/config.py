@@ -1,7 +1,7 @@
 """Typed, frozen configuration.
 
 A configuration is a tree of frozen dataclasses, one section per stage. Defaults are the
-paper's settings (SoMo.ml, DESIGN.md §1); files in `configs/` override them, and a file may name
+paper's settings (SoMo.ml, docs/design.md#science); files in `configs/` override them, and a file may name
 a `base:` file that it extends. Unknown keys are an error naming the key and the file (with a
 suggestion); values are checked against the field types. Command-line overrides are
 `section.key=value`, the value parsed as YAML (`train.members=3`, `data.quality_flags=[G,U]`).
@@ -34,7 +34,7 @@ from somojax.errors import ConfigError
 # ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SynthConfig:
-    """The synthetic Earth (DESIGN.md §5): region, period and sampling of the demo data."""
+    """The synthetic Earth (docs/synthetic-earth.md): region, period and sampling of the demo data."""
 
     lat_range: tuple[float, float] = (38.0, 44.0)  # south and north edges [degrees north]
     lon_range: tuple[float, float] = (-100.0, -92.0)  # west and east edges [degrees east]
@@ -69,7 +69,7 @@ class DataConfig:
     # region of the analysis-ready stores: (south, north) and (west, east) edges in degrees
     lat_range: tuple[float, float] = (-60.0, 90.0)
     lon_range: tuple[float, float] = (-180.0, 180.0)
-    # target preparation (DESIGN.md §1)
+    # target preparation (docs/design.md#targets)
     quality_flags: tuple[str, ...] = ("G",)
     min_values_per_day: int = 6
     min_days_per_sensor: int = 60
@@ -109,7 +109,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """EA-LSTM (DESIGN.md §1)."""
+    """EA-LSTM (docs/design.md#model)."""
 
     hidden_size: int = 128
     forget_bias: float = 5.0
@@ -119,7 +119,7 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"  # parameters and activations
     # jax matmul precision for h @ W_hh: "default" (TF32 on recent NVIDIA GPUs), "high", "highest"
     matmul_precision: Literal["default", "high", "highest"] = "highest"
-    # training-time formulation of x_t @ W_ih (DESIGN.md §7): "auto" picks per backend
+    # training-time formulation of x_t @ W_ih (docs/design.md#training-formulation): "auto" picks per backend
     hoist: Literal["auto", "yes", "no"] = "auto"
     remat: bool = True
     unroll: int = 1

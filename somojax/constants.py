@@ -1,6 +1,6 @@
 """Names and orders shared by every stage: dimensions, variables, layers, mesh axes.
 
-Defined once here (STYLE.md §6, §11); every module imports them instead of spelling strings.
+Defined once here (docs/design.md#conventions); every module imports them instead of spelling strings.
 Dimension names follow WeatherBench2 (`time`, `latitude` increasing, `longitude`), plus `layer`,
 `member` and `cell` (a 0.25° grid cell that holds in-situ targets).
 """
@@ -26,10 +26,10 @@ MESH_AXES: Final = (MEMBER_AXIS, DATA_AXIS)
 GRID_RES: Final = 0.25  # degrees; cell centres at .125/.375/.625/.875
 N_LAT_GLOBAL: Final = 720  # -89.875 .. 89.875
 N_LON_GLOBAL: Final = 1440  # -179.875 .. 179.875
-# SoMo.ml's quasi-global land domain (DESIGN.md §1)
+# SoMo.ml's quasi-global land domain (docs/design.md#product)
 PRODUCT_LAT_RANGE: Final = (-60.0, 90.0)
 
-# --- model inputs (DESIGN.md §1; order matters: it is the column order of the model) ----
+# --- model inputs (docs/design.md#inputs; order matters: it is the column order of the model) ----
 DYNAMIC_INPUTS: Final = ("log_tp", "t2m", "snr", "ssrd", "q", "skt")
 STATIC_INPUTS: Final = (
     "ETOPOavg",
@@ -51,11 +51,11 @@ STATIC_INPUTS: Final = (
 LAYERS: Final = ("L1", "L2", "L3")
 LAYER_BOUNDS_CM: Final = {"L1": (0.0, 10.0), "L2": (10.0, 30.0), "L3": (30.0, 50.0)}
 LAYER_MID_CM: Final = {"L1": 5.0, "L2": 20.0, "L3": 40.0}
-# Upper-layer predictions fed to layer k as extra dynamic inputs (the cascade, DESIGN.md §1)
+# Upper-layer predictions fed to layer k as extra dynamic inputs (docs/design.md#the-cascade)
 UPPER_LAYER_INPUTS: Final = {"L1": (), "L2": ("sm_L1",), "L3": ("sm_L1", "sm_L2")}
 
 # ERA5 soil layers (swvl1..3) and their depth-weighted interpolation onto the target layers:
-# target = sum(w * swvl_k) / sum(w), with w the overlap in cm (DESIGN.md §1).
+# target = sum(w * swvl_k) / sum(w), with w the overlap in cm (docs/design.md#targets).
 ERA5_SM_VARS: Final = ("swvl1", "swvl2", "swvl3")
 ERA5_LAYER_BOUNDS_CM: Final = {"swvl1": (0.0, 7.0), "swvl2": (7.0, 28.0), "swvl3": (28.0, 100.0)}
 ERA5_TO_TARGET_WEIGHTS: Final = {

@@ -3,7 +3,7 @@
 `NormStats` holds mean and standard deviation per input variable and of each layer's target, the
 cells and period they were computed on, and the variable order. It is written as JSON next to
 the stores (`normalization.json`) and inside every checkpoint, so inference needs nothing else
-(STYLE.md §8).
+(docs/design.md#conventions).
 """
 
 from __future__ import annotations

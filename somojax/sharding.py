@@ -1,4 +1,4 @@
-"""The device mesh: axes (`member`, `data`) over every device of the job (DESIGN.md §4).
+"""The device mesh: axes (`member`, `data`) over every device of the job (docs/design.md#devices-and-scale).
 
 Members are sharded over `member` where the member count allows, batches over `data`. The same
 code runs on 1 CPU, 8 fake CPU devices, a GPU node and a TPU pod (all processes' devices).

@@ -1,6 +1,6 @@
 """The analysis-ready and output stores: their schema, validation on read, and safe writing.
 
-Every stage reads only the stores of the stage before (DESIGN.md §3). The schema below is the
+Every stage reads only the stores of the stage before (docs/design.md#architecture). The schema below is the
 contract between them; `open_store` checks it so that a wrong store fails with a message saying
 what is wrong instead of a shape error deep inside training.
 

@@ -5,7 +5,7 @@ every EA-LSTM step; its measured rate turns a benchmark's FLOP count into its mi
 FLOPs counted (documented in docs/benchmarks.md):
 - training step, per member: 3 × 2·B·T·H·3H (forward h·W_hh, backward dh·W_hhᵀ, the weight
   gradient hᵀ·dgates); the input projection (D/H of that) and the nonlinearities are not counted;
-- exact rollout: 2·H·3H per cell-step (98 kFLOP at H = 128), as DESIGN.md §2.
+- exact rollout: 2·H·3H per cell-step (98 kFLOP at H = 128), as docs/design.md#inference-semantics.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 - `RegionalEALSTM`: an EA-LSTM written the way ealstm_regional (Kratzert et al. 2019) and SoMo.ml v1
   write it — `weight_ih [D, 3H]`, `weight_hh [H, 3H]`, `weight_sh [S, H]`, `bias`, `bias_s`, a Python
   loop over time steps, dropout on the last hidden state, `fc = Linear(H, 1)`. Same equations as
-  DESIGN.md §1 (tested against `somojax.models.ealstm.forward`).
+  docs/design.md#model (tested against `somojax.models.ealstm.forward`).
 - Its training step: forward, NSE*-style loss, backward, `clip_grad_norm_(1.0)`, Adam.
 - Its sliding-window inference as the released SoMo.ml code does it: every output day's 365-day
   window materialised, batches of 1024 windows, one forward pass each.

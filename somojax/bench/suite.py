@@ -29,7 +29,7 @@ from somojax.utils.logging import get_logger
 log = get_logger("bench")
 
 D, S = len(C.DYNAMIC_INPUTS), len(C.STATIC_INPUTS)
-# The full exact product (DESIGN.md §2): land cells x days x window length x layers x members.
+# The full exact product (docs/design.md#inference-semantics): land cells x days x window length x layers x members.
 PRODUCT = {"cells": 243_883, "days": 7_305, "layers": 3, "members": 5}
 
 
@@ -153,7 +153,7 @@ def bench_train(cfg: Config) -> dict:
         "5 members / 1 member (target <= 5)": times["somojax, 5 members (one step)"]["median_s"] / ours,
         "step / matmul floor": ours / floor_s,
     }
-    if (B, T, H) == (256, 365, 128):  # DESIGN.md §6 measured the released code at these shapes
+    if (B, T, H) == (256, 365, 128):  # docs/design.md#measured-anchors measured the released code at these shapes
         ratios["speed-up vs DESIGN anchor 539 ms (target >= 2)"] = 0.539 / ours
     for peer in ("PyTorch ealstm_regional loop", "neuralhydrology EALSTM"):
         if peer in times:

@@ -5,7 +5,7 @@ Reads the stores into memory with xarray and builds the `WindowArrays` and sampl
 protocol (`somojax.data.pipeline`), so another reader (memory-mapped arrays for the global
 training set, the multi-host scale-out) can replace this module without touching the engine.
 
-Rules (DESIGN.md §1):
+Rules (docs/design.md#science):
 - the day axis is the forcing period; targets are aligned to it (NaN outside the target period);
 - a sample is (cell, end day e): e in the target period, window [e − L + 1, e] inside the forcing
   period with every input finite, and a finite target on day e (seq-to-one) or on at least one of

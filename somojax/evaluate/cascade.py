@@ -4,7 +4,7 @@
 checkpoints in the fold's own directory, so layer k's upper-layer inputs come from the fold's own
 models). `predict_fold` rolls the fold's cascade out at its test cells: L1 from the forcings, L2
 from the forcings and the fold's L1 prediction, L3 from those and the fold's L2 prediction, each
-day with its own exact `seq_length`-day window (DESIGN.md §2).
+day with its own exact `seq_length`-day window (docs/design.md#inference-semantics).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from somojax import __version__
 from somojax import constants as C
 from somojax.evaluate.metrics import METRICS
 
-# DESIGN.md §1: the paper's 5-fold CV, median over cells (from its figure data)
+# docs/design.md#cross-validation: the paper's 5-fold CV, median over cells (from its figure data)
 PAPER_NUMBERS = pd.DataFrame(
     [
         ("L1", 2214, 0.724, 0.668, 0.591, 0.544),
@@ -150,7 +150,7 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
     parts.append(
         "<h3>For orientation: the paper (real ISMN data, 5-fold CV, median over cells)</h3>"
         + _table(PAPER_NUMBERS)
-        + "<p class='small'>O &amp; Orth (2021), from the data of their Figs. 4–5 (DESIGN.md §1). On the synthetic Earth "
+        + "<p class='small'>O &amp; Orth (2021), from the data of their Figs. 4–5 (docs/design.md, Cross-validation). On the synthetic Earth "
         "these numbers are not expected to be matched; they show what a run on real data should approach.</p>"
     )
     fig_keys = list(inp.figures)

@@ -1,4 +1,4 @@
-"""`somojax evaluate`: cross-validation, scores of all datasets, figures, report (DESIGN.md §1).
+"""`somojax evaluate`: cross-validation, scores of all datasets, figures, report (docs/design.md#cross-validation).
 
 Outputs in `cfg.evaluation_dir`:
 

@@ -4,7 +4,7 @@ With a prediction store, somojax (the product trained on all stations) and the E
 baseline are scored against `sm_true` on every land cell of the domain over the days they share.
 Without one, the cross-validated series is scored at the station cells only (with ERA5 on the
 same cells). The truth is the soil model's own soil moisture, not rescaled to ERA5's climatology as
-the targets are (DESIGN.md §1), so bias-type metrics include that rescaling; r and anomaly r do not.
+the targets are (docs/design.md#targets), so bias-type metrics include that rescaling; r and anomaly r do not.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def resolve_mode(bundle: Bundle, mode: str) -> str:
     """`auto` follows the model: seq-to-one -> exact, predict_last_n > 1 -> chunked.
 
     Asking `chunked` for a sequence-to-one model is an error: its windows of stride k would start
-    with a different state than the model was trained on (DESIGN.md §2), and nothing falls back.
+    with a different state than the model was trained on (docs/design.md#inference-semantics), and nothing falls back.
     """
     k = bundle.model.predict_last_n
     if mode == "auto":

@@ -4,7 +4,7 @@ Both take the normalised inputs of a batch of cells over an input period and one
 parameters, and return normalised predictions; de-normalisation, clipping and the ensemble
 statistics happen in `somojax.infer.engine`.
 
-`exact` (DESIGN.md §2): output day w (w = 0 .. W−1) is predicted from its own window of L days,
+`exact` (docs/design.md#inference-semantics): output day w (w = 0 .. W−1) is predicted from its own window of L days,
 input days w .. w+L−1, from a zero state. The input projection x·W_ih + b can be computed ONCE for
 all days ([C, T, 3H], T = W + L − 1) — or, the default on CPU, the raw days are multiplied inside
 the step (see `predict_normalised`); then all windows of a cell are stepped together: at step s

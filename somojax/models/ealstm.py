@@ -1,7 +1,7 @@
 """The Entity-Aware LSTM (Kratzert et al. 2019, HESS 23, 5089) as SoMo.ml v1 implements it.
 
 Inputs are row vectors and weights are input-major (`x @ W`), gate order f, o, g
-(DESIGN.md §1):
+(docs/design.md#model):
 
     i       = σ(x_s W_sh + b_s)                          once per sequence   [B, H]
     f, o, g = split3(h_{t-1} W_hh + x_t W_ih + b)                            [B, 3H]
@@ -156,7 +156,7 @@ def recurrence(
       x_s: [B, S] static inputs (normalised).
       last_n: number of final hidden states to return.
       hoist: compute x W_ih + b for all days before the scan (one big matmul) instead of inside
-        each step. Inside is cheaper for training on CPU (DESIGN.md §7).
+        each step. Inside is cheaper for training on CPU (docs/design.md#training-formulation).
       remat: rematerialise each step in the backward pass (`jax.checkpoint`).
       unroll: `lax.scan` unroll factor.
       precision, compute_dtype: see `cell`.

@@ -1,6 +1,6 @@
 """The ensemble as a batch axis: every parameter carries a leading `member` axis.
 
-Members differ in initialisation and dropout randomness (DESIGN.md §1); their mean is the
+Members differ in initialisation and dropout randomness (docs/design.md#ensemble); their mean is the
 product and their standard deviation the spread.
 """
 

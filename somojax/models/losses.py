@@ -1,4 +1,4 @@
-"""Training losses over valid targets only (DESIGN.md §1).
+"""Training losses over valid targets only (docs/design.md#loss).
 
 Targets may be NaN (missing observation days inside a `predict_last_n` window, or padding of the
 last validation batch). They are masked, never zero-filled: the squared error is taken of

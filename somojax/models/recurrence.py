@@ -1,6 +1,6 @@
 """The EA-LSTM recurrence with a hand-written backward pass (`jax.custom_vjp`).
 
-Same equations as `ealstm.recurrence` (DESIGN.md §1); the forward values are the same (with the
+Same equations as `ealstm.recurrence` (docs/design.md#model); the forward values are the same (with the
 input projection hoisted) or equal to float32 rounding (not hoisted, see below), and the way
 gradients are computed differs. Plain autodiff through `lax.scan` either stores whatever the
 transposed step happens to need or (with remat) recomputes the step, and accumulates the weight

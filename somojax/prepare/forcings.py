@@ -1,5 +1,5 @@
 """Daily forcings from ERA5: the six dynamic inputs, ERA5 soil moisture on the target layers, and
-the long-term statics `tp` and `arid` (DESIGN.md §1).
+the long-term statics `tp` and `arid` (docs/design.md#inputs).
 
 Everything here is lazy (xarray on dask): nothing is computed until the store is written, so the
 same code runs on 20 years of global hourly ERA5 on a dask cluster. Order of operations per

@@ -1,4 +1,4 @@
-"""Targets from ISMN: every step of DESIGN.md §1, each counted in the report.
+"""Targets from ISMN: every step of docs/design.md#targets, each counted in the report.
 
 1. region: stations outside the configured region are not used (their files are not read);
    read: a sensor's files are concatenated in time (a duplicated time stamp keeps the first value;

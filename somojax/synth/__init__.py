@@ -1,4 +1,4 @@
-"""The synthetic Earth (DESIGN.md §5): weather, a bucket-model truth, stations and an ERA5-like
+"""The synthetic Earth (docs/synthetic-earth.md): weather, a bucket-model truth, stations and an ERA5-like
 reanalysis, written in the raw formats of real data so `prepare` reads it like real data."""
 
 from somojax.synth.earth import generate, simulate

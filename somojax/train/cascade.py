@@ -1,8 +1,8 @@
 """The cascade: layer k's training inputs `sm_L1`, `sm_L2` are the upper layers' exact predictions.
 
 Layer 2 is trained with the layer-1 ensemble-mean prediction as an extra dynamic input, layer 3
-with those of layers 1 and 2 (DESIGN.md §1). The predictions are EXACT seq-to-one predictions:
-day e gets its own `seq_length`-day window from a zero state (DESIGN.md §2), de-normalised with
+with those of layers 1 and 2 (docs/design.md#the-cascade). The predictions are EXACT seq-to-one predictions:
+day e gets its own `seq_length`-day window from a zero state (docs/design.md#inference-semantics), de-normalised with
 the upper layer's target statistics and clipped at 0, as the product is. Days without a complete
 finite input window are NaN, so the samples that would need them are not used.
 

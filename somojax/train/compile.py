@@ -1,4 +1,4 @@
-"""Compile once, fail loudly on recompilation (neuralgcm `jit_once`, STYLE.md §5).
+"""Compile once, fail loudly on recompilation (neuralgcm `jit_once`, docs/design.md#conventions).
 
 `JitOnce` wraps `jax.jit` at the call site (with shardings and donation). The first call records
 the abstract signature of the arguments (shapes, dtypes, shardings of every leaf) and the time

@@ -5,7 +5,7 @@ The state-dict layout of ealstm_regional's `Model` (and SoMo.ml v1) is
     lstm.weight_ih [D, 3H]   lstm.weight_hh [H, 3H]   lstm.bias [3H]     (gate order f, o, g)
     lstm.weight_sh [S, H]    lstm.bias_s [H]          fc.weight [1, H]   fc.bias [1]
 
-with row-vector inputs (`x @ W`), exactly somojax's equations (DESIGN.md §1), so the import is a
+with row-vector inputs (`x @ W`), exactly somojax's equations (docs/design.md#model), so the import is a
 renaming plus `W_fc = fc.weightᵀ`: the imported model computes what the PyTorch model computes
 (tests/test_import_torch.py compares with torch's own forward pass). Several state dicts become
 the members of one ensemble.

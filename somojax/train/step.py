@@ -1,4 +1,4 @@
-"""The ensemble train and evaluation steps: pure functions, jitted by the caller (STYLE.md §4).
+"""The ensemble train and evaluation steps: pure functions, jitted by the caller (docs/design.md#conventions).
 
 Train state (a plain pytree; every leaf but `step` carries the leading `member` axis):
 
@@ -9,7 +9,7 @@ Train state (a plain pytree; every leaf but `step` carries the leading `member` 
 
 One step updates all members: `jax.vmap` over the member axis of a per-member step whose
 gradient clipping, Adam moments and learning-rate scaling all live INSIDE the vmap, so members
-never couple (clipping a stacked pytree would compute one norm over all members, JAX-NOTES §1).
+never couple (clipping a stacked pytree would compute one norm over all members, docs/design.md#ensemble).
 Member m's dropout key at step s is `fold_in(rng[m], s)`: a resumed run draws the same masks,
 and member m of an N-member run draws what a 1-member run with key rng[m] draws.
 """
@@ -65,7 +65,7 @@ def step_options(model: ModelConfig, train: TrainConfig, target_std: float = 1.0
     """Resolves the config (including the per-backend `auto` choices) into `StepOptions`.
 
     `model.hoist: auto` hoists the input projection except on the CPU, where computing x_t W_ih
-    inside the step is faster for training (DESIGN.md §7). `model.backward: auto` uses the
+    inside the step is faster for training (docs/design.md#training-formulation). `model.backward: auto` uses the
     hand-written backward pass. `model.dtype: bfloat16` runs the recurrent matmul on bfloat16
     operands with float32 accumulation; parameters, state and optimizer stay float32.
     """

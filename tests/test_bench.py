@@ -62,7 +62,7 @@ def test_sliding_window_peer_predicts_every_day():
 
 
 def test_flop_counts():
-    assert floor.cell_step_flop(128) == 2 * 128 * 384 == 98_304  # DESIGN.md §2: 98 kFLOP per cell-step
+    assert floor.cell_step_flop(128) == 2 * 128 * 384 == 98_304  # docs/design.md#inference-semantics: 98 kFLOP per cell-step
     assert floor.train_step_flop(256, 365, 128) == 3 * floor.cell_step_flop(128) * 256 * 365
 
 
@@ -107,7 +107,7 @@ def test_suite_writes_results(tmp_path, capsys):
     assert saved["machine"]["jax_backend"] == "cpu" and saved["sizes"]["hidden"] == 8
     variants = [r["variant"] for r in saved["rows"]]
     assert variants[:3] == ["exact, 1 cell", "chunked (k=30), 1 cell", "exact, tile of 64 cells x 1 year"]
-    # the extrapolation is the cell-step count of DESIGN.md §2 (with the configured window length)
+    # the extrapolation is the cell-step count of docs/design.md#inference-semantics (with the configured window length)
     assert saved["full_product"]["cell_steps"] == 243_883 * 7_305 * 30 * 3 * 5
     assert res["zarr"]["rows"][0]["MB"] > 0
     assert "| rollout (1 member, 1 layer) |" in capsys.readouterr().out

@@ -14,7 +14,7 @@ def _sigmoid(x):
 
 
 def numpy_ealstm(p, x_d, x_s, last_n):
-    """DESIGN.md §1, float64, one step at a time. Returns [B, last_n]."""
+    """docs/design.md#model, float64, one step at a time. Returns [B, last_n]."""
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     x_d = np.asarray(x_d, np.float64)
     x_s = np.asarray(x_s, np.float64)

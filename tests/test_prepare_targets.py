@@ -1,4 +1,4 @@
-"""Target builder: each step of DESIGN.md §1 against hand-computed numbers."""
+"""Target builder: each step of docs/design.md#targets against hand-computed numbers."""
 
 from __future__ import annotations
 

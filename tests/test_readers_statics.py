@@ -79,7 +79,7 @@ def test_era5_and_gldas_land_masks_agree(shared_data):
     g = read_land_mask(shared_data / "static" / "GLDASp4_landmask_025d.nc4", (-60.0, 90.0), (-180.0, 180.0))
     e = read_land_mask(shared_data / "era5" / "era5_landmask_0.25.nc", (-60.0, 90.0), (-180.0, 180.0))
     assert g.shape == e.shape == (600, 1440)
-    assert int(g.sum()) == 243_883  # SoMo.ml's land cells (DESIGN.md §1)
+    assert int(g.sum()) == 243_883  # SoMo.ml's land cells (docs/design.md#product)
     assert float((g == e).mean()) > 0.98
     # ERA5 lsm points -> cells: the mean of the four points around the cell, land where >= 0.5
     raw = xr.open_dataset(shared_data / "era5" / "era5_landmask_0.25.nc")["land"]

@@ -24,6 +24,92 @@ def _raw_lines(path):
     return [ln.split() for ln in text.split("\n") if ln.strip()]
 
 
+# archives in ISMN's own layout (network folders at the top; the format_* samples have no
+# station level), and the re-packed zip with an extra top folder
+AGAINST_ISMN = [
+    "Data_seperate_files_header_20170810_20180809",
+    "Data_seperate_files_20170810_20180809",
+    "format_ceop_sep",
+    "format_header_values",
+    "zip_archives/multinetwork/header_values/Data_header_values.zip",
+    "Data_seperate_files_20170810_20180809.zip",
+]
+EXTRA_TOP_FOLDER = {"Data_seperate_files_20170810_20180809.zip"}
+# station names that differ: we keep the file header's name, the ismn package the file name's,
+# in which ISMN replaces or drops the `_` that separates the name's fields (docs/real-data.md)
+RENAMED_BY_ISMN = {
+    "zip_archives/multinetwork/header_values/Data_header_values.zip": {("CST_01", "CST-01"), ("CST_02", "CST-02"), ("Adams_Ranch_#1", "AdamsRanch#1")},
+}
+
+
+def _theirs_provider_flag(col) -> list[str]:
+    return ["" if pd.isna(v) else str(v) for v in col]
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword")  # inside the ismn package
+@pytest.mark.parametrize("archive", AGAINST_ISMN)
+def test_agrees_with_the_ismn_package_reader(shared_data, tmp_path, archive):
+    """Same timestamps, values, flags, depths and station metadata as `ismn.filehandlers.DataFile`."""
+    pytest.importorskip("ismn")
+    from ismn.base import IsmnRoot
+    from ismn.filehandlers import DataFile
+
+    from somojax.prepare.ismn import read_values
+
+    path = shared_data / "ismn" / archive
+    scan = scan_ismn(path)
+    assert scan.files and scan.skipped == []
+    root, renamed, n_values = IsmnRoot(path), set(), 0
+    for sf in scan.files:
+        f = DataFile(root, sf.path, temp_root=tmp_path)
+        m, theirs = f.metadata, f.read_data()
+        var = m["variable"].val
+        assert (sf.variable, sf.format, sf.sensor) == (var, f.file_type, m["instrument"].val)
+        assert (sf.latitude, sf.longitude, sf.elevation) == (m["latitude"].val, m["longitude"].val, m["elevation"].val)
+        assert (sf.depth_from, sf.depth_to) == (m["instrument"].depth.start, m["instrument"].depth.end)
+        # ismn names the network after the archive's top folder, we after the header: the same
+        # in ISMN's layout, not with an extra top folder (test_zip_with_extra_top_folder_matches_unpacked)
+        assert m["network"].val == sf.path.split("/")[0]
+        assert sf.network == m["network"].val or archive in EXTRA_TOP_FOLDER
+        if sf.station != m["station"].val:
+            renamed.add((sf.station, m["station"].val))
+        ours = read_values(sf).values
+        np.testing.assert_array_equal(ours.index.to_numpy(), theirs.index.to_numpy())
+        np.testing.assert_array_equal(ours["sm"].to_numpy(), theirs[var].to_numpy(np.float64))
+        assert ours["ismn_flag"].tolist() == theirs[var + "_flag"].astype(str).tolist()
+        assert ours["provider_flag"].tolist() == _theirs_provider_flag(theirs[var + "_orig_flag"])
+        n_values += len(ours)
+    assert renamed == RENAMED_BY_ISMN.get(archive, set())
+    assert n_values > 700
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword")
+def test_agrees_with_the_ismn_interface(shared_data, tmp_path):
+    """The stations, sensors and series that `ismn.interface.ISMN_Interface` lists (its metadata
+    cache in tmp_path: the archive may be read-only)."""
+    pytest.importorskip("ismn")
+    from ismn.interface import ISMN_Interface
+
+    path = shared_data / "ismn" / "zip_archives" / "multinetwork" / "header_values" / "Data_header_values.zip"
+    renamed = dict(RENAMED_BY_ISMN[str(path.relative_to(shared_data / "ismn"))])
+    ours = {(s.network, renamed.get(s.station, s.station)): s for s in scan_ismn(path).files}
+    series = {files[0].key: values for files, values, _ in iter_sensors(scan_ismn(path))}
+    theirs = ISMN_Interface(path, meta_path=tmp_path)
+    seen = set()
+    for net in theirs.collection.networks.values():
+        for st_ in net.stations.values():
+            (sensor,) = st_.sensors.values()
+            sf = ours[(net.name, st_.name)]
+            assert (sf.latitude, sf.longitude, sf.elevation) == (st_.lat, st_.lon, st_.elev)
+            assert (sf.depth_from, sf.depth_to, sf.sensor) == (sensor.depth.start, sensor.depth.end, sensor.instrument)
+            values, data = series[sf.key], sensor.read_data()
+            np.testing.assert_array_equal(values.index.to_numpy(), data.index.to_numpy())
+            np.testing.assert_array_equal(values["sm"].to_numpy(), data["soil_moisture"].to_numpy(np.float64))
+            assert values["ismn_flag"].tolist() == data["soil_moisture_flag"].astype(str).tolist()
+            seen.add((net.name, st_.name))
+    assert seen == set(ours) and len(seen) == 8
+
+
 def test_header_values_and_ceop_give_identical_series(shared_data):
     ismn = shared_data / "ismn"
     for station in ("ARM-1", "Barrow-ARM"):

@@ -5,8 +5,9 @@ ISMN distributes one text file (`.stm`) per sensor and variable, in two formats:
 sensor, then `date time value flag provider_flag` lines) and "CEOP separated" (every line
 repeats the metadata; 15 fields). Line endings vary (CRLF, LF, mixed, CR-only).
 
-We read the files ourselves, with the same format detection and metadata rules as the `ismn`
-package's `DataFile` (whose variable codes we use): network and station from the header line,
+We read the files ourselves, with the format detection of the `ismn` package's `DataFile`
+(whose variable codes we use): network and station from the header line (`DataFile` takes them
+from the top folder and the file name, where ISMN replaces or drops `_`: docs/real-data.md),
 variable, sensor and (CEOP) depths from the file name. We do not use its readers because
 (a) `ISMN_Interface` requires a network/station folder hierarchy (real downloads re-packed by
 users, and the `format_*` samples, have no station level), writes a `python_metadata` cache into

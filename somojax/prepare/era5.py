@@ -39,49 +39,13 @@ from somojax.grid import normalize_latlon
 from somojax.prepare.bounds import ERA5 as ERA5_BOUNDS
 from somojax.prepare.bounds import Screen, screen_from_terms, screen_terms
 from somojax.prepare.bounds import clean as bounds_clean
-from somojax.prepare.units import ERA5_UNITS, check_units, normalize_units
+from somojax.prepare.units import CMIP_FLUX_UNITS, CMIP_NAMES, ERA5_UNITS, LONG_NAMES, check_units, normalize_units
 
 # accumulated quantities: each value is the amount over the preceding time step
 ACCUMULATED = ("tp", "ssr", "str", "ssrd")
-INSTANTANEOUS = ("t2m", "d2m", "sp", "skt", "swvl1", "swvl2", "swvl3")
 FORCING_VARS = ("tp", "t2m", "d2m", "sp", "ssr", "str", "ssrd", "skt")
 SM_VARS = C.ERA5_SM_VARS
 KNOWN = FORCING_VARS + SM_VARS + ("lsm",)
-
-# ARCO-ERA5 / CDS long names -> short names
-LONG_NAMES: dict[str, str] = {
-    "2m_temperature": "t2m",
-    "2m_dewpoint_temperature": "d2m",
-    "total_precipitation": "tp",
-    "surface_pressure": "sp",
-    "surface_net_solar_radiation": "ssr",
-    "surface_net_thermal_radiation": "str",
-    "surface_solar_radiation_downwards": "ssrd",
-    "skin_temperature": "skt",
-    "volumetric_soil_water_layer_1": "swvl1",
-    "volumetric_soil_water_layer_2": "swvl2",
-    "volumetric_soil_water_layer_3": "swvl3",
-    "land_sea_mask": "lsm",
-    # GRIB short names as some tools write them
-    "2t": "t2m",
-    "2d": "d2m",
-}
-
-# CMIP-style names -> (short name, {units: factor to ERA5 units per second of time step or 1})
-# "flux" conversions multiply by the time step in seconds (mean rate -> amount over the step).
-CMIP_NAMES: dict[str, tuple[str, str]] = {
-    "tas": ("t2m", "state"),
-    "tdps": ("d2m", "state"),
-    "ps": ("sp", "state"),
-    "ts": ("skt", "state"),
-    "pr": ("tp", "precip_flux"),
-    "rss": ("ssr", "energy_flux"),
-    "rls": ("str", "energy_flux"),
-    "rsds": ("ssrd", "energy_flux"),
-}
-
-# the units CMIP-style mean fluxes must have (converted to ERA5 amounts per time step)
-CMIP_FLUX_UNITS = {"precip_flux": "kg m-2 s-1", "energy_flux": "W m-2"}
 
 _TIME_NAMES = ("valid_time", "time", "date")
 
@@ -366,14 +330,6 @@ def read_era5(
             da.attrs["file_steps"] = steps
         out[v] = da
     return out
-
-
-def open_era5(paths: Sequence[str | os.PathLike], variables: Iterable[str] | None = None) -> xr.Dataset:
-    """`read_era5` merged into one Dataset (union of the time axes)."""
-    das = read_era5(paths, variables)
-    if not das:
-        return xr.Dataset()
-    return xr.merge([d.rename(k).drop_attrs() for k, d in das.items()], join="outer", compat="override")
 
 
 def require(era5: Mapping[str, xr.DataArray], names: Iterable[str], files: Sequence[str], what: str = "data.era5") -> None:

@@ -1,4 +1,5 @@
-"""Units of raw input variables: normalised spelling, accepted units, conversions.
+"""Units and names of raw input variables: normalised spelling, accepted units, conversions, and
+the long and CMIP-style names the ERA5 reader maps to ERA5 short names.
 
 Raw files spell units many ways (`J m**-2`, `J m-2`, `J/m^2`). `normalize_units` reduces a string
 to a canonical spelling; `check_units` raises `InputDataError` when a variable's `units`
@@ -29,6 +30,41 @@ ERA5_UNITS: dict[str, tuple[str, ...]] = {
     "swvl3": ("m3 m-3",),
     "lsm": ("1", "0 - 1", "(0 - 1)", "(0,1)", "0-1", ""),
 }
+
+# ARCO-ERA5 / CDS long names -> short names
+LONG_NAMES: dict[str, str] = {
+    "2m_temperature": "t2m",
+    "2m_dewpoint_temperature": "d2m",
+    "total_precipitation": "tp",
+    "surface_pressure": "sp",
+    "surface_net_solar_radiation": "ssr",
+    "surface_net_thermal_radiation": "str",
+    "surface_solar_radiation_downwards": "ssrd",
+    "skin_temperature": "skt",
+    "volumetric_soil_water_layer_1": "swvl1",
+    "volumetric_soil_water_layer_2": "swvl2",
+    "volumetric_soil_water_layer_3": "swvl3",
+    "land_sea_mask": "lsm",
+    # GRIB short names as some tools write them
+    "2t": "t2m",
+    "2d": "d2m",
+}
+
+# CMIP-style names -> (short name, {units: factor to ERA5 units per second of time step or 1})
+# "flux" conversions multiply by the time step in seconds (mean rate -> amount over the step).
+CMIP_NAMES: dict[str, tuple[str, str]] = {
+    "tas": ("t2m", "state"),
+    "tdps": ("d2m", "state"),
+    "ps": ("sp", "state"),
+    "ts": ("skt", "state"),
+    "pr": ("tp", "precip_flux"),
+    "rss": ("ssr", "energy_flux"),
+    "rls": ("str", "energy_flux"),
+    "rsds": ("ssrd", "energy_flux"),
+}
+
+# the units CMIP-style mean fluxes must have (converted to ERA5 amounts per time step)
+CMIP_FLUX_UNITS = {"precip_flux": "kg m-2 s-1", "energy_flux": "W m-2"}
 
 _SYNONYMS = {
     "kelvin": "K",
@@ -110,8 +146,6 @@ def stated_units(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[s
     mapped to short ones) and the unit one somojax reads that variable in: stating a unit
     confirms what the values are, it converts nothing. Raises `ConfigError` naming `data.units`.
     """
-    from somojax.prepare.era5 import CMIP_FLUX_UNITS, CMIP_NAMES, LONG_NAMES
-
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
     out = {}
     for name, unit in items:

@@ -16,7 +16,7 @@ from somojax.checkpoint import Bundle
 from somojax.config import ModelConfig, load_config
 from somojax.errors import CheckpointError, ConfigError
 from somojax.evaluate import crossval as CV
-from somojax.evaluate import mock
+from tests import evaluate_mock as mock
 from somojax.normalization import NormStats
 
 

@@ -8,7 +8,7 @@ import xarray as xr
 from somojax import constants as C
 from somojax import stores
 from somojax.errors import ConfigError, InputDataError
-from somojax.evaluate import mock
+from tests import evaluate_mock as mock
 from somojax.evaluate import references as R
 
 CCI_DAYS = ("2016-06-07", "2016-06-08")

@@ -15,7 +15,8 @@ from PIL import Image
 from somojax import constants as C
 from somojax import stores
 from somojax.config import load_config
-from somojax.evaluate import evaluate_series, mock
+from somojax.evaluate import evaluate_series
+from tests import evaluate_mock as mock
 
 
 class _Collect(HTMLParser):

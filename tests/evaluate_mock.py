@@ -1,4 +1,4 @@
-"""Small, schema-valid mock stores for testing evaluation without the other stages.
+"""Small, schema-valid mock stores for the evaluation tests, without running the other stages.
 
 `mock_stores` builds a synthetic truth on a small 0.25° grid, an "ERA5" that is a degraded copy
 of it, targets at a few cells (the truth rescaled to ERA5's mean and standard deviation, with

@@ -106,11 +106,6 @@ def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return (x - mean) / std
 
 
-def denormalize(y: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """y · std + mean."""
-    return y * std + mean
-
-
 def _cell_points(ds, cells):
     """Vectorised selection of global cell ids from a gridded (latitude, longitude) dataset."""
     import xarray as xr

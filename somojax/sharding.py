@@ -42,15 +42,6 @@ def make_mesh(n_members: int, member_size: int = 0, devices: Sequence[jax.Device
     return Mesh(arr, C.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
-def member_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading axis over `member` (parameters, optimizer state)."""
-    return NamedSharding(mesh, P(C.MEMBER_AXIS))
-
-
 def batch_sharding(mesh: Mesh, per_member: bool) -> NamedSharding:
     """Batches: [member, batch, ...] over (`member`, `data`), or a shared [batch, ...] over `data`."""
     return NamedSharding(mesh, P(C.MEMBER_AXIS, C.DATA_AXIS) if per_member else P(C.DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())

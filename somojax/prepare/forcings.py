@@ -29,7 +29,6 @@ from somojax.errors import InputDataError
 from somojax.prepare.era5 import ACCUMULATED
 from somojax.stores import cf_attrs, grid_coord_attrs
 
-HOUR = np.timedelta64(1, "h")
 DAY = np.timedelta64(1, "D")
 
 # formula constants (IFS documentation, Cy41r2 Part IV, eq. 7.5 and 7.4: saturation over water)
@@ -96,11 +95,6 @@ def _step(t: np.ndarray) -> np.timedelta64 | None:
     d = np.diff(t).astype("timedelta64[s]")
     vals, counts = np.unique(d, return_counts=True)
     return vals[np.argmax(counts)]
-
-
-def time_step(da: xr.DataArray) -> np.timedelta64 | None:
-    """The most common time step of `da` (None with fewer than two times)."""
-    return _step(da[C.TIME].values.astype("datetime64[s]"))
 
 
 def _missing_message(name: str, missing: np.ndarray, expected_n: int, source: str, hint: str = "") -> str:

@@ -212,11 +212,3 @@ def spun_up(
     for _ in range(cycles):
         init = run(params, precip[:n], t2m[:n], net_rad[:n], init, head).storage[-1]
     return run(params, precip, t2m, net_rad, init, increments)
-
-
-def layer_average(theta: np.ndarray, bounds_from: list[tuple[float, float]], target: tuple[float, float]) -> np.ndarray:
-    """Thickness-weighted mean of layers (bounds in cm) over a target depth range [cm]."""
-    w = np.array([max(0.0, min(b, target[1]) - max(a, target[0])) for a, b in bounds_from])
-    if w.sum() <= 0:
-        raise ValueError(f"depth range {target} cm lies outside the model layers {bounds_from}")
-    return np.tensordot(w / w.sum(), theta, axes=([0], [-2]))

@@ -7,11 +7,24 @@ ensemble parameters, the model settings, the normalisation statistics and the ex
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
-from somojax.config import ModelConfig
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding
+
+from somojax import constants as C
+from somojax.config import ModelConfig, from_dict
+from somojax.errors import CheckpointError
 from somojax.normalization import NormStats
+from somojax.utils import faults
 
 
 @dataclass(frozen=True)
@@ -51,16 +64,6 @@ class Bundle:
 #   best/<step>/meta     JSON: as above, with the validation loss
 # `load_bundle` reads best/ when it exists, else the latest state/ (import-torch writes best/).
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P, SingleDeviceSharding  # noqa: E402
-
-from somojax.errors import CheckpointError  # noqa: E402
-
 STATE_DIR = "state"
 BEST_DIR = "best"
 
@@ -91,8 +94,6 @@ def _manager(directory: Path, items: tuple[str, str], keep: int | None, read_onl
 
 def _empty_trash(directory: Path) -> None:
     """Deletes what orbax moved to `<directory>/.trash` (never a step: not resumable data)."""
-    import shutil
-
     trash = directory / TRASH_DIR
     if jax.process_index() == 0 and trash.is_dir():
         for p in trash.iterdir():
@@ -114,8 +115,6 @@ class TrainCheckpointer:
     """
 
     def __init__(self, directory: str | Path, keep: int = 3):
-        from somojax.utils import faults
-
         faults.arm_checkpoint_points()
         self.dir = Path(directory)
         self._state = _manager(self.dir / STATE_DIR, ("state", "meta"), keep)
@@ -216,9 +215,6 @@ def discard_checkpoints(directory: str | Path) -> None:
     Each part is renamed away first (atomic), so a kill during the deletion leaves either the
     old checkpoints or none, never a partly deleted step that looks complete.
     """
-    import shutil
-    import uuid
-
     for part in (STATE_DIR, BEST_DIR):
         p = Path(directory) / part
         if p.exists():
@@ -249,8 +245,6 @@ def bundle_meta(
     **extra: Any,
 ) -> dict:
     """The JSON metadata that makes a checkpoint self-contained for inference (docs/design.md#conventions)."""
-    import dataclasses
-
     return {
         "layer": layer,
         "model": dataclasses.asdict(model),
@@ -264,8 +258,6 @@ def bundle_meta(
 
 def bundle_from(params: Mapping[str, Any], meta: Mapping[str, Any], source: str = "checkpoint") -> Bundle:
     """A `Bundle` from parameters and the metadata written with them."""
-    from somojax.config import from_dict
-
     try:
         model = from_dict({"model": meta["model"]}, source=f"{source} (model settings)").model
         stats = NormStats.from_json(json.dumps(meta["stats"]), source=f"{source} (normalisation statistics)")
@@ -345,8 +337,6 @@ def load_bundle(checkpoint_dir: str | Path, which: str = "auto") -> Bundle:
 
 def member_spec(x: Any) -> P:
     """Partition spec of a train-state leaf: leading member axis, scalars replicated."""
-    from somojax import constants as C
-
     return P(C.MEMBER_AXIS) if np.ndim(x) else P()
 
 

@@ -72,6 +72,9 @@ SETTINGS: dict[str, str] = {
 }
 SETTINGS_OF = {"predict": list(SETTINGS), "run": list(SETTINGS)}
 
+# commands that join a multi-process job when the environment describes one (utils/distributed.py)
+DISTRIBUTED = ("train", "predict")
+
 
 def _settings_text(keys) -> str:
     lines = []
@@ -285,18 +288,29 @@ def _main(argv: list[str], console: bool) -> int:
         from somojax.utils.devices import configure_cpu_devices
 
         configure_cpu_devices(cfg.cpu_devices, cfg.train.batch_size)  # before JAX starts
+        pid = 0
+        if args.command in DISTRIBUTED:  # a multi-process job (SLURM, TPU pod, SOMOJAX_COORDINATOR)
+            from somojax.utils.distributed import initialize
+
+            pid, _ = initialize()
         if args.command != "bench":  # benchmarks report first-call (compile) times as they are
             from somojax.utils.compile_cache import enable_compilation_cache
 
             enable_compilation_cache()
         run_dir = cfg.run_dir
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        with writing("the resolved config into the run directory", run_dir):
-            save_config(cfg, run_dir / "config.yaml")
-            save_config(cfg, run_dir / "configs" / f"{args.command}-{stamp}.yaml")
-        setup_logging(logging.DEBUG if args.debug else logging.INFO, run_dir / "logs" / f"{args.command}.log")
+        if pid == 0:  # one writer per job; every process logs to its own file
+            with writing("the resolved config into the run directory", run_dir):
+                save_config(cfg, run_dir / "config.yaml")
+                save_config(cfg, run_dir / "configs" / f"{args.command}-{stamp}.yaml")
+        log_name = f"{args.command}.log" if pid == 0 else f"{args.command}.p{pid}.log"
+        setup_logging(logging.DEBUG if args.debug else logging.INFO, run_dir / "logs" / log_name)
         log.info("somojax %s %s: config %s, run directory %s", __version__, args.command, args.config, run_dir)
         _dispatch(args, cfg)
+        if args.command in DISTRIBUTED:
+            from somojax.utils.distributed import finish
+
+            finish()
         return 0
     except SomojaxError as e:
         if args.debug:

@@ -39,6 +39,7 @@ from somojax.errors import CheckpointError, ConfigError, InputDataError
 from somojax.infer import engine, kernels
 from somojax.infer import store as pstore
 from somojax.sharding import make_mesh
+from somojax.utils import distributed, faults
 from somojax.utils.logging import Progress, format_seconds, get_logger
 
 log = get_logger("infer")
@@ -439,9 +440,9 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         "somojax_region": cfg.infer.region,
         "ensemble": "sm: mean of the members' predictions (each de-normalised and clipped at 0); sm_spread: their standard deviation (ddof=0)",
     }
-    pstore.open_or_create(path, plan.layout, attrs, fp, fresh)
-    done = pstore.finished(path)
     pid, nproc = jax.process_index(), jax.process_count()
+    _open_store(path, plan.layout, attrs, fp, fresh, pid, nproc)
+    done = pstore.finished(path)
     work = [
         (ti, bi)
         for ti, (ys, xs) in enumerate(plan.tiles)
@@ -455,7 +456,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         plan.layers, n_cells, len(plan.layout.times), plan.modes, ref.n_members,
         sum(plan.mask[ys, xs].any() for ys, xs in plan.tiles), len(plan.blocks), len(work), len(done),
     )
-    mesh = make_mesh(1)
+    mesh = make_mesh(1, devices=jax.local_devices())  # each process rolls out its own tiles
     sharding = NamedSharding(mesh, P(C.DATA_AXIS))
     n_dev = mesh.shape[C.DATA_AXIS]
     dyn, sta = inputs_of(plan.bundles)
@@ -499,10 +500,11 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
             clipped = sum(outs[l].clipped for l in plan.layers)
             record = {
                 "cells": int(rows.size), "days": int(n_out), "cell_steps": int(steps), "clipped": int(clipped), "nan": nans,
-                "seconds": round(time.perf_counter() - t_blk, 3),
+                "seconds": round(time.perf_counter() - t_blk, 3), "process": pid,
             }
             if pending_write is not None:
                 pending_write.result()
+                faults.point("predict_after_block", k)  # k blocks of this process written and marked
             pending_write = writer.submit(_write_and_mark, path, plan.layout, (ys, xs), blk, values, ti, bi, record)
             totals["cell_steps"] += steps
             totals["clipped"] += clipped
@@ -510,6 +512,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
             prog.update(1, cells=rows.size, cell_steps=steps)
         if pending_write is not None:
             pending_write.result()
+    distributed.barrier("somojax-predict-done")  # process 0 then sees every process's records
     wall = time.perf_counter() - t_start
     records = pstore.finished(path)
     expected = sum(len(plan.blocks) for ys, xs in plan.tiles if plan.mask[ys, xs].any())
@@ -529,6 +532,7 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         "wall_seconds": round(wall, 2),
         "cell_steps_per_second": round(totals["cell_steps"] / wall, 1) if wall > 0 else None,
         "devices": n_dev,
+        "processes": nproc,
         "backend": jax.default_backend(),
         "somojax_version": __version__,
     }
@@ -547,6 +551,19 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     for l, counts in summary["nan_counts"].items():
         log.info("%s: %s", l, pstore.describe_nan_counts(counts))
     return summary
+
+
+def _open_store(path: Path, layout: pstore.Layout, attrs: dict, fp: str, fresh: bool, pid: int, nproc: int) -> None:
+    """Creates or re-opens the store; in a multi-process job process 0 creates it while every
+    process first refuses another run's store (before any compute), then all wait for it."""
+    if nproc == 1:
+        pstore.open_or_create(path, layout, attrs, fp, fresh)
+        return
+    if not fresh:
+        pstore.check_owner(path, fp)
+    if pid == 0:
+        pstore.open_or_create(path, layout, attrs, fp, fresh)
+    distributed.barrier("somojax-predict-store")
 
 
 def model_attrs(bundles: Mapping[str, Bundle], modes: Mapping[str, str], layers: Sequence[str]) -> dict:

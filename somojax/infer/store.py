@@ -133,16 +133,7 @@ def open_or_create(path: Path, layout: Layout, attrs: Mapping[str, object], fing
     (different checkpoints, config, period or grid) is an error unless `fresh`.
     """
     prog = progress_dir(path)
-    if path.exists() and not fresh:
-        try:
-            found = zarr.open_group(str(path), mode="r").attrs.get("somojax_fingerprint")
-        except Exception as e:
-            raise StoreError(f"{path} exists but is not a readable prediction store ({e}); remove it or use --fresh") from None
-        if found != fingerprint:
-            raise StoreError(
-                f"{path} holds predictions of another run (fingerprint {found}, this run {fingerprint}: other checkpoints, "
-                "config, period or grid). Use `somojax predict --fresh` to replace it, or set infer.output to a new path."
-            )
+    if not fresh and check_owner(path, fingerprint):
         return False
     # resume safety (kill or Ctrl-C at any moment): the finished-block records go before the
     # store, and the records' folder exists before the store appears, so a store is never seen
@@ -160,6 +151,23 @@ def open_or_create(path: Path, layout: Layout, attrs: Mapping[str, object], fing
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a template that failed half-way
+    return True
+
+
+def check_owner(path: Path, fingerprint: str) -> bool:
+    """Whether the store exists; raises `StoreError` when it belongs to another run (different
+    checkpoints, config, period or grid) or is not a readable prediction store."""
+    if not path.exists():
+        return False
+    try:
+        found = zarr.open_group(str(path), mode="r").attrs.get("somojax_fingerprint")
+    except Exception as e:
+        raise StoreError(f"{path} exists but is not a readable prediction store ({e}); remove it or use --fresh") from None
+    if found != fingerprint:
+        raise StoreError(
+            f"{path} holds predictions of another run (fingerprint {found}, this run {fingerprint}: other checkpoints, "
+            "config, period or grid). Use `somojax predict --fresh` to replace it, or set infer.output to a new path."
+        )
     return True
 
 

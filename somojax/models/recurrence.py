@@ -48,27 +48,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from somojax.models.ealstm import sigmoid
-
-_PRECISIONS = {
-    "default": jax.lax.Precision.DEFAULT,
-    "high": jax.lax.Precision.HIGH,
-    "highest": jax.lax.Precision.HIGHEST,
-    None: None,
-}
-
-
-def _matmul(a: jax.Array, b: jax.Array, precision: str | None, compute_dtype: Any) -> jax.Array:
-    """a @ b with the configured precision; bf16 operands accumulate in float32."""
-    if compute_dtype is not None and jnp.dtype(compute_dtype) != a.dtype:
-        out = jnp.matmul(
-            a.astype(compute_dtype),
-            b.astype(compute_dtype),
-            precision=_PRECISIONS[precision],
-            preferred_element_type=jnp.float32,
-        )
-        return out.astype(a.dtype)
-    return jnp.matmul(a, b, precision=_PRECISIONS[precision])
+from somojax.models.cell import PRECISIONS as _PRECISIONS
+from somojax.models.cell import matmul as _matmul
+from somojax.models.cell import sigmoid
 
 
 def _previous_h(so_a: jax.Array, tc_a: jax.Array, t0, k: int) -> jax.Array:

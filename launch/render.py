@@ -50,7 +50,14 @@ def render_slurm(job: str, config: str, nodes: int, gpus_per_node: int) -> list[
         submit = ["sbatch", f"--nodes={nodes}", rel, config]
         env = {"SLURM_NNODES": str(nodes)}
     else:
-        submit = ["sbatch", f"--nodes={nodes}", f"--ntasks-per-node={gpus_per_node}", f"--gpus-per-node={gpus_per_node}", rel, config]
+        submit = [
+            "sbatch",
+            f"--nodes={nodes}",
+            f"--ntasks-per-node={gpus_per_node}",
+            f"--gpus-per-node={gpus_per_node}",
+            rel,
+            config,
+        ]
         env = {"SLURM_NNODES": str(nodes), "SLURM_NTASKS": str(nodes * gpus_per_node)}
     env.update(SLURM_SUBMIT_DIR=str(REPO), SLURM_JOB_ID="JOBID")
     inside = _dry_run(script, [config], env)
@@ -97,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     _check_config(a.config)
     if a.kind == "slurm":
         lines = render_slurm(a.job, a.config, a.nodes, a.gpus_per_node)
-        print(f"# submit ({a.nodes} nodes{'' if a.job == 'prepare' else f' x {a.gpus_per_node} GPUs, one process per GPU'}):")
+        print(
+            f"# submit ({a.nodes} nodes{'' if a.job == 'prepare' else f' x {a.gpus_per_node} GPUs, one process per GPU'}):"
+        )
         print(lines[0])
         print("# inside the job, the batch script runs:")
         print("\n".join(lines[1:]))

@@ -38,7 +38,12 @@ def test_cluster_scripts_are_shellcheck_clean():
 @pytest.mark.parametrize("job", ["train", "predict"])
 def test_sbatch_headers_requeue_and_warn_before_the_limit(job):
     text = (LAUNCH / "slurm" / f"{job}.sbatch").read_text()
-    for line in ("#SBATCH --requeue", "#SBATCH --signal=TERM@120", "#SBATCH --account=CHANGE_ME", "#SBATCH --open-mode=append"):
+    for line in (
+        "#SBATCH --requeue",
+        "#SBATCH --signal=TERM@120",
+        "#SBATCH --account=CHANGE_ME",
+        "#SBATCH --open-mode=append",
+    ):
         assert line in text.splitlines(), line
     assert text.count("(1)") == 1 and text.count("(2)") == 2  # the two places a user edits
 
@@ -87,12 +92,23 @@ def test_render_quotes_a_config_path_with_spaces_for_the_remote_shell():
     line = out.stdout.splitlines()[-1]
     (cmd,) = [a for a in shlex.split(line) if a.startswith("--command=")]
     assert shlex.split(cmd.split("=", 1)[1])[-3:] == ["train", "-c", "configs/tiny.yaml"]
-    spaced = subprocess.run(["bash", str(LAUNCH / "tpu" / "train.sh"), "my configs/a b.yaml"], env={**os.environ, "SOMOJAX_DRY_RUN": "1"}, capture_output=True, text=True)
+    spaced = subprocess.run(
+        ["bash", str(LAUNCH / "tpu" / "train.sh"), "my configs/a b.yaml"],
+        env={**os.environ, "SOMOJAX_DRY_RUN": "1"},
+        capture_output=True,
+        text=True,
+    )
     (cmd,) = [a for a in shlex.split(spaced.stdout.strip()) if a.startswith("--command=")]
     assert shlex.split(cmd.split("=", 1)[1])[-1] == "my configs/a b.yaml"
 
 
-@pytest.mark.parametrize("args,needle", [(["slurm", "--job", "train", "-c", "no-such-config"], "no-such-config"), (["slurm", "--job", "train", "--nodes", "0"], "--nodes")])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["slurm", "--job", "train", "-c", "no-such-config"], "no-such-config"),
+        (["slurm", "--job", "train", "--nodes", "0"], "--nodes"),
+    ],
+)
 def test_render_refuses_bad_input_with_exit_2(args, needle):
     out = render(*args)
     assert out.returncode == 2 and needle in out.stderr
@@ -112,7 +128,12 @@ def _fake_cluster(tmp_path: Path, srun_exit: int) -> dict[str, str]:
     venv.mkdir(parents=True)
     (venv / "activate").write_text("")
     env = {k: v for k, v in os.environ.items() if k != "SOMOJAX_DRY_RUN"}
-    env.update(PATH=f"{bin_}:{env['PATH']}", SOMOJAX_VENV=str(tmp_path / "venv"), SLURM_SUBMIT_DIR=str(REPO), SLURM_JOB_ID="4242")
+    env.update(
+        PATH=f"{bin_}:{env['PATH']}",
+        SOMOJAX_VENV=str(tmp_path / "venv"),
+        SLURM_SUBMIT_DIR=str(REPO),
+        SLURM_JOB_ID="4242",
+    )
     return env
 
 
@@ -120,7 +141,9 @@ def _fake_cluster(tmp_path: Path, srun_exit: int) -> dict[str, str]:
 @pytest.mark.parametrize("srun_exit,script_exit,requeued", [(143, 0, True), (0, 0, False), (1, 1, False)])
 def test_sbatch_requeues_after_a_sigterm_stop_only(tmp_path, job, srun_exit, script_exit, requeued):
     env = _fake_cluster(tmp_path, srun_exit)
-    out = subprocess.run(["bash", str(LAUNCH / "slurm" / f"{job}.sbatch"), "tiny"], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        ["bash", str(LAUNCH / "slurm" / f"{job}.sbatch"), "tiny"], env=env, capture_output=True, text=True
+    )
     assert out.returncode == script_exit, out.stdout + out.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls[0] == f"srun --kill-on-bad-exit=1 somojax {job} -c tiny"

@@ -8,7 +8,13 @@ from somojax.errors import ConfigError
 from somojax.utils.distributed import Job, initialize, job_from_env
 
 EXPLICIT = {"SOMOJAX_COORDINATOR": "127.0.0.1:5555", "SOMOJAX_NUM_PROCESSES": "4", "SOMOJAX_PROCESS_ID": "3"}
-SRUN = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}
+SRUN = {
+    "SLURM_JOB_ID": "7",
+    "SLURM_NTASKS": "8",
+    "SLURM_STEP_NUM_TASKS": "8",
+    "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+}
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,16 @@ REPO = Path(__file__).resolve().parent.parent
 # 4 x 6 cells (22 on land) in tiles of 2 x 4 (4 tiles), 239 output days in 2 blocks: 8 (tile,
 # block) pairs; device passes of at most 4 cells keep the compiled shapes few
 INFER = {
-    "infer.start": "2000-04-01", "infer.end": "2000-11-25", "infer.shard_time": 60, "infer.time_block_days": 120,
-    "infer.shard_lat": 2, "infer.shard_lon": 4, "infer.chunk_lat": 2, "infer.chunk_lon": 2, "infer.chunk_time": 30, "infer.tile_cells": 4,
+    "infer.start": "2000-04-01",
+    "infer.end": "2000-11-25",
+    "infer.shard_time": 60,
+    "infer.time_block_days": 120,
+    "infer.shard_lat": 2,
+    "infer.shard_lon": 4,
+    "infer.chunk_lat": 2,
+    "infer.chunk_lon": 2,
+    "infer.chunk_time": 30,
+    "infer.tile_cells": 4,
 }
 PAIRS = 8
 TIMEOUT = 240
@@ -70,8 +78,19 @@ def start(root: Path, n: int, store: Path, extra=(), env_of=lambda pid: {}) -> l
     for pid in range(n):
         env = dict(base, **env_of(pid))
         if n > 1:
-            env.update(SOMOJAX_COORDINATOR=f"127.0.0.1:{port}", SOMOJAX_NUM_PROCESSES=str(n), SOMOJAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen(_args(root, store, extra), env=env, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            env.update(
+                SOMOJAX_COORDINATOR=f"127.0.0.1:{port}", SOMOJAX_NUM_PROCESSES=str(n), SOMOJAX_PROCESS_ID=str(pid)
+            )
+        procs.append(
+            subprocess.Popen(
+                _args(root, store, extra),
+                env=env,
+                cwd=REPO,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return procs
 
 
@@ -128,7 +147,9 @@ def test_killed_process_restarted_job_finishes_without_recomputing(world):
     store = root / "killed.zarr"
     # process 1 dies (SIGKILL) once its first (tile, block) is written and marked; the job ends
     # with it, as `srun --kill-on-bad-exit` ends a step when one task fails
-    procs = start(root, 2, store, env_of=lambda pid: {"SOMOJAX_FAULT": "predict_after_block@1:kill"} if pid == 1 else {})
+    procs = start(
+        root, 2, store, env_of=lambda pid: {"SOMOJAX_FAULT": "predict_after_block@1:kill"} if pid == 1 else {}
+    )
     try:
         assert procs[1].wait(timeout=TIMEOUT) == -9
     finally:

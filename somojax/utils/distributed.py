@@ -59,21 +59,27 @@ def job_from_env(env: Mapping[str, str] | None = None) -> Job | None:
     env = os.environ if env is None else env
     mode = env.get("SOMOJAX_DISTRIBUTED", "").strip().lower()
     if mode not in ("", "auto", "off"):
-        raise ConfigError(f"environment variable SOMOJAX_DISTRIBUTED={mode!r}: expected auto or off (or leave it unset)")
+        raise ConfigError(
+            f"environment variable SOMOJAX_DISTRIBUTED={mode!r}: expected auto or off (or leave it unset)"
+        )
     if mode == "off":
         return None
     given = [k for k in EXPLICIT if env.get(k)]
     if given:
         if len(given) < len(EXPLICIT):
             missing = [k for k in EXPLICIT if k not in given]
-            raise ConfigError(f"{', '.join(given)} set but {', '.join(missing)} not: a multi-process job needs all of {', '.join(EXPLICIT)}")
+            raise ConfigError(
+                f"{', '.join(given)} set but {', '.join(missing)} not: a multi-process job needs all of {', '.join(EXPLICIT)}"
+            )
         n = _int(env, "SOMOJAX_NUM_PROCESSES", 1)
         pid = _int(env, "SOMOJAX_PROCESS_ID", 0)
         if pid >= n:
             raise ConfigError(f"environment variable SOMOJAX_PROCESS_ID={pid} must be below SOMOJAX_NUM_PROCESSES={n}")
         coord = env["SOMOJAX_COORDINATOR"]
         if ":" not in coord:
-            raise ConfigError(f"environment variable SOMOJAX_COORDINATOR={coord!r}: expected host:port (e.g. 127.0.0.1:12345)")
+            raise ConfigError(
+                f"environment variable SOMOJAX_COORDINATOR={coord!r}: expected host:port (e.g. 127.0.0.1:12345)"
+            )
         return Job("explicit", coord, n, pid, "SOMOJAX_COORDINATOR") if n > 1 else None
     if mode == "auto":
         return Job("auto", why="SOMOJAX_DISTRIBUTED=auto")
@@ -109,7 +115,13 @@ def initialize(env: Mapping[str, str] | None = None) -> tuple[int, int]:
             f"jax.distributed could not start ({job.why}): {str(e)[:300]}; check that every process of the job started "
             "and reaches the coordinator, or set SOMOJAX_DISTRIBUTED=off for a single process"
         ) from None
-    log.info("jax.distributed: process %d of %d, %d local of %d devices", jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+    log.info(
+        "jax.distributed: process %d of %d, %d local of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return jax.process_index(), jax.process_count()
 
 

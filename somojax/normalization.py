@@ -18,6 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from somojax.errors import CheckpointError
+from somojax.grid import select_cells
 
 
 @dataclass(frozen=True)
@@ -106,23 +107,6 @@ def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return (x - mean) / std
 
 
-def _cell_points(ds, cells):
-    """Vectorised selection of global cell ids from a gridded (latitude, longitude) dataset."""
-    import xarray as xr
-
-    from somojax import constants as C
-    from somojax.errors import StoreError
-    from somojax.grid import cell_centre
-
-    lat, lon = cell_centre(np.asarray(cells, np.int64))
-    ilat = np.round((lat - float(ds[C.LAT].values[0])) / C.GRID_RES).astype(np.int64)
-    ilon = np.round((lon - float(ds[C.LON].values[0])) / C.GRID_RES).astype(np.int64)
-    bad = (ilat < 0) | (ilat >= ds.sizes[C.LAT]) | (ilon < 0) | (ilon >= ds.sizes[C.LON])
-    if bad.any():
-        raise StoreError(f"cells {np.asarray(cells)[bad][:5].tolist()} lie outside the store's region")
-    return ds.isel({C.LAT: xr.DataArray(ilat, dims=C.CELL), C.LON: xr.DataArray(ilon, dims=C.CELL)})
-
-
 def compute_stats(forcings, statics, targets, cells, period) -> NormStats:
     """Normalisation statistics over the given (training) cells and period.
 
@@ -147,13 +131,13 @@ def compute_stats(forcings, statics, targets, cells, period) -> NormStats:
     start, end = str(period[0]), str(period[1])
     mean: dict[str, float] = {}
     std: dict[str, float] = {}
-    f = _cell_points(forcings, cells).sel({C.TIME: slice(start, end)})
+    f = select_cells(forcings, cells).sel({C.TIME: slice(start, end)})
     if f.sizes[C.TIME] == 0:
         raise ValueError(f"the forcings have no day in {start}..{end}")
     for v in C.DYNAMIC_INPUTS:
         if v in f.data_vars:
             mean[v], std[v] = mean_std(np.asarray(f[v].values), v)
-    s = _cell_points(statics, cells)
+    s = select_cells(statics, cells)
     for v in C.STATIC_INPUTS:
         if v in s.data_vars:
             mean[v], std[v] = mean_std(np.asarray(s[v].values), v)

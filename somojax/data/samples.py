@@ -65,17 +65,9 @@ def open_stores(cfg: Config) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset]:
 
 
 def _points(ds: xr.Dataset, cells: np.ndarray, what: str) -> xr.Dataset:
-    """The grid points of `cells` (global ids) as a new `cell` dimension."""
-    lat, lon = grid.cell_centre(cells)
-    sel = ds.sel(
-        {C.LAT: xr.DataArray(lat, dims=C.CELL), C.LON: xr.DataArray(lon, dims=C.CELL)},
-        method="nearest",
-    )
-    off = np.maximum(np.abs(sel[C.LAT].values - lat), np.abs(sel[C.LON].values - lon))
-    if np.any(off > C.GRID_RES / 2):
-        bad = cells[off > C.GRID_RES / 2][:5]
-        raise StoreError(f"the {what} store does not cover target cells {bad.tolist()} (centres {lat[:1]}, {lon[:1]} ...)")
-    return sel
+    """The grid points of `cells` (global ids) as a new `cell` dimension (`StoreError` for cells
+    outside the store, `grid.select_cells`)."""
+    return grid.select_cells(ds, cells, f"the {what} store")
 
 
 def cell_dynamic(forcings: xr.Dataset, cells: np.ndarray, names: Sequence[str]) -> np.ndarray:

@@ -31,6 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from somojax import constants as C
+from somojax import grid
 from somojax.errors import ConfigError, InputDataError
 from somojax.grid import normalize_latlon
 from somojax.utils.logging import get_logger
@@ -293,27 +294,6 @@ def era5_reference(forcings: xr.Dataset, name: str = "ERA5") -> Reference:
 # ----------------------------------------------------------------------------------------
 # sampling at target cells
 # ----------------------------------------------------------------------------------------
-def _nearest(grid: np.ndarray, x: np.ndarray, periodic: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the nearest grid point (grid increasing) and whether it lies within half a step."""
-    grid = np.asarray(grid, np.float64)
-    x = np.asarray(x, np.float64)
-    if grid.size == 1:
-        return np.zeros(x.shape, np.int64), np.abs(grid[0] - x) <= C.GRID_RES / 2 + 1e-6
-    i = np.clip(np.searchsorted(grid, x), 1, grid.size - 1)
-    left, right = grid[i - 1], grid[i]
-    idx = np.where(np.abs(x - left) <= np.abs(right - x), i - 1, i)
-    dist = np.abs(grid[idx] - x)
-    steps = np.diff(grid)
-    if periodic:  # longitude: the nearest point may lie across the dateline
-        d_first = np.abs(grid[0] + 360.0 - x)
-        d_last = np.abs(x + 360.0 - grid[-1])
-        idx = np.where(d_first < dist, 0, np.where(d_last < dist, grid.size - 1, idx))
-        dist = np.minimum(dist, np.minimum(d_first, d_last))
-        steps = np.append(steps, grid[0] + 360.0 - grid[-1])
-    half_step = float(np.min(steps[steps > 0])) / 2  # the grid step (a regional grid may skip cells)
-    return idx, dist <= half_step + 1e-6
-
-
 def sample_cells(
     data: xr.DataArray, latitude: np.ndarray, longitude: np.ndarray, time: pd.DatetimeIndex | np.ndarray, cell: np.ndarray | None = None
 ) -> xr.DataArray:
@@ -323,9 +303,9 @@ def sample_cells(
     to `time` (NaN on days it lacks). Returns a lazy `[layer, cell, time]` DataArray.
     """
     lat = np.asarray(latitude, np.float64)
-    lon = ((np.asarray(longitude, np.float64) + 180.0) % 360.0) - 180.0
-    ilat, oklat = _nearest(data[C.LAT].values, lat)
-    ilon, oklon = _nearest(data[C.LON].values, lon, periodic=True)
+    lon = grid.wrap_lon(longitude)
+    ilat, oklat = grid.nearest_index(data[C.LAT].values, lat)
+    ilon, oklon = grid.nearest_index(data[C.LON].values, lon, periodic=True)
     cell = np.arange(lat.size) if cell is None else np.asarray(cell)
     t = pd.DatetimeIndex(time)
     sub = data.sel({C.TIME: slice(t[0], t[-1])}) if data.sizes[C.TIME] else data

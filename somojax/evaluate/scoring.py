@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from somojax import constants as C
+from somojax import grid
 from somojax.evaluate import metrics as M
 from somojax.evaluate import summary as S
 
@@ -83,16 +84,15 @@ def cell_climate(
     cells = np.asarray(cells)
     lat, lon = np.asarray(latitude, np.float64), np.asarray(longitude, np.float64)
     df = pd.DataFrame({"cell": cells, "latitude": lat, "longitude": lon, "continent": S.continent(lat, lon)}).set_index("cell")
-    pts = {C.LAT: xr.DataArray(lat, dims=C.CELL), C.LON: xr.DataArray(lon, dims=C.CELL)}
     arid = np.full(lat.shape, np.nan)
     if statics is not None and "arid" in statics:
-        arid = statics["arid"].sel(pts, method="nearest").values.astype(np.float64)
+        arid = grid.sample_points(statics["arid"], lat, lon).values.astype(np.float64)
     t2m = np.full(lat.shape, np.nan)
     if forcings is not None and "t2m" in forcings:
         f = forcings["t2m"]
         if period is not None:
             f = f.sel({C.TIME: slice(*period)})
-        t2m = f.sel(pts, method="nearest").mean(C.TIME).values.astype(np.float64) - 273.15
+        t2m = grid.sample_points(f, lat, lon).mean(C.TIME).values.astype(np.float64) - 273.15
     df["arid"], df["t2m_c"] = arid, t2m
     df["aridity"] = S.aridity_class(arid)
     df["temperature"] = S.temperature_class(t2m + 273.15)

@@ -361,7 +361,7 @@ def _write_targets(scan: IsmnScan, forc: xr.Dataset, stat: xr.Dataset, stage: _S
     )
 
     def era5_sm(cells: np.ndarray) -> xr.DataArray:
-        from somojax.normalization import _cell_points
+        from somojax.grid import select_cells as _cell_points
 
         pts = _cell_points(forc[[C.SM_ERA5]], cells)[C.SM_ERA5].sel({C.TIME: slice(d.target_start, d.target_end)})
         return pts.assign_coords({C.CELL: cells}).compute()
@@ -409,7 +409,7 @@ _NEEDS = {"log_tp": ("tp",), "t2m": ("t2m",), "snr": ("ssr", "str"), "ssrd": ("s
 
 def _incomplete_cells(cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dynamic: tuple[str, ...], static: tuple[str, ...]) -> dict[int, tuple[str, str]]:
     """Target cells whose statics or forcings have missing values, with the reason."""
-    from somojax.normalization import _cell_points
+    from somojax.grid import select_cells as _cell_points
 
     if len(cells) == 0:
         return {}

@@ -218,11 +218,11 @@ def grid_kind(da: xr.DataArray, source: str = "input") -> str:
 
 
 def _indexer(coord: np.ndarray, want: np.ndarray, d: str, source: str, wrap: bool) -> np.ndarray:
-    if wrap:
-        want = ((want + 180.0) % 360.0) - 180.0
-    idx = pd.Index(np.asarray(coord, np.float64)).get_indexer(want, method="nearest", tolerance=1e-4)
-    if (idx < 0).any():
-        miss = want[idx < 0]
+    """Indices of the grid points `want` in the file's coordinate: they must be there (1e-4°)."""
+    want = grid.wrap_lon(want) if wrap else np.asarray(want, np.float64)
+    idx, inside = grid.nearest_index(coord, want, tol=1e-4, periodic=wrap)
+    if not inside.all():
+        miss = want[~inside]
         raise InputDataError(
             f"{source}: {d} does not cover the region: {miss.size} needed {d} value(s) missing "
             f"({', '.join(f'{x:g}' for x in miss[:4])}{', ...' if miss.size > 4 else ''}); "

@@ -217,9 +217,8 @@ def predict_cells(
     lat, lon = grid.cell_centre(cells)
     t0 = start_t - pd.Timedelta(days=max(engine.spinup_days(bundles, l) for l in layers))
     dyn, sta = inputs_of(bundles)
-    pts = {C.LAT: xr.DataArray(lat, dims=C.CELL), C.LON: xr.DataArray(lon, dims=C.CELL)}
-    f = forcings[dyn].sel({C.TIME: slice(t0, end_t)}).sel(pts, method="nearest", tolerance=1e-3)
-    s = statics[sta].sel(pts, method="nearest", tolerance=1e-3)
+    f = grid.select_cells(forcings[dyn].sel({C.TIME: slice(t0, end_t)}), cells, "the forcings store")
+    s = grid.select_cells(statics[sta], cells, "the statics store")
     columns = {v: np.asarray(f[v].transpose(C.CELL, C.TIME).values, np.float32) for v in dyn}
     stat = {v: np.asarray(s[v].values, np.float32) for v in sta}
     ds = predict_columns(bundles, pd.DatetimeIndex(f[C.TIME].values), columns, stat, start_t, layers, mode, options)
@@ -420,10 +419,6 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     Returns:
       The summary (also stored in the store's attrs as `somojax_summary`).
     """
-    if cfg.infer.region == "points":
-        from somojax.infer.points import predict_points
-
-        return predict_points(cfg, layers)
     t_start = time.perf_counter()
     forcings, statics = open_stores(cfg)
     out, bundles = load_bundles(cfg, layers)

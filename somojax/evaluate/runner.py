@@ -26,7 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from somojax import constants as C
-from somojax import stores
+from somojax import grid, stores
 from somojax.config import Config
 from somojax.errors import StoreError, writing
 from somojax.evaluate import figures as F
@@ -123,7 +123,7 @@ def gridded_median(da: xr.DataArray, land: xr.DataArray, period: tuple, chunk: i
     """Long-term median over `period` of a [layer, time, latitude, longitude] product on the land
     cells of `land`'s grid (nearest cell within half a grid step), computed lazily with dask."""
     da = da.sel({C.TIME: slice(*period)})
-    tol = C.GRID_RES / 2 + 1e-6
+    tol = grid.HALF_CELL + grid.SLACK  # the grid module's "inside" (grid.nearest_index)
     lat, lon = land[C.LAT], land[C.LON]
     da = da.sel({C.LAT: slice(float(lat.min()) - tol, float(lat.max()) + tol), C.LON: slice(float(lon.min()) - tol, float(lon.max()) + tol)})
     da = da.reindex({C.LAT: lat, C.LON: lon}, method="nearest", tolerance=tol)

@@ -534,29 +534,34 @@ class Trainer:
 
     def write_summary(self, loop: LoopState) -> dict:
         """`<checkpoint dir>/summary.json`: why and where training stopped (written atomically)."""
-        b, t = self.budget, loop.tracker
-        warning = schedule.warning_message(b, t, self.meta.get("layer", "")) if schedule.still_improving(b, t, loop.stop_reason) else None
-        vals = [h["val_loss"] for h in loop.history if "val_loss" in h]
-        summary = {
-            "layer": self.meta.get("layer"),
-            "stop_reason": loop.stop_reason,
-            "updates": loop.step,
-            "max_updates": b.max_updates,
-            "validations": t.validations,
-            "best_step": t.best_step,
-            "best_val_loss": t.best_val if math.isfinite(t.best_val) else None,
-            "first_val_loss": vals[0] if vals else None,
-            "last_val_loss": vals[-1] if vals else None,
-            "validations_without_improvement": t.bad,
-            "last_improvement": t.last_gain if math.isfinite(t.last_gain) else None,
-            "final_learning_rate": loop.history[-1]["lr"] if loop.history else None,
-            "still_improving": warning is not None,
-            "warning": warning,
-            "schedule": b.describe(),
-        }
-        path = self.dir / SUMMARY_FILE
-        if jax.process_index() == 0:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(summary, indent=1) + "\n")
-            tmp.replace(path)
-        return summary
+        return write_summary(self.dir, self.budget, loop, self.meta.get("layer"))
+
+
+def write_summary(directory: Path, b: schedule.Budget, loop: LoopState, layer: str | None) -> dict:
+    """Writes `<directory>/summary.json` (why and where training stopped) and returns it."""
+    t = loop.tracker
+    warning = schedule.warning_message(b, t, layer or "") if schedule.still_improving(b, t, loop.stop_reason) else None
+    vals = [h["val_loss"] for h in loop.history if "val_loss" in h]
+    summary = {
+        "layer": layer,
+        "stop_reason": loop.stop_reason,
+        "updates": loop.step,
+        "max_updates": b.max_updates,
+        "validations": t.validations,
+        "best_step": t.best_step,
+        "best_val_loss": t.best_val if math.isfinite(t.best_val) else None,
+        "first_val_loss": vals[0] if vals else None,
+        "last_val_loss": vals[-1] if vals else None,
+        "validations_without_improvement": t.bad,
+        "last_improvement": t.last_gain if math.isfinite(t.last_gain) else None,
+        "final_learning_rate": loop.history[-1]["lr"] if loop.history else None,
+        "still_improving": warning is not None,
+        "warning": warning,
+        "schedule": b.describe(),
+    }
+    path = Path(directory) / SUMMARY_FILE
+    if jax.process_index() == 0:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        tmp.replace(path)
+    return summary

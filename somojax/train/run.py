@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from somojax.config import Config, to_dict
 from somojax.errors import CheckpointError, ConfigError
 from somojax.train.cascade import upper_predictions
 from somojax.data.pipeline import ArrayTrainData
+from somojax.train.groups import Group, GroupTrainer
 from somojax.train.loop import Trainer, TrainResult
 from somojax.train.step import step_options
 from somojax.data.samples import LayerInputs, layer_inputs, open_stores
@@ -55,29 +56,73 @@ def train(
     datasets = open_stores(cfg)
     bundles: dict[str, Bundle] = {}
     for layer in todo:
-        uppers = {u.removeprefix("sm_") for u in C.UPPER_LAYER_INPUTS[layer]}
-        for u in sorted(uppers - set(bundles)):
-            try:
-                bundles[u] = load_bundle(cfg.checkpoint_dir / u)
-            except CheckpointError as e:
-                raise CheckpointError(f"training {layer} needs the trained {u} model (the cascade): {e}") from None
-        upper = None
-        if uppers:
-            d = cfg.data
-
-            def upper(dyn, stat, layer=layer):
-                return upper_predictions(layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs), cfg.infer.mode)
-
-        li = layer_inputs(cfg, layer, cells=cells, upper=upper, datasets=datasets)
+        li = layer_inputs(cfg, layer, cells=cells, upper=_upper(cfg, layer, bundles), datasets=datasets)
         train_layer(cfg, layer, li)
         bundles[layer] = load_bundle(cfg.checkpoint_dir / layer)
     return {l: bundles[l] for l in todo}
 
 
-def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, devices: list | None = None) -> TrainResult:
-    """Trains one layer from prepared `LayerInputs` into `cfg.checkpoint_dir/<layer>`."""
+def _upper(cfg: Config, layer: str, bundles: dict[str, Bundle]):
+    """The `upper` argument of `layer_inputs` for `layer`: the upper layers' predictions from
+    `bundles` (missing ones loaded from `cfg.checkpoint_dir` into it); None for L1."""
+    uppers = {u.removeprefix("sm_") for u in C.UPPER_LAYER_INPUTS[layer]}
+    for u in sorted(uppers - set(bundles)):
+        try:
+            bundles[u] = load_bundle(cfg.checkpoint_dir / u)
+        except CheckpointError as e:
+            raise CheckpointError(f"training {layer} needs the trained {u} model (the cascade): {e}") from None
+    if not uppers:
+        return None
+    d = cfg.data
+
+    def upper(dyn, stat):
+        return upper_predictions(layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs), cfg.infer.mode)
+
+    return upper
+
+
+def train_folds(
+    cfgs: Mapping[int, Config],
+    cells: Mapping[int, Sequence[int]],
+    stack_dir: str | Path,
+    layers: Sequence[str] | None = None,
+    fresh: bool = False,
+) -> dict[int, dict[str, Bundle]]:
+    """Trains the cascades of several cross-validation folds, each layer of all folds as one
+    stacked ensemble (`somojax.train.groups`); the same result as `train(cfgs[k], cells=cells[k])`
+    for each fold k, in one compiled step per layer.
+
+    Args:
+      cfgs: fold -> its run config (the same settings; fold k's checkpoints, best/ and
+        summary.json, go to `cfgs[k].checkpoint_dir/<layer>`).
+      cells: fold -> its training cells.
+      stack_dir: the stacked train states, `<stack_dir>/<layer>` (resumed unless `fresh`).
+      layers, fresh: as `train`.
+
+    Returns:
+      {fold: {layer: Bundle}} (each fold's best validation checkpoint).
+    """
+    keep_freed_memory()
+    first = next(iter(cfgs.values()))
+    todo = [l for l in C.LAYERS if l in (layers or first.train.layers)]
+    if fresh:
+        with signals.deferred():
+            for layer in todo:
+                for d in [Path(stack_dir)] + [Path(c.checkpoint_dir) for c in cfgs.values()]:
+                    discard_checkpoints(d / layer)
+    datasets = open_stores(first)
+    bundles: dict[int, dict[str, Bundle]] = {k: {} for k in cfgs}
+    for layer in todo:
+        lis = {k: layer_inputs(c, layer, cells=cells[k], upper=_upper(c, layer, bundles[k]), datasets=datasets) for k, c in cfgs.items()}
+        train_layer_groups(cfgs, layer, lis, Path(stack_dir) / layer)
+        for k, c in cfgs.items():
+            bundles[k][layer] = load_bundle(c.checkpoint_dir / layer)
+    return {k: {l: b[l] for l in todo} for k, b in bundles.items()}
+
+
+def _layer_data(cfg: Config, layer: str, li: LayerInputs) -> ArrayTrainData:
     m, t = cfg.model, cfg.train
-    data = ArrayTrainData(
+    return ArrayTrainData(
         li.arrays,
         li.train_samples,
         li.val_samples,
@@ -89,9 +134,12 @@ def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, d
         seed=t.seed + C.LAYERS.index(layer),
         max_updates_per_epoch=t.max_updates_per_epoch,
     )
-    meta = bundle_meta(
+
+
+def _layer_meta(cfg: Config, layer: str, li: LayerInputs, data: ArrayTrainData) -> dict:
+    return bundle_meta(
         layer,
-        m,
+        cfg.model,
         li.stats,
         li.dynamic_inputs,
         li.static_inputs,
@@ -100,6 +148,21 @@ def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, d
         val_cells=[int(c) for c in li.val_cells],
         samples={"train": data.n_train, "val": data.n_val},
     )
+
+
+def _resume_extra(layer: str, li: LayerInputs, data: ArrayTrainData) -> dict:
+    return {
+        "layer": layer,
+        "inputs": list(li.dynamic_inputs) + list(li.static_inputs),
+        "train_cells": _digest(li.train_cells),
+        "samples": [data.n_train, data.n_val],
+    }
+
+
+def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, devices: list | None = None) -> TrainResult:
+    """Trains one layer from prepared `LayerInputs` into `cfg.checkpoint_dir/<layer>`."""
+    m, t = cfg.model, cfg.train
+    data = _layer_data(cfg, layer, li)
     trainer = Trainer(
         cfg,
         data,
@@ -107,14 +170,9 @@ def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, d
         n_static=len(li.static_inputs),
         checkpoint_dir=Path(cfg.checkpoint_dir) / layer,
         opts=step_options(m, t, target_std=li.stats.target_std[layer]),
-        meta=meta,
+        meta=_layer_meta(cfg, layer, li, data),
         devices=devices,
-        resume_extra={
-            "layer": layer,
-            "inputs": list(li.dynamic_inputs) + list(li.static_inputs),
-            "train_cells": _digest(li.train_cells),
-            "samples": [data.n_train, data.n_val],
-        },
+        resume_extra=_resume_extra(layer, li, data),
         metrics_dir=Path(cfg.run_dir) / "metrics" / layer,
     )
     log.info(
@@ -131,6 +189,31 @@ def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, d
         trainer.ensemble_mode,
     )
     return trainer.fit(fresh=fresh)
+
+
+def train_layer_groups(cfgs: Mapping[int, Config], layer: str, lis: Mapping[int, LayerInputs], stack_dir: Path, devices: list | None = None) -> list:
+    """Trains one layer of every fold in `cfgs` (inputs `lis`) as one stacked ensemble; returns
+    every fold's `LoopState`."""
+    first = next(iter(cfgs.values()))
+    m, t = first.model, first.train
+    groups, extra = [], []
+    for k, c in cfgs.items():
+        li = lis[k]
+        data = _layer_data(c, layer, li)
+        scale = step_options(m, t, target_std=li.stats.target_std[layer]).sigma_scale
+        groups.append(Group(f"fold {k}", data, Path(c.checkpoint_dir) / layer, _layer_meta(c, layer, li, data), scale, Path(c.run_dir) / "metrics" / layer))
+        extra.append(_resume_extra(layer, li, data))
+    li = next(iter(lis.values()))
+    trainer = GroupTrainer(
+        first, groups, n_dynamic=len(li.dynamic_inputs), n_static=len(li.static_inputs), checkpoint_dir=stack_dir,
+        opts=step_options(m, t), layer=layer, resume_extra={"groups_extra": extra}, devices=devices,
+    )
+    log.info(
+        "%s: %d folds x %d members stacked (%s training samples), %s; mesh %s, ensemble mode %s",
+        layer, len(groups), t.members, "/".join(str(g.data.n_train) for g in groups), trainer.budgets[0].describe(),
+        dict(trainer.mesh.shape), trainer.ensemble_mode,
+    )
+    return trainer.fit()
 
 
 def _digest(cells: np.ndarray) -> str:

@@ -223,6 +223,9 @@ def make_train_step(
 ):
     """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS.
 
+    `lr` is one rate for every member ([]) or member m's rate ([M]): the folds of a stacked
+    cross-validation each follow their own schedule (`somojax.train.groups`).
+
     mode "vmap": the whole member update is vmapped (members as a batch axis of every op).
     mode "loop": the members' forward and backward passes are independent chains of one graph,
     then clipping and Adam are vmapped. mode "stacked" (needs the
@@ -238,10 +241,10 @@ def make_train_step(
     def vmapped(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         batch = {k: batch[k] for k in BATCH_KEYS}
         upd = jax.vmap(
-            lambda p, o, r, b: member_update(p, o, r, state["step"], b, lr, opts=opts, tx=tx),
-            in_axes=(0, 0, 0, batch_axes(batch, shared_batches)),
+            lambda p, o, r, b, l: member_update(p, o, r, state["step"], b, l, opts=opts, tx=tx),
+            in_axes=(0, 0, 0, batch_axes(batch, shared_batches), 0),
         )
-        params, opt_state, loss, gnorm = upd(state["params"], state["opt_state"], state["rng"], batch)
+        params, opt_state, loss, gnorm = upd(state["params"], state["opt_state"], state["rng"], batch, member_rates(lr, state))
         new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
         return new, {"loss": loss, "grad_norm": gnorm}
 
@@ -261,7 +264,9 @@ def make_train_step(
 
         (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
 
-        params, opt_state, gnorm = jax.vmap(lambda p, o, g: _apply(p, o, g, lr, tx))(state["params"], state["opt_state"], grads)
+        params, opt_state, gnorm = jax.vmap(lambda p, o, g, l: _apply(p, o, g, l, tx))(
+            state["params"], state["opt_state"], grads, member_rates(lr, state)
+        )
         new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
         return new, {"loss": loss, "grad_norm": gnorm}
 
@@ -282,7 +287,9 @@ def make_train_step(
             return jnp.sum(loss), loss
 
         (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
-        params, opt_state, gnorm = jax.vmap(lambda p, o, g: _apply(p, o, g, lr, tx))(state["params"], state["opt_state"], grads)
+        params, opt_state, gnorm = jax.vmap(lambda p, o, g, l: _apply(p, o, g, l, tx))(
+            state["params"], state["opt_state"], grads, member_rates(lr, state)
+        )
         new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
         return new, {"loss": loss, "grad_norm": gnorm}
 
@@ -291,6 +298,11 @@ def make_train_step(
     if mode == "stacked" and not opts.custom_vjp:
         raise ValueError("ensemble mode 'stacked' needs the hand-written backward pass (model.backward: auto or custom)")
     return {"vmap": vmapped, "loop": looped, "stacked": stacked}[mode]
+
+
+def member_rates(lr: jax.Array, state: Mapping) -> jax.Array:
+    """The learning rate of every member, [M], from one rate [] or per-member rates [M]."""
+    return jnp.broadcast_to(jnp.asarray(lr, jnp.float32), state["rng"].shape[:1])
 
 
 def _apply(p, o, g, lr, tx):

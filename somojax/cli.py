@@ -145,7 +145,13 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         )
 
     add("synth")
-    add("prepare")
+    sp = add("prepare")
+    sp.add_argument(
+        "--scheduler",
+        default=None,
+        help="run the dask graphs on a cluster: local[:N] (N worker processes here), HOST:PORT, a scheduler file "
+        "(*.json), slurm:N (dask-jobqueue); needs somojax[cluster]. Default: threads in this process",
+    )
     sp = add("train")
     sp.add_argument("--layers", nargs="+", default=None, help="layers to train (default: train.layers)")
     sp.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
@@ -192,7 +198,7 @@ def _dispatch(args: argparse.Namespace, cfg) -> object:
     if cmd == "prepare":
         from somojax.prepare import prepare
 
-        return prepare(cfg)
+        return prepare(cfg, scheduler=args.scheduler)
     if cmd == "train":
         from somojax.train import train
 

@@ -35,6 +35,7 @@ from somojax.prepare.era5 import FORCING_VARS, SM_VARS, clean_era5, expand_paths
 from somojax.prepare.forcings import build_forcings, long_term_statics, region_bbox
 from somojax.prepare.ismn import IsmnScan, scan_ismn
 from somojax.prepare.report import Ledger, summary_lines, write_report
+from somojax.prepare.scheduler import dask_scheduler
 from somojax.prepare.statics import build_statics, read_etopo, read_gldas, read_land_mask, screen_static
 from somojax.prepare.targets import TargetRules, build_targets, drop_cells
 from somojax.prepare.units import stated_units
@@ -127,8 +128,11 @@ def _land_mask(inputs: Inputs, cfg: Config) -> tuple[xr.DataArray, str]:
     return land, f"cells with GLDAS soil fractions in {inputs.gldas_soil}"
 
 
-def prepare(cfg: Config) -> dict:
+def prepare(cfg: Config, scheduler: str | None = None) -> dict:
     """Builds forcings.zarr, statics.zarr, targets.zarr, normalization.json and the report.
+
+    `scheduler`: where the dask graphs run (`somojax/prepare/scheduler.py`: local[:N], an
+    address, a scheduler file, slurm:N); default dask's threads in this process.
 
     Every input is opened and checked first (names, units, physical bounds, a damaged archive);
     only then are the stores written, into a staging folder inside the store directory, and
@@ -141,7 +145,8 @@ def prepare(cfg: Config) -> dict:
     """
     report: dict = {}
     try:
-        return _prepare(cfg, report)
+        with dask_scheduler(scheduler):
+            return _prepare(cfg, report)
     except SomojaxError as e:
         if report:
             report["error"] = str(e)

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "import-torch": "turn a PyTorch (SoMo.ml v1 / ealstm_regional) state dict into a somojax checkpoint",
     "bench": "measure training and rollout throughput against the PyTorch peers and the hardware floor",
     "run": "everything in order: synth (if synthetic) -> prepare -> train -> predict -> evaluate",
+    "plan": "the cost of the configured rollout: cell-steps, FLOP, bytes, memory per device, expected wall time",
 }
 
 DETAILS: dict[str, str] = {
@@ -54,6 +55,8 @@ DETAILS: dict[str, str] = {
     ".pt/.pth files need PyTorch (pip install 'somojax[torch]').",
     "bench": "Prints tables and writes JSON to benchmarks/results/.",
     "run": "The main job. With the default `demo` config it runs on the synthetic Earth in minutes.",
+    "plan": "Counts the work of `somojax predict` for the config and divides it by measured rollout rates "
+    "(benchmarks/results/rollout-*.json); a device without a measurement needs --device-gflops. Computes nothing.",
 }
 
 
@@ -185,6 +188,11 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="benchmarks to run (floor, train, scaling, rollout, forward, zarr, demo); default: all but demo",
     )
     add("run")
+    sp = add("plan")
+    sp.add_argument("--devices", type=int, default=1, help="devices the rollout runs on (default 1)")
+    sp.add_argument("--kind", default="cpu", help="device kind: cpu (a core of the measured machine), gpu, tpu (default cpu)")
+    sp.add_argument("--cells", type=int, default=None, help="cells to predict (default: counted in the statics store)")
+    sp.add_argument("--device-gflops", type=float, default=None, help="float32 matmul GFLOP/s of a device without a measured rate")
     return p
 
 
@@ -224,6 +232,10 @@ def _dispatch(args: argparse.Namespace, cfg) -> object:
         from somojax.bench import run_benchmarks
 
         return run_benchmarks(cfg, only=args.only)
+    if cmd == "plan":
+        from somojax.plan import plan
+
+        return plan(cfg, devices=args.devices, kind=args.kind, cells=args.cells, device_gflops=args.device_gflops)
     if cmd == "run":
         from somojax.pipeline import run
 

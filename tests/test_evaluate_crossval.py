@@ -5,6 +5,7 @@ tests check the protocol itself; the end-to-end test on `tiny` runs the real cas
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,20 +53,26 @@ def test_every_target_cell_in_exactly_one_fold_and_layers_balanced():
 
 
 class Recorder:
-    """Fake cascade: 'trains' by recording the cells, predicts fold-tagged values."""
+    """Fake cascade: 'trains' the folds it is given together by recording their cells, predicts
+    fold-tagged values."""
 
     def __init__(self, leak=False):
-        self.trained: list[tuple[int, list[int], tuple[str, ...], bool]] = []
+        self.trained: list[tuple[int, list[int], tuple[str, ...], bool]] = []  # (fold, cells, layers, fresh)
+        self.calls: list[list[int]] = []  # the folds of each (stacked) training
         self.leak = leak
 
-    def train(self, cfg, cells, layers, fresh):
-        k = int(str(cfg.workdir).rstrip("/").split("/")[-1])
-        cells = [int(c) for c in cells]
-        self.trained.append((k, cells, tuple(layers), fresh))
-        seen = cells + ([self.extra] if self.leak else [])
-        stats = NormStats(mean={}, std={}, cells=tuple(seen))
-        params = {"W_hh": np.zeros((1, 1, 3))}
-        return {l: Bundle(l, params, ModelConfig(), stats, (), ()) for l in layers}
+    def train(self, cfgs, cells, layers, fresh, stack_dir):
+        assert stack_dir == Path(next(iter(cfgs.values())).workdir).parent / "stacked"
+        self.calls.append(sorted(cfgs))
+        out = {}
+        for k, cfg in cfgs.items():
+            assert int(str(cfg.workdir).rstrip("/").split("/")[-1]) == k
+            c = [int(x) for x in cells[k]]
+            self.trained.append((k, c, tuple(layers), fresh))
+            stats = NormStats(mean={}, std={}, cells=tuple(c + ([self.extra] if self.leak else [])))
+            params = {"W_hh": np.zeros((1, 1, 3))}
+            out[k] = {l: Bundle(l, params, ModelConfig(), stats, (), ()) for l in layers}
+        return out
 
     def predict(self, cfg, bundles, cells, start, end):
         k = int(str(cfg.workdir).rstrip("/").split("/")[-1])
@@ -95,10 +102,10 @@ def test_cross_validate_no_fold_model_saw_its_test_cells(tmp_path):
         for layer, seen in done["train_cells"].items():
             assert not (set(seen) & test), (k, layer)  # the stats' cells of every layer's model
             assert set(seen) | test == set(folds.index)
-    # what training was actually given
-    assert sorted(k for k, *_ in rec.trained) == [0, 1, 2]
+    # what training was actually given: the three folds in one stacked training, from scratch
+    assert rec.calls == [[0, 1, 2]]
     for k, cells, layers, fresh in rec.trained:
-        assert layers == cfg.train.layers and not fresh
+        assert layers == cfg.train.layers and fresh
         assert not set(cells) & set(folds.index[folds["fold"] == k])
     # every cell's series comes from its own fold's models (values tag the fold)
     fold_of = folds.loc[cv[C.CELL].values, "fold"].to_numpy()
@@ -111,19 +118,31 @@ def test_cross_validate_no_fold_model_saw_its_test_cells(tmp_path):
     assert pd.Timestamp(store[C.TIME].values[-1]) == pd.Timestamp(t[C.TIME].values[-1])
 
 
-def test_cross_validate_resumes_finished_folds_and_retrains_changed_ones(tmp_path):
+def test_cross_validate_resumes_finished_folds_and_retrains_changed_ones(tmp_path, monkeypatch):
     t = _targets()
     rec = Recorder()
     CV.cross_validate(_cfg(tmp_path), t, rec.train, rec.predict)
-    assert len(rec.trained) == 3
+    assert rec.calls == [[0, 1, 2]]
     CV.cross_validate(_cfg(tmp_path), t, rec.train, rec.predict)
-    assert len(rec.trained) == 3  # nothing retrained
-    (tmp_path / "run" / "evaluation" / "folds" / "1" / "done.json").unlink()  # fold 1 interrupted
+    assert rec.calls == [[0, 1, 2]]  # nothing retrained
+    folds_dir = tmp_path / "run" / "evaluation" / "folds"
+    # fold 1 trained but not predicted (its done.json is missing): predicted from its checkpoints only
+    (folds_dir / "1" / "done.json").unlink()
+    loaded = []
+    monkeypatch.setattr(CV, "load_fold_bundles", lambda cfg, k: loaded.append(k) or rec.train({k: CV.fold_config(cfg, k)}, {k: [0]}, cfg.train.layers, False, CV.stack_dir(cfg))[k])
     CV.cross_validate(_cfg(tmp_path), t, rec.train, rec.predict)
-    assert [k for k, *_ in rec.trained[3:]] == [1] and rec.trained[3][3] is False  # resumed, not fresh
+    assert loaded == [1] and (folds_dir / "1" / "done.json").exists()
+    # a stacked training interrupted (no fold finished): the same folds resume it, not fresh
+    for k in range(3):
+        (folds_dir / str(k) / "done.json").unlink()
+        (folds_dir / str(k) / "trained.json").unlink()
+    n = len(rec.trained)
+    CV.cross_validate(_cfg(tmp_path), t, rec.train, rec.predict)
+    assert rec.calls[-1] == [0, 1, 2] and not any(fresh for *_, fresh in rec.trained[n:])
+    # new folds: every fold trained again, together, from scratch
+    n = len(rec.trained)
     CV.cross_validate(_cfg(tmp_path, "evaluate.fold_seed=8"), t, rec.train, rec.predict)
-    assert len(rec.trained) == 7  # new folds: every fold trained again, from scratch
-    assert all(fresh for *_, fresh in rec.trained[4:])
+    assert rec.calls[-1] == [0, 1, 2] and all(fresh for *_, fresh in rec.trained[n:])
 
 
 def test_leaked_test_cell_is_an_error(tmp_path):

@@ -1,14 +1,16 @@
 """Training and prediction of one cross-validation fold with the real cascade.
 
-`train_fold` trains L1 → L2 → L3 on the fold's training cells (`somojax.train.train(cells=)`,
-checkpoints in the fold's own directory, so layer k's upper-layer inputs come from the fold's own
-models). `predict_fold` rolls the fold's cascade out at its test cells: L1 from the forcings, L2
+`train_folds` trains L1 → L2 → L3 of several folds together (`somojax.train.run.train_folds`:
+each layer of all folds one stacked ensemble, checkpoints in each fold's own directory, so layer
+k's upper-layer inputs come from the fold's own models); `train_fold` trains one fold alone
+(`somojax.train.train(cells=)`), the same result. `predict_fold` rolls the fold's cascade out at its test cells: L1 from the forcings, L2
 from the forcings and the fold's L1 prediction, L3 from those and the fold's L2 prediction, each
 day with its own exact `seq_length`-day window (docs/design.md#inference-semantics).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -29,6 +31,14 @@ def train_fold(cfg: Config, cells: np.ndarray, layers: Sequence[str], fresh: boo
     from somojax.train import train
 
     return train(cfg, layers=list(layers), fresh=fresh, cells=[int(c) for c in cells])
+
+
+def train_folds(cfgs: Mapping[int, Config], cells: Mapping[int, np.ndarray], layers: Sequence[str], fresh: bool, stack_dir: Path) -> dict[int, dict[str, Bundle]]:
+    """Trains (or resumes) the folds' cascades together, each layer one stacked ensemble
+    (`somojax.train.train_folds`); {fold: {layer: Bundle}}."""
+    from somojax.train.run import train_folds as train_stacked
+
+    return train_stacked(cfgs, {k: [int(c) for c in v] for k, v in cells.items()}, stack_dir, layers=list(layers), fresh=fresh)
 
 
 def cascade_predict(bundles: Mapping[str, Bundle], raw_dynamic: np.ndarray, raw_static: np.ndarray, dynamic_names: Sequence[str], static_names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -10,9 +10,14 @@ Protocol:
    of the other folds (its own normalisation statistics, its own train/validation split inside
    those cells) into `<evaluation_dir>/folds/k/`, then predicts its own test cells through the
    fold's cascade (L2/L3 inputs from the fold's L1/L2 models).
-3. Resumable: a fold whose `done.json` matches the current fold cells and config is not trained
-   again; an interrupted fold resumes from its own checkpoints.
-4. The per-fold predictions are assembled into `cv_predictions.zarr` (layer, cell, time).
+3. The folds train together: each layer of all folds is one stacked ensemble of folds x members
+   (`somojax.train.groups`), each fold on its own data and with its own validation, schedule,
+   early stopping and best checkpoint, so fold k gets what it gets trained alone (up to float32
+   rounding), from one compiled step instead of k trainings (docs/training.md, "Stacked folds").
+4. Resumable: a fold whose `done.json` matches the current fold cells and config is not trained
+   or predicted again; one whose `trained.json` matches is only predicted; an interrupted stacked
+   training resumes from `folds/stacked/` when it was started for the same folds and settings.
+5. The per-fold predictions are assembled into `cv_predictions.zarr` (layer, cell, time).
 
 The assignment is saved as `folds.csv` (one row per cell) and `folds.json`.
 """
@@ -143,10 +148,12 @@ def _fingerprint(cfg: Config, train_cells: np.ndarray, test_cells: np.ndarray) -
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# (fold config, training cells, layers, fresh) -> {layer: Bundle}; fresh: discard the fold's checkpoints
-TrainFn = Callable[[Config, np.ndarray, tuple[str, ...], bool], dict]
+# (fold configs, training cells per fold, layers, fresh, stack directory) -> {fold: {layer: Bundle}};
+# fresh: discard the stacked run's and these folds' checkpoints first
+TrainFn = Callable[[dict[int, Config], dict[int, np.ndarray], tuple[str, ...], bool, Path], dict[int, dict]]
 # (fold config, {layer: Bundle}, test cells, first day, last day) -> [layer, cell, time]
 PredictFn = Callable[[Config, dict, np.ndarray, str, str], xr.DataArray]
+FOLD_TRAINED = "trained.json"
 
 
 def prediction_period(cfg: Config, targets: xr.Dataset) -> tuple[str, str]:
@@ -159,70 +166,114 @@ def prediction_period(cfg: Config, targets: xr.Dataset) -> tuple[str, str]:
     return str(start.date()), str(end.date())
 
 
-def run_fold(
-    cfg: Config,
-    k: int,
-    folds: pd.DataFrame,
-    period: tuple[str, str],
-    train_fn: TrainFn,
-    predict_fn: PredictFn,
-) -> xr.DataArray:
-    """Trains (or resumes) fold k and predicts its test cells; returns [layer, cell, time].
+def stack_dir(cfg: Config) -> Path:
+    """The stacked training of the folds (its train states, `<layer>/state/`)."""
+    return cfg.evaluation_dir / "folds" / "stacked"
 
-    The fold's `done.json` records the training cells each layer's model was trained on (from
-    the checkpoints' normalisation statistics), the test cells and a fingerprint of the settings;
-    a test cell found among a model's training cells is an error.
-    """
-    d = fold_dir(cfg, k)
-    layers = tuple(cfg.train.layers)
+
+@dataclasses.dataclass(frozen=True)
+class FoldPlan:
+    k: int
+    train_cells: np.ndarray
+    test_cells: np.ndarray
+    fingerprint: str
+
+
+def fold_plan(cfg: Config, k: int, folds: pd.DataFrame) -> FoldPlan:
     test = folds.index[folds["fold"] == k].to_numpy(np.int64)
     train_cells = folds.index[folds["fold"] != k].to_numpy(np.int64)
-    fp = _fingerprint(cfg, train_cells, test)
+    return FoldPlan(k, train_cells, test, _fingerprint(cfg, train_cells, test))
+
+
+def _marker_matches(path: Path, fp: str) -> bool:
+    try:
+        return path.exists() and json.loads(path.read_text()).get("fingerprint") == fp
+    except ValueError:
+        return False
+
+
+def finished_prediction(cfg: Config, plan: FoldPlan) -> xr.DataArray | None:
+    """Fold k's test predictions when its `done.json` matches the current cells and settings."""
+    d = fold_dir(cfg, plan.k)
     done, pred_path = d / FOLD_DONE, d / FOLD_PREDICTIONS
-    if done.exists() and pred_path.exists():
-        try:
-            if json.loads(done.read_text()).get("fingerprint") == fp:
-                log.info("fold %d: finished before, reusing %s", k, pred_path)
-                return xr.open_dataarray(pred_path).load()
-        except ValueError:
-            pass
-        log.warning("fold %d: settings or cells changed since it was trained; training it again", k)
-        done.unlink()
-    fcfg = fold_config(cfg, k)
-    d.mkdir(parents=True, exist_ok=True)
-    fresh = (d / "fingerprint").exists() and (d / "fingerprint").read_text() != fp
-    (d / "fingerprint").write_text(fp)
+    if not done.exists():
+        return None
+    if pred_path.exists() and _marker_matches(done, plan.fingerprint):
+        log.info("fold %d: finished before, reusing %s", plan.k, pred_path)
+        return xr.open_dataarray(pred_path).load()
+    log.warning("fold %d: settings or cells changed since it was trained; training it again", plan.k)
+    done.unlink()
+    return None
+
+
+def train_stacked(cfg: Config, plans: list[FoldPlan], train_fn: TrainFn) -> tuple[dict[int, dict], float]:
+    """Trains (or resumes) the cascades of the folds in `plans` together; ({fold: bundles}, seconds).
+
+    The stacked run resumes only when it was started for exactly these folds and settings;
+    otherwise it and these folds' checkpoints start over.
+    """
+    sd = stack_dir(cfg)
+    sd.mkdir(parents=True, exist_ok=True)
+    fp = hashlib.sha256(json.dumps([[p.k, p.fingerprint] for p in plans]).encode()).hexdigest()[:16]
+    fresh = not ((sd / "fingerprint").exists() and (sd / "fingerprint").read_text() == fp)
+    (sd / "fingerprint").write_text(fp)
+    cfgs = {p.k: fold_config(cfg, p.k) for p in plans}
+    for p in plans:
+        fold_dir(cfg, p.k).mkdir(parents=True, exist_ok=True)
+        (fold_dir(cfg, p.k) / FOLD_TRAINED).unlink(missing_ok=True)
     t0 = _time.perf_counter()
-    log.info("fold %d/%d: training %s on %d cells (%d test cells)", k + 1, int(folds["fold"].max()) + 1, ",".join(layers), train_cells.size, test.size)
-    bundles = train_fn(fcfg, train_cells, layers, fresh)
+    log.info("cross-validation: training folds %s together (%s)", ",".join(str(p.k + 1) for p in plans), "from scratch" if fresh else "resuming")
+    bundles = train_fn(cfgs, {p.k: p.train_cells for p in plans}, tuple(cfg.train.layers), fresh, sd)
+    seconds = _time.perf_counter() - t0
+    for p in plans:
+        (fold_dir(cfg, p.k) / FOLD_TRAINED).write_text(json.dumps({"fingerprint": p.fingerprint, "trained_with": [q.k for q in plans]}))
+    return bundles, seconds
+
+
+def load_fold_bundles(cfg: Config, k: int) -> dict:
+    """Fold k's trained cascade from its checkpoints."""
+    from somojax.checkpoint import load_bundle
+
+    return {layer: load_bundle(fold_config(cfg, k).checkpoint_dir / layer) for layer in cfg.train.layers}
+
+
+def predict_fold(cfg: Config, plan: FoldPlan, bundles: dict, period: tuple[str, str], predict_fn: PredictFn, train_seconds: float) -> xr.DataArray:
+    """Checks fold k's models for leaked test cells, predicts its test cells, writes `done.json`.
+
+    `done.json` records the training cells each layer's model was trained on (from the
+    checkpoints' normalisation statistics), the validation cells, the test cells and a
+    fingerprint of the settings; a test cell found among a model's cells is an error.
+    """
+    k, test, d = plan.k, plan.test_cells, fold_dir(cfg, plan.k)
+    fcfg = fold_config(cfg, k)
     seen = {layer: sorted(int(c) for c in b.stats.cells) for layer, b in bundles.items()}
     validated = {layer: checkpoint_cells(fcfg.checkpoint_dir / layer, "val_cells") for layer in bundles}
     leaked = {layer: sorted((set(s) | set(validated[layer])) & set(test.tolist())) for layer, s in seen.items()}
     leaked = {l: v for l, v in leaked.items() if v}
     if leaked:
         raise CheckpointError(f"fold {k}: models in {d} were trained on test cells {leaked}; delete {d} and run evaluate again")
-    t_train = _time.perf_counter() - t0
+    t0 = _time.perf_counter()
     pred = predict_fn(fcfg, bundles, test, period[0], period[1])
     pred = pred.transpose(C.LAYER, C.CELL, C.TIME).astype(np.float32)
     pred.name = C.SM
+    pred_path = d / FOLD_PREDICTIONS
     tmp = pred_path.with_suffix(".tmp.nc")
     pred.to_netcdf(tmp)
     tmp.replace(pred_path)
-    done.write_text(
+    (d / FOLD_DONE).write_text(
         json.dumps(
             {
                 "fold": k,
-                "fingerprint": fp,
+                "fingerprint": plan.fingerprint,
                 "test_cells": [int(c) for c in test],
                 "train_cells": {l: seen[l] for l in seen},  # the checkpoints' NormStats.cells
                 "val_cells": validated,  # cells used for validation / early stopping inside the fold
-                "train_seconds": round(t_train, 1),
-                "predict_seconds": round(_time.perf_counter() - t0 - t_train, 1),
+                "train_seconds": round(train_seconds, 1),  # of the stacked training it was part of
+                "predict_seconds": round(_time.perf_counter() - t0, 1),
             },
             indent=1,
         )
     )
-    log.info("fold %d/%d: done in %s", k + 1, int(folds["fold"].max()) + 1, format_seconds(_time.perf_counter() - t0))
     return pred
 
 
@@ -264,21 +315,31 @@ def cross_validate(
 ) -> xr.DataArray:
     """Runs (or resumes) the k-fold CV and returns the SoMo.ml*-style series [layer, cell, time].
 
-    Writes `folds.csv`, `folds.json`, `folds/<k>/` (checkpoints, test predictions, done.json)
-    and `cv_predictions.zarr` into `cfg.evaluation_dir`.
+    The folds still to train are trained together, one stacked ensemble per layer
+    (`train_fn`, default `cascade.train_folds`); each then predicts its test cells.
+    Writes `folds.csv`, `folds.json`, `folds/<k>/` (checkpoints, test predictions, done.json),
+    `folds/stacked/` (the stacked train states) and `cv_predictions.zarr` into `cfg.evaluation_dir`.
     """
     if train_fn is None or predict_fn is None:
         from somojax.evaluate import cascade
 
-        train_fn = train_fn or cascade.train_fold
+        train_fn = train_fn or cascade.train_folds
         predict_fn = predict_fn or cascade.predict_fold
     out = cfg.evaluation_dir
     k, seed = cfg.evaluate.folds, cfg.evaluate.fold_seed
     folds = assign_folds(layer_presence(targets), k, seed)
     save_folds(folds, out, k, seed)
     period = prediction_period(cfg, targets)
-    parts = [run_fold(cfg, f, folds, period, train_fn, predict_fn) for f in range(k)]
-    ds = assemble(parts, folds, targets)
+    plans = [fold_plan(cfg, f, folds) for f in range(k)]
+    parts = {p.k: finished_prediction(cfg, p) for p in plans}
+    todo = [p for p in plans if parts[p.k] is None]
+    untrained = [p for p in todo if not _marker_matches(fold_dir(cfg, p.k) / FOLD_TRAINED, p.fingerprint)]
+    bundles, seconds = train_stacked(cfg, untrained, train_fn) if untrained else ({}, 0.0)
+    for p in todo:
+        t0 = _time.perf_counter()
+        parts[p.k] = predict_fold(cfg, p, bundles.get(p.k) or load_fold_bundles(cfg, p.k), period, predict_fn, seconds)
+        log.info("fold %d/%d: test cells predicted in %s", p.k + 1, k, format_seconds(_time.perf_counter() - t0))
+    ds = assemble([parts[f] for f in range(k)], folds, targets)
     path = out / CV_STORE
     tmp = out / f".{CV_STORE}.tmp"
     ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)

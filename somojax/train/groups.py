@@ -302,6 +302,7 @@ class GroupTrainer(Trainer):
     def _run_groups(self, state, loops: list[LoopState], it, step: int, ckpt, bests, writers) -> dict:
         m, layer = self.group_members, self.meta.get("layer", "")
         window = _join_windows(loops, m)  # training metrics not yet logged (restored on resume)
+        lr = self._rates(loops, step)
         while not all(loop.finished for loop in loops):
             end = min(b.next_validation(step) for b, loop in zip(self.budgets, loops) if not loop.finished)
             pending: list[tuple[int, dict]] = []

@@ -74,6 +74,30 @@ def test_verdicts_compare_medians_on_common_cells():
     assert v["median_ours"] == pytest.approx(0.6) and v["median_baseline"] == pytest.approx(0.4)
     assert v["share_better"] == pytest.approx(2 / 3)
     assert "beats the base baseline in anomaly correlation (median 0.600 vs 0.400" in v["sentence"]
+    assert v["median_better"] is True and "better in 67% of them)" in v["sentence"]
     df.loc[df.dataset == "ours", "anomaly_r"] = [0.1, 0.1, 0.1, 0.1]
     (v,) = scoring.verdicts(df, "ours", "base")
     assert v["beats"] is False and "does not beat" in v["sentence"]
+
+
+def test_verdict_needs_the_median_and_a_majority_of_cells():
+    def verdict(ours, base):
+        n = len(ours)
+        df = pd.DataFrame({"dataset": ["ours"] * n + ["base"] * n, "layer": ["L2"] * 2 * n, "cell": list(range(n)) * 2, "anomaly_r": ours + base})
+        (v,) = scoring.verdicts(df, "ours", "base")
+        return v
+
+    # higher median (0.6 vs 0.55) but better in 2 of 5 cells only: no
+    v = verdict([0.6, 0.6, 0.6, 0.1, 0.1], [0.5, 0.5, 0.7, 0.7, 0.55])
+    assert v["median_better"] is True and v["share_better"] == pytest.approx(0.4) and v["beats"] is False
+    assert "does not beat" in v["sentence"] and "better in 40% of them; the median is better, the majority of cells is not" in v["sentence"]
+    # better in 3 of 5 cells but a lower median: no
+    v = verdict([0.2, 0.3, 0.4, 0.0, 0.0], [0.1, 0.25, 0.35, 0.5, 0.5])
+    assert v["median_better"] is False and v["share_better"] == pytest.approx(0.6) and v["beats"] is False
+    assert "the majority of cells is better, the median is not" in v["sentence"]
+    # exactly half of the cells is not a majority
+    v = verdict([0.9, 0.9, 0.45, 0.45], [0.5, 0.5, 0.5, 0.5])
+    assert v["median_better"] is True and v["share_better"] == pytest.approx(0.5) and v["beats"] is False
+    # both: yes
+    v = verdict([0.9, 0.9, 0.9, 0.1], [0.5, 0.5, 0.5, 0.5])
+    assert v["median_better"] is True and v["share_better"] == pytest.approx(0.75) and v["beats"] is True

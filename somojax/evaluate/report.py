@@ -118,6 +118,20 @@ def _group_table(gs: pd.DataFrame, metric: str, datasets: Sequence[str]) -> pd.D
     return t[["layer", "group"] + [d for d in datasets if d in t.columns]]
 
 
+def _verdict_table(verdicts: Sequence[dict], ours: str, baseline: str) -> str:
+    """The verdicts' numbers: medians, the share of cells where `ours` is better, the verdict."""
+    rows = [
+        (v["layer"], v["n_cells"], v["median_ours"], v["median_baseline"], f"{100 * v['share_better']:.0f}%" if np.isfinite(v["share_better"]) else "–",
+         {True: "yes", False: "no"}.get(v.get("beats"), "–"))
+        for v in verdicts
+    ]
+    cols = ["layer", "cells", f"median {ours}", f"median {baseline}", f"cells where {ours} is better", "beats"]
+    return _table(pd.DataFrame(rows, columns=cols)) + (
+        f"<p class='small'>{_esc(ours)} beats {_esc(baseline)} in a layer when its median is higher and it is better "
+        "in more than half of the cells both are scored on.</p>"
+    )
+
+
 def write_report(inp: ReportInputs, path: Path) -> Path:
     """Writes the HTML report to `path` and returns it."""
     path = Path(path)
@@ -133,7 +147,9 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
     for v in inp.verdicts:
         cls = "beats" if v.get("beats") else "notbeats"
         parts.append(f"<p class='verdict {cls}' data-layer='{_esc(v['layer'])}' data-beats='{str(v.get('beats')).lower()}'>{_esc(v['sentence'])}</p>")
-    if not inp.verdicts:
+    if inp.verdicts:
+        parts.append(_verdict_table(inp.verdicts, inp.ours, inp.baseline))
+    else:
         parts.append(f"<p>No layer has cells scored for both {_esc(inp.ours)} and {_esc(inp.baseline)}.</p>")
     if inp.protocol:
         parts.append("<h2>Protocol</h2><ul>" + "".join(f"<li>{_esc(p)}</li>" for p in inp.protocol) + "</ul>")

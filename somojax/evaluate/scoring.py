@@ -131,10 +131,14 @@ def summaries(table: pd.DataFrame, quantiles=(0.2, 0.8)) -> dict[str, pd.DataFra
 
 
 def verdicts(table: pd.DataFrame, ours: str, baseline: str, metric: str = "anomaly_r") -> list[dict]:
-    """Per layer: does `ours` beat `baseline` in the median of `metric` over the cells both scored?
+    """Per layer: does `ours` beat `baseline` in `metric` over the cells both scored?
 
-    Returns dicts with layer, n_cells, median_ours, median_baseline, share_better (fraction of
-    cells where ours is better), beats (bool or None when no common cell), sentence.
+    `ours` beats the baseline when both its median is better AND it is better in more than half
+    of the cells (a higher median alone can come from a minority of cells, or a tie of cells).
+
+    Returns dicts with layer, n_cells, median_ours, median_baseline, median_better (bool),
+    share_better (fraction of cells where ours is better), beats (bool, or None when no common
+    cell), sentence.
     """
     better = M.METRICS[metric].better
     out = []
@@ -147,20 +151,26 @@ def verdicts(table: pd.DataFrame, ours: str, baseline: str, metric: str = "anoma
         title = f"{layer} ({int(C.LAYER_BOUNDS_CM[layer][0])}–{int(C.LAYER_BOUNDS_CM[layer][1])} cm)"
         label = M.METRICS[metric].label.replace("anomaly r", "anomaly correlation")
         if j.empty:
-            out.append({"layer": layer, "n_cells": 0, "median_ours": np.nan, "median_baseline": np.nan, "share_better": np.nan, "beats": None,
+            out.append({"layer": layer, "n_cells": 0, "median_ours": np.nan, "median_baseline": np.nan, "median_better": None,
+                        "share_better": np.nan, "beats": None,
                         "sentence": f"{title}: no cell scored for both {ours} and {baseline}; no verdict."})
             continue
         ma, mb = float(j["a"].median()), float(j["b"].median())
         if better == "higher":
-            beats, share = ma > mb, float((j["a"] > j["b"]).mean())
+            median_better, share = ma > mb, float((j["a"] > j["b"]).mean())
         elif better == "lower":
-            beats, share = ma < mb, float((j["a"] < j["b"]).mean())
+            median_better, share = ma < mb, float((j["a"] < j["b"]).mean())
         else:
-            beats, share = abs(ma) < abs(mb), float((j["a"].abs() < j["b"].abs()).mean())
+            median_better, share = abs(ma) < abs(mb), float((j["a"].abs() < j["b"].abs()).mean())
+        beats = bool(median_better and share > 0.5)
         verb = "beats" if beats else "does not beat"
+        why = ""
+        if median_better != (share > 0.5):
+            why = "; the median is better, the majority of cells is not" if median_better else "; the majority of cells is better, the median is not"
         out.append({
-            "layer": layer, "n_cells": int(len(j)), "median_ours": ma, "median_baseline": mb, "share_better": share, "beats": bool(beats),
+            "layer": layer, "n_cells": int(len(j)), "median_ours": ma, "median_baseline": mb, "median_better": bool(median_better),
+            "share_better": share, "beats": beats,
             "sentence": f"{title}: {ours} {verb} the {baseline} baseline in {label} (median {ma:.3f} vs {mb:.3f} over "
-                        f"{len(j)} cells; better in {100 * share:.0f}% of them).",
+                        f"{len(j)} cells; better in {100 * share:.0f}% of them{why}).",
         })
     return out

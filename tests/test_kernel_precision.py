@@ -91,3 +91,21 @@ def measured():
 def test_no_kernel_path_is_less_precise_than_plain_float32(measured, path):
     assert measured["numpy float32"] > 1e-6  # the model is sensitive enough to show rounding
     assert measured[path] <= 1.2 * measured["numpy float32"], measured
+
+
+@pytest.mark.parametrize("mode", ["exact", "chunked"])
+@pytest.mark.parametrize("hoist", [False, True])
+def test_every_product_of_a_kernel_runs_at_the_requested_precision(mode, hoist):
+    """Not only the recurrent one: at JAX's default precision a GPU (TF32) or TPU (bfloat16) would
+    round the factors of the input projection, the static gate and the head to 11 or 8 bits. On
+    CPU that changes no number, so the lowered program is checked."""
+    import re
+
+    p, (x, xs) = long_memory_model(), inputs()
+    pj = {k: jnp.stack([jnp.asarray(v, jnp.float32)] * 2) for k, v in p.items()}
+    lowered = kernels.predict_normalised.lower(
+        pj, jnp.asarray(x[:, : L + 40]), jnp.asarray(xs), seq_length=L, mode=mode, last_n=1 if mode == "exact" else 5, hoist=hoist, member_map=False
+    )
+    dots = re.findall(r"stablehlo\.dot_general[^\n]*", lowered.as_text())
+    assert len(dots) >= 3 + hoist  # recurrent (+ projection), static gate, head
+    assert all("precision = [HIGHEST, HIGHEST]" in d for d in dots), [re.search(r"precision = \[[^\]]*\]|$", d).group(0) for d in dots]

@@ -42,12 +42,26 @@ def _stepper(params: Params, i: jax.Array, hoisted: bool, precision: str | None)
     [h, x] @ [[W_hh], [W_ih]] + b.
     """
     w_hh = params["W_hh"]
-    prec = ealstm._PRECISIONS[precision]
     if hoisted:
-        return lambda h, c, xw: _update(i, c, jnp.matmul(h, w_hh, precision=prec) + xw)
+        return lambda h, c, xw: _update(i, c, _dot(h, w_hh, precision) + xw)
     w_cat = jnp.concatenate([w_hh, params["W_ih"]], axis=0)  # [H + D, 3H]
     b = params["b"]
-    return lambda h, c, x: _update(i, c, jnp.matmul(jnp.concatenate([h, x], axis=-1), w_cat, precision=prec) + b)
+    return lambda h, c, x: _update(i, c, _dot(jnp.concatenate([h, x], axis=-1), w_cat, precision) + b)
+
+
+def _dot(a: jax.Array, b: jax.Array, precision: str | None) -> jax.Array:
+    """a @ b at the kernel's precision. Every product of a kernel goes through here, not only the
+    recurrent one: at JAX's default precision the factors of a float32 product are rounded to
+    11 significant bits (TF32, recent NVIDIA GPUs) or 8 (one bfloat16 pass, TPUs) instead of 24,
+    which in the projection x·W_ih + b (the hoisted form, the GPU/TPU default), the static input
+    gate or the head is an error far above float32 rounding (docs/inference.md, "Precision").
+    On CPU the precision does not change the result (float32 products are float32 there)."""
+    return jnp.matmul(a, b, precision=ealstm._PRECISIONS[precision])
+
+
+def _head(params: Params, h: jax.Array, precision: str | None) -> jax.Array:
+    """`ealstm.head` (h·W_fc + b_fc) at the kernel's precision."""
+    return (_dot(h, params["W_fc"], precision) + params["b_fc"])[..., 0]
 
 
 def _update(i: jax.Array, c: jax.Array, gates: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -112,7 +126,7 @@ def exact_windows(
             return step(*carry, x_s.reshape(c * wc, g)), None
 
         (h, _), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(seq_length), unroll=unroll)
-        return ealstm.head(params, h).reshape(c, wc)
+        return _head(params, h, precision).reshape(c, wc)
 
     y = jax.lax.map(one_chunk, jnp.arange(n_chunks))  # [n_chunks, C, wc]
     return jnp.moveaxis(y, 0, 1).reshape(c, n_chunks * wc)[:, :n_win]
@@ -162,7 +176,7 @@ def chunked_windows(
     zeros = jnp.zeros((c, n_win, hs), src.dtype)
     carry, _ = jax.lax.scan(lambda cr, s: (body(cr, s)[0], None), (zeros, zeros), jnp.arange(seq_length - k), unroll=unroll)
     _, hseq = jax.lax.scan(body, carry, jnp.arange(seq_length - k, seq_length), unroll=unroll)  # [k, C, J, H]
-    y = ealstm.head(params, hseq)  # [k, C, J]
+    y = _head(params, hseq, precision)  # [k, C, J]
     return jnp.transpose(y, (1, 2, 0)).reshape(c, n_win * k)[:, :n_out]
 
 
@@ -201,8 +215,8 @@ def predict_normalised(
     """
 
     def one(p):
-        src = ealstm.project(p, x_d) if hoist else x_d
-        i = ealstm.input_gate(p, x_s)
+        src = _dot(x_d, p["W_ih"], precision) + p["b"] if hoist else x_d  # ealstm.project
+        i = jax.nn.sigmoid(_dot(x_s, p["W_sh"], precision) + p["b_s"])  # ealstm.input_gate
         if mode == "exact":
             return exact_windows(p, src, i, seq_length, rows_per_step, hoist, precision, unroll)
         return chunked_windows(p, src, i, seq_length, last_n, hoist, precision, unroll)

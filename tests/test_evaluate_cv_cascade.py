@@ -104,3 +104,39 @@ def test_test_cell_series_is_the_folds_own_cascade(cv_run):
     # spin-up: L2 starts 2(L-1) days after the first forcing day
     first2 = pd.Timestamp(cv.sel(layer="L2", cell=cell).dropna("time")[C.TIME].values[0])
     assert first2 == max(days[2 * (L - 1)], pd.Timestamp(cfg.data.target_start))
+
+
+def test_stacked_folds_equal_each_fold_trained_alone(cv_run, tmp_path):
+    """The folds trained together (the CV's stacked ensemble) against each fold's cascade trained
+    alone with `train(cells=...)`: every layer's parameters and the test cells' series."""
+    from somojax.evaluate.cascade import predict_fold, train_fold
+
+    cfg, targets, cv = cv_run
+    folds = crossval.load_folds(cfg.evaluation_dir)
+    start, end = crossval.prediction_period(cfg, targets)
+    alones = []
+    for k in range(2):
+        alone_cfg = dataclasses.replace(crossval.fold_config(cfg, k), workdir=str(tmp_path / f"alone{k}"))
+        train_cells = folds.index[folds["fold"] != k].to_numpy()
+        alone = train_fold(alone_cfg, train_cells, cfg.train.layers, False)
+        for layer in C.LAYERS:
+            stacked = load_bundle(cfg.evaluation_dir / "folds" / str(k) / "checkpoints" / layer)
+            a = alone[layer].stats
+            assert stacked.stats.cells == a.cells and stacked.stats.mean.keys() == a.mean.keys()
+            for name in a.mean:  # sm_L1, sm_L2 come from the upper layers' (float32-equal) predictions
+                assert (stacked.stats.mean[name], stacked.stats.std[name]) == pytest.approx((a.mean[name], a.std[name]), rel=1e-5)
+            for name, v in stacked.params.items():
+                # float32 rounding, amplified: L2 and L3 train on the upper layers' predictions, which
+                # differ in the last bits, and Adam's first updates are ~rate x sign(gradient), so a weight
+                # with a gradient near 0 moves differently by up to 1e-5 (L2) and 4e-5 (L3) here (rate
+                # 2e-2, 3 updates); the other fold's cascade differs by more than 1e-2 (checked below)
+                np.testing.assert_allclose(v, alone[layer].params[name], rtol=1e-4, atol=1e-4, err_msg=f"fold {k} {layer} {name}")
+        alones.append(alone)
+        test = folds.index[folds["fold"] == k].to_numpy()
+        pred = predict_fold(alone_cfg, alone, test, start, end)
+        got = cv.sel(cell=test).transpose(*pred.dims)
+        np.testing.assert_allclose(got.values, pred.values, rtol=1e-4, atol=1e-4)  # m3 m-3
+    # the comparison can tell folds apart: fold 0's stacked models are far from fold 1's alone
+    for layer in C.LAYERS:
+        stacked = load_bundle(cfg.evaluation_dir / "folds" / "0" / "checkpoints" / layer)
+        assert max(np.max(np.abs(v - alones[1][layer].params[n])) for n, v in stacked.params.items()) > 1e-2

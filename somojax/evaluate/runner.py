@@ -6,10 +6,11 @@ Outputs in `cfg.evaluation_dir`:
 |---|---|
 | `folds.csv`, `folds.json` | the fold of every target cell |
 | `folds/<k>/` | fold k's checkpoints, test predictions and `done.json` (training cells per layer) |
+| `folds/stacked/` | the stacked train states of the folds trained together |
 | `cv_predictions.zarr` | the cross-validated (SoMo.ml*-style) series `sm` (layer, cell, time) |
 | `metrics_cells.csv`, `metrics_cells.nc` | per-cell metrics of every dataset and layer |
 | `summary.csv`, `summary_by_group.csv` | median and 0.2/0.8 quantiles per dataset and layer (and group) |
-| `verdicts.json` | per layer, whether somojax beats ERA5 in anomaly correlation |
+| `verdicts.json` | per layer, whether somojax beats ERA5 in anomaly correlation (higher median and better in most cells) |
 | `truth_metrics.nc`, `truth_summary.csv` | synthetic Earth only: skill against the truth |
 | `figures/*.png`, `report.html` | the paper's figures and the self-contained report |
 """
@@ -62,7 +63,7 @@ def evaluate(cfg: Config) -> EvaluationResult:
     """k-fold cross-validation of the cascade, then scores, figures and the report.
 
     Reads the stores of `cfg.store_dir`, trains `cfg.evaluate.folds` fold cascades into
-    `<evaluation_dir>/folds/` (resumable), and writes everything listed in this module's docstring.
+    `<evaluation_dir>/folds/` (together, one stacked ensemble per layer; resumable), and writes everything listed in this module's docstring.
     """
     from somojax.evaluate.crossval import cross_validate
 
@@ -294,7 +295,9 @@ def evaluate_series(
     protocol = [
         f"{ev.folds}-fold cross-validation over target cells (fold_seed {ev.fold_seed}); folds are assigned per cell across layers, "
         "and each fold trains the whole cascade L1→L2→L3 on the other folds' cells, so a test cell is unseen by every model "
-        "that feeds its prediction (also through the upper-layer inputs).",
+        "that feeds its prediction (also through the upper-layer inputs). The folds train together, each layer one stacked "
+        "ensemble of folds x members, each fold with its own data, validation, schedule and best checkpoint.",
+        f"{OURS} beats {BASELINE} in a layer when its median anomaly r is higher and it is better in more than half of the cells.",
         f"Evaluation period {period[0]}..{period[1]}; target cells with data: " + ", ".join(f"{k} {v}" for k, v in n_cells.items()) + ".",
         f"All datasets are scored on the days where {OURS} is defined and the target has a value"
         + ("; only days where every dataset has a value (evaluate.common_days)." if ev.common_days else "; each on its own pair-wise complete days."),

@@ -11,8 +11,8 @@ group owns besides is:
 - its schedule: its own `schedule.Tracker` (best loss and step, patience, plateau rate) and
   budget; the step gets a learning rate per member, group g's rate for its members;
 - its validation: the ensemble-mean loss over its own M members on its own validation samples
-  (one vmapped evaluation over the groups; a group that has run out of batches gets a padding
-  batch, whose loss terms are exactly zero);
+  (one evaluation of all members, each on its group's batch; a group that has run out of
+  batches gets a padding batch, whose loss terms are exactly zero);
 - its outputs: best/<step> and summary.json in its own checkpoint directory, its own metrics.
 
 A group that stops (patience, plateau, its budget) keeps its place in the stack with rate 0, so
@@ -40,7 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from somojax import constants as C
 from somojax.checkpoint import TrainCheckpointer, discard_checkpoints
 from somojax.config import Config
 from somojax.data.pipeline import ArrayTrainData
@@ -48,7 +47,8 @@ from somojax.errors import CheckpointError, TrainingError
 from somojax.train import schedule
 from somojax.train.compile import JitOnce
 from somojax.train.loop import LoopState, Trainer, _NoMetrics, to_host, write_summary
-from somojax.train.step import BATCH_KEYS, StepOptions, init_state, make_eval_step
+from somojax.models import ealstm, losses
+from somojax.train.step import BATCH_KEYS, StepOptions, init_state
 from somojax.utils import signals
 from somojax.utils.logging import MetricsWriter, get_logger
 
@@ -99,13 +99,14 @@ class GroupedData:
         return _GroupedIterator(self, [g.data.train_iterator() for g in self.groups])
 
     def val_batches(self) -> Iterator[dict]:
-        """[G, B, ...] batches; a group without more batches gets one whose targets are NaN."""
+        """[G·M, B, ...] batches (group g's batch for each of its members); a group without more
+        batches gets one whose targets are NaN."""
         pad = None
         for parts in itertools.zip_longest(*(g.data.val_batches() for g in self.groups)):
             pad = pad or _padding(next(p for p in parts if p is not None))
             parts = [pad if p is None else p for p in parts]
             scaled = [{**p, "sigma": np.asarray(p["sigma"], np.float32) * np.float32(g.sigma_scale)} for p, g in zip(parts, self.groups)]
-            yield {k: np.stack([np.asarray(p[k], np.float32) for p in scaled]) for k in BATCH_KEYS}
+            yield {k: np.repeat(np.stack([np.asarray(p[k], np.float32) for p in scaled]), self.members, axis=0) for k in BATCH_KEYS}
 
 
 def _padding(batch: Mapping[str, np.ndarray]) -> dict:
@@ -135,13 +136,30 @@ class _GroupedIterator:
 
 
 def make_group_eval_step(opts: StepOptions, n_groups: int):
-    """fn(params [G·M, ...], batch [G, B, ...]) -> the sums of `make_eval_step` per group:
-    {"sum": [G, M], "count": [G, M], "mean_sum": [G], "mean_count": [G]}."""
-    one = make_eval_step(opts)
+    """fn(params [G·M, ...], batch [G·M, B, ...]) -> the sums of `make_eval_step` per group:
+    {"sum": [G, M], "count": [G, M], "mean_sum": [G], "mean_count": [G]}.
+
+    Member m reads its group's batch (repeated per member, so each device evaluates the members
+    it holds); the ensemble mean of group g is the mean over its M members' predictions.
+    """
 
     def step(params: dict, batch: dict) -> dict:
-        grouped = jax.tree.map(lambda a: a.reshape((n_groups, -1) + a.shape[1:]), params)
-        return jax.vmap(one)(grouped, {k: batch[k] for k in BATCH_KEYS})
+        pred = jax.vmap(lambda p, x_d, x_s: ealstm.forward(p, x_d, x_s, deterministic=True, **opts.model_kwargs()))(
+            params, batch["x_d"], batch["x_s"]
+        )  # [G·M, B, n]
+
+        def grouped(a):
+            return a.reshape((n_groups, -1) + a.shape[1:])
+
+        y = grouped(batch["y"])[:, 0]
+        if opts.loss == "nse":
+            weight = jax.vmap(lambda sg: losses.nse_weight(sg * opts.sigma_scale, opts.nse_eps))(batch["sigma"])
+            s, n = jax.vmap(losses.masked_sums)(pred, batch["y"], weight)
+            ms, mn = jax.vmap(losses.masked_sums)(jnp.mean(grouped(pred), axis=1), y, grouped(weight)[:, 0])
+        else:
+            s, n = jax.vmap(losses.masked_sums)(pred, batch["y"])
+            ms, mn = jax.vmap(losses.masked_sums)(jnp.mean(grouped(pred), axis=1), y)
+        return {"sum": grouped(s), "count": grouped(n), "mean_sum": ms, "mean_count": mn}
 
     return step
 
@@ -190,7 +208,7 @@ class GroupTrainer(Trainer):
         key = jax.random.key(tc.seed)
         # the M-member initialisation of a group trained alone, computed as it computes it
         self._init_group = jax.jit(lambda: init_state(key, m, self.n_dynamic, self.n_static, self.cfg.model, self.tx))
-        self.group_val_sharding = NamedSharding(self.mesh, P(None, C.DATA_AXIS))
+        self.group_val_sharding = self.batch_sharding  # [G·M, B, ...] over (member, data)
         self.group_eval = JitOnce(
             make_group_eval_step(self.opts, len(self.groups)),
             name="group_eval_step",

@@ -41,8 +41,19 @@ def train_folds(cfgs: Mapping[int, Config], cells: Mapping[int, np.ndarray], lay
     return train_stacked(cfgs, {k: [int(c) for c in v] for k, v in cells.items()}, stack_dir, layers=list(layers), fresh=fresh)
 
 
-def cascade_predict(bundles: Mapping[str, Bundle], raw_dynamic: np.ndarray, raw_static: np.ndarray, dynamic_names: Sequence[str], static_names: Sequence[str]) -> dict[str, np.ndarray]:
+def cascade_predict(
+    bundles: Mapping[str, Bundle],
+    raw_dynamic: np.ndarray,
+    raw_static: np.ndarray,
+    dynamic_names: Sequence[str],
+    static_names: Sequence[str],
+    mode: str = "auto",
+) -> dict[str, np.ndarray]:
     """Exact predictions of each layer in `bundles` (upper layers first), [cell, day] in m3 m-3.
+
+    The rollout engine's cascade (`somojax.infer.engine.cascade`), as `somojax predict` and the
+    cascade's training inputs compute them: every member de-normalised and clipped at 0, then
+    the member mean; layer k's `sm_L1`/`sm_L2` inputs are the upper layers' predictions.
 
     Args:
       raw_dynamic: [cell, day, D] raw dynamic inputs named `dynamic_names` (the forcing period).
@@ -52,23 +63,21 @@ def cascade_predict(bundles: Mapping[str, Bundle], raw_dynamic: np.ndarray, raw_
       {layer: [cell, day]}: NaN before the first day with a complete input window (for layer k:
       k·(seq_length − 1) days after the first forcing day when every layer has the same length).
     """
-    from somojax.train.cascade import exact_rollout
+    from somojax.infer import engine
 
-    columns = {n: raw_dynamic[..., k] for k, n in enumerate(dynamic_names)}
-    static = {n: raw_static[:, k] for k, n in enumerate(static_names)}
-    out: dict[str, np.ndarray] = {}
-    for layer in [l for l in C.LAYERS if l in bundles]:
-        b = bundles[layer]
-        missing = [v for v in b.dynamic_inputs if v not in columns] + [v for v in b.static_inputs if v not in static]
+    columns = {n: np.asarray(raw_dynamic[..., k], np.float32) for k, n in enumerate(dynamic_names)}
+    static = {n: np.asarray(raw_static[:, k], np.float32) for k, n in enumerate(static_names)}
+    for b in bundles.values():
+        missing = [v for v in b.dynamic_inputs if v not in columns and not v.startswith("sm_")] + [v for v in b.static_inputs if v not in static]
         if missing:
-            raise CheckpointError(f"the {layer} model needs inputs {missing}; the cascade above it must be predicted first")
-        st = b.stats
-        x_d = np.stack([(columns[v] - st.mean[v]) / st.std[v] for v in b.dynamic_inputs], axis=-1).astype(np.float32)
-        x_s = np.stack([(static[v] - st.mean[v]) / st.std[v] for v in b.static_inputs], axis=-1).astype(np.float32)
-        pred = exact_rollout(b, x_d, x_s)
-        out[layer] = pred
-        columns[f"sm_{layer}"] = pred  # the next layer's upper-layer input
-    return out
+            raise CheckpointError(f"the {b.layer} model needs inputs {missing}, which the stores do not give")
+    out = engine.cascade(bundles, columns, static, layers=[l for l in C.LAYERS if l in bundles], mode=mode)
+    return {l: np.asarray(o.mean, np.float32) for l, o in out.items()}
+
+
+def spin_up_days(bundles: Mapping[str, Bundle]) -> int:
+    """Days of inputs before a day that the deepest layer's exact prediction of it depends on."""
+    return sum(b.model.seq_length - 1 for b in bundles.values())
 
 
 def predict_fold(cfg: Config, bundles: Mapping[str, Bundle], cells: np.ndarray, start: str, end: str) -> xr.DataArray:
@@ -79,9 +88,13 @@ def predict_fold(cfg: Config, bundles: Mapping[str, Bundle], cells: np.ndarray, 
     cells = np.asarray(cells, np.int64)
     names_d, names_s = tuple(cfg.data.dynamic_inputs), tuple(cfg.data.static_inputs)
     days = pd.DatetimeIndex(forcings[C.TIME].values)
-    dyn = cell_dynamic(forcings, cells, names_d)
+    # only the days [start, end] depend on, so a long forcing period is not rolled out in vain
+    first = max(int(days.searchsorted(pd.Timestamp(start))) - spin_up_days(bundles), 0)
+    last = int(days.searchsorted(pd.Timestamp(end), side="right"))
+    days = days[first:last]
+    dyn = cell_dynamic(forcings.isel({C.TIME: slice(first, last)}), cells, names_d)
     stat = cell_static(statics, cells, names_s)
-    preds = cascade_predict(bundles, dyn, stat, names_d, names_s)
+    preds = cascade_predict(bundles, dyn, stat, names_d, names_s, cfg.infer.mode)
     layers = [l for l in C.LAYERS if l in preds]
     da = xr.DataArray(
         np.stack([preds[l] for l in layers]),

@@ -142,16 +142,17 @@ def test_processes_fill_one_store_like_one_process(world, n):
 
 
 @pytest.mark.slow
-def test_killed_process_restarted_job_finishes_without_recomputing(world):
+@pytest.mark.parametrize("action,code", [("kill", -9), ("sigterm", 143)])
+def test_killed_process_restarted_job_finishes_without_recomputing(world, action, code):
     root, ref = world
-    store = root / "killed.zarr"
-    # process 1 dies (SIGKILL) once its first (tile, block) is written and marked; the job ends
-    # with it, as `srun --kill-on-bad-exit` ends a step when one task fails
-    procs = start(
-        root, 2, store, env_of=lambda pid: {"SOMOJAX_FAULT": "predict_after_block@1:kill"} if pid == 1 else {}
-    )
+    store = root / f"{action}.zarr"
+    # process 1 is killed (SIGKILL), or stopped by SLURM's notice (SIGTERM: a clean stop, exit
+    # 143, JAX's preemption service must not swallow it), once its first (tile, block) is
+    # written and marked; the job ends with it, as `srun --kill-on-bad-exit` ends a step
+    fault = {"SOMOJAX_FAULT": f"predict_after_block@1:{action}"}
+    procs = start(root, 2, store, env_of=lambda pid: fault if pid == 1 else {})
     try:
-        assert procs[1].wait(timeout=TIMEOUT) == -9
+        assert procs[1].wait(timeout=TIMEOUT) == code
     finally:
         procs[0].kill()
         wait(procs)

@@ -14,7 +14,9 @@ Which processes form the job is read from the environment, in this order:
 5. otherwise nothing: a single process, as before.
 
 On CPU several processes exchange collectives through gloo, which must be chosen before the
-CPU backend starts; it is set here whenever the job has more than one process.
+CPU backend starts; it is set here whenever the job has more than one process. JAX's preemption
+service is turned off: it would catch SIGTERM itself, and somojax's own handler (a checkpoint,
+exit 143, the SLURM scripts' requeue) would never run.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ def initialize(env: Mapping[str, str] | None = None) -> tuple[int, int]:
         return 0, 1
     if (job.num_processes or 2) > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX's preemption service would take SIGTERM from somojax's handlers (utils/signals.py) and
+    # swallow it: the scheduler's notice before the time limit must stop the command cleanly
+    jax.config.update("jax_enable_preemption_service", False)
     log.info("jax.distributed: joining the job (%s)", job.why)
     try:
         if job.how == "explicit":

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from somojax import cli
+from somojax.config import load_config
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +134,7 @@ def test_evaluate_refuses_an_unfinished_prediction_store(tmp_path):
     [
         (["-c", "tiny"], "window of 30 days: model.seq_length in config tiny"),
         (["-c", "tiny", "model.seq_length=45"], "window of 45 days"),
-        ([], "window of 90 days: model.seq_length in config demo"),
+        ([], f"window of {load_config('demo').model.seq_length} days: model.seq_length in config demo"),
         (["-c", "no_such_config"], "window of model.seq_length days, each checkpoint's own"),
     ],
 )

@@ -119,7 +119,7 @@ def test_imported_model_predicts_what_the_authors_code_does(imported):
 def test_predicting_with_a_config_that_disagrees_is_an_error(imported):
     root, _, _, b = imported
     demo = load_config("demo", [f"workdir={root}/run"])
-    with pytest.raises(CheckpointError, match=r"records model\.seq_length=365, but config demo says model\.seq_length=90"):
+    with pytest.raises(CheckpointError, match=rf"records model\.seq_length=365, but config demo says model\.seq_length={demo.model.seq_length}"):
         rollout.check_settings(demo, {"L1": b})
     fewer = load_config("somo-v1", [f"workdir={root}/run", "data.dynamic_inputs=[log_tp,t2m,snr]"])
     with pytest.raises(CheckpointError, match=r"records data\.dynamic_inputs=\['log_tp', 'q'.*says data\.dynamic_inputs=\['log_tp', 'snr', 't2m'\]"):
@@ -136,7 +136,7 @@ def test_import_without_a_window_length_is_an_error(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "needs the model's window length, which a PyTorch state dict does not record: give --seq-length" in err
-    assert "the default config demo would give model.seq_length=90" in err
+    assert f"the default config demo would give model.seq_length={load_config('demo').model.seq_length}" in err
     assert main(args + ["--seq-length", "200"]) == 0
     assert load_bundle(tmp_path / "checkpoints" / "L1").model.seq_length == 200
 

@@ -111,3 +111,49 @@ def test_suite_writes_results(tmp_path, capsys):
     assert saved["full_product"]["cell_steps"] == 243_883 * 7_305 * 30 * 3 * 5
     assert res["zarr"]["rows"][0]["MB"] > 0
     assert "| rollout (1 member, 1 layer) |" in capsys.readouterr().out
+
+
+def _fake_times(**min_s):
+    """harness.round_robin's answer for samples v, 2v, 3v of each function (median 2v, best v)."""
+    return {k: {"median_s": 2 * v, "iqr_s": v, "min_s": v, "first_call_s": v, "repeats": 3, "times_s": [v, 2 * v, 3 * v]} for k, v in min_s.items()}
+
+
+def test_floor_is_the_fastest_sample_of_either_way():
+    times = _fake_times(**{floor.ONE: 0.5, floor.SPLIT: 0.25})
+    r = floor.rate_from_times(times, 1e9, [10, 10, 10])
+    assert r["gflops_one_device"] == pytest.approx(2.0) and r["gflops_data_parallel"] == pytest.approx(4.0)
+    assert r["gflops"] == pytest.approx(4.0) and r["floor_samples"] == 6 and r["matmuls_per_call"] == 500_000
+    assert floor.rate_from_times(_fake_times(**{floor.ONE: 0.5}), 1e9, [10, 10, 10])["gflops"] == pytest.approx(2.0)
+
+
+def test_step_below_its_floor_is_a_measurement_failure():
+    assert floor.floor_check(0.235, 0.283) == {"floor_ratio": None, "measurement_failure": "step 235 ms below its floor 283 ms"}
+    assert floor.floor_check(0.300, 0.250) == {"floor_ratio": pytest.approx(1.2)}
+    assert floor.floor_check(12.0, 20.0, "rollout")["measurement_failure"] == "rollout 12 s below its floor 20 s"
+
+
+def test_train_bench_samples_the_floor_between_steps_and_reports_failures(tmp_path, monkeypatch):
+    from somojax.bench import suite
+
+    cfg = load_config("tiny", [f"bench.output_dir={tmp_path}"])
+    b = cfg.bench
+    flop = floor.train_step_flop(b.batch_size, b.seq_length, b.hidden_size)  # one call = one member's step work
+    monkeypatch.setattr(floor, "matmul_fns", lambda *shape: ({floor.ONE: None, floor.SPLIT: None}, flop))
+    rounds = []
+
+    def fake_round_robin(fns, warmup, repeats):
+        rounds.append(list(fns))
+        step = {"somojax, 1 member": 0.235 / 2, "somojax, 5 members (one step)": 1.5 / 2}  # a step's time is its median
+        return _fake_times(**{k: step.get(k, 0.283 if k == floor.ONE else 0.4 if k == floor.SPLIT else 9.0) for k in fns})
+
+    monkeypatch.setattr(harness, "round_robin", fake_round_robin)
+    res = suite.bench_train(cfg)
+    assert len(rounds) == 1 and {floor.ONE, floor.SPLIT, "somojax, 1 member"} <= set(rounds[0])  # one interleaved round robin
+    saved = json.loads(next(tmp_path.glob("train_step-*.json")).read_text())
+    one, five = saved["rows"][:2]
+    assert one["floor_ms"] == pytest.approx(283.0) and one["floor_ratio"] is None
+    assert one["measurement_failure"] == "step 235 ms below its floor 283 ms"
+    assert five["floor_ratio"] == pytest.approx(1.5 / (5 * 0.283)) and "measurement_failure" not in five
+    assert saved["ratios"]["step / matmul floor"] is None
+    assert saved["measurement_failures"] == ["somojax, 1 member: step 235 ms below its floor 283 ms"]
+    assert res["matmul_floor"]["gflops"] == pytest.approx(flop / 0.283 / 1e9)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from somojax.bench.harness import measure
+from somojax.bench.harness import round_robin
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -31,22 +31,22 @@ def _chain(x: jax.Array, w: jax.Array, n: int) -> jax.Array:
     return jax.lax.fori_loop(0, n, body, jnp.zeros((x.shape[0], w.shape[1]), x.dtype))
 
 
-def matmul_rate(rows: int, k: int, n: int, repeats: int = 5, target_flop: float = 2e10) -> dict:
-    """Measured fp32 GFLOP/s of [rows, k] × [k, n]: the better of two ways to run it.
+ONE, SPLIT = "matmul floor, one device", "matmul floor, data-parallel"  # names in a round robin
+
+
+def matmul_fns(rows: int, k: int, n: int, target_flop: float = 2e10) -> tuple[dict, float]:
+    """The floor's timed calls of [rows, k] × [k, n] and the FLOPs of one call.
 
     On one device (the product spread over its intra-op threads) and, when this process has
     several local devices that divide `rows`, data-parallel (each device multiplies its own
-    rows: one device per core on a CPU, somojax/utils/devices.py). The floor is the best the
-    machine measurably does, so a step that runs data-parallel is held to the data-parallel rate.
+    rows: one device per core on a CPU, somojax/utils/devices.py). A benchmark times them in
+    its own round robin, so the floor is sampled under the same drifting load as the step.
     """
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((rows, k)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((k, n)), jnp.float32)
-    flop = 2.0 * rows * k * n
-    reps = int(max(4, min(4096, target_flop / flop)))
-    t = measure(lambda: _chain(x, w, reps).block_until_ready(), warmup=1, repeats=repeats)
-    one = flop * reps / t["median_s"] / 1e9
-    out = {"shape": [rows, k, n], "gflops": one, "gflops_one_device": one, "matmuls_per_call": reps}
+    reps = int(max(4, min(4096, target_flop / (2.0 * rows * k * n))))
+    fns = {ONE: lambda: _chain(x, w, reps).block_until_ready()}
     devices = jax.local_devices()
     if len(devices) > 1 and rows % len(devices) == 0:
         mesh = Mesh(np.asarray(devices), ("rows",))
@@ -56,11 +56,40 @@ def matmul_rate(rows: int, k: int, n: int, repeats: int = 5, target_flop: float 
         )
         xs = jax.device_put(x, NamedSharding(mesh, P("rows")))
         ws = jax.device_put(w, NamedSharding(mesh, P()))
-        t = measure(lambda: split(xs, ws).block_until_ready(), warmup=1, repeats=repeats)
-        out["gflops_data_parallel"] = flop * reps / t["median_s"] / 1e9
-        out["devices"] = len(devices)
-        out["gflops"] = max(one, out["gflops_data_parallel"])
+        fns[SPLIT] = lambda: split(xs, ws).block_until_ready()
+    return fns, 2.0 * rows * k * n * reps
+
+
+def rate_from_times(times: dict[str, dict], flop_per_call: float, shape: list[int]) -> dict:
+    """GFLOP/s from the fastest call of each way (a floor is the best the machine measurably
+    does: a slow sample is load from elsewhere, never the hardware). `times` as harness.round_robin."""
+    out = {"shape": shape, "matmuls_per_call": int(round(flop_per_call / (2.0 * np.prod(shape))))}
+    out["gflops_one_device"] = flop_per_call / times[ONE]["min_s"] / 1e9
+    out["gflops"] = out["gflops_one_device"]
+    if SPLIT in times:
+        out["gflops_data_parallel"] = flop_per_call / times[SPLIT]["min_s"] / 1e9
+        out["devices"] = len(jax.local_devices())
+        out["gflops"] = max(out["gflops"], out["gflops_data_parallel"])
+    out["floor_samples"] = sum(t["repeats"] for name, t in times.items() if name in (ONE, SPLIT))
     return out
+
+
+def matmul_rate(rows: int, k: int, n: int, repeats: int = 5, target_flop: float = 2e10) -> dict:
+    """Measured fp32 GFLOP/s of [rows, k] × [k, n], timed alone (`repeats` samples, the best kept)."""
+    fns, flop = matmul_fns(rows, k, n, target_flop)
+    return rate_from_times(round_robin(fns, warmup=1, repeats=repeats), flop, [rows, k, n])
+
+
+def floor_check(step_s: float, floor_s: float, what: str = "step") -> dict:
+    """`floor_ratio` = step / floor, or, for a step faster than its own floor, no ratio and a
+    `measurement_failure` saying so: the floor was measured under more load than the step."""
+    if step_s >= floor_s:
+        return {"floor_ratio": step_s / floor_s}
+    return {"floor_ratio": None, "measurement_failure": f"{what} {_fmt(step_s)} below its floor {_fmt(floor_s)}"}
+
+
+def _fmt(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s < 10 else f"{s:.3g} s"
 
 
 def train_step_flop(batch: int, days: int, hidden: int) -> float:

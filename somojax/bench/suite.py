@@ -54,6 +54,23 @@ def _report(name: str, result: dict, columns, cfg: Config) -> dict:
     return result
 
 
+def _timed_with_floor(fns: dict, shape: tuple[int, int, int], b) -> tuple[dict, dict]:
+    """Times `fns` and the matmul floor of `shape` in one round robin (the floor sampled between
+    the steps, under the same load), `bench.repeats` rounds. Returns (times of `fns`, floor rate)."""
+    floor_fns, flop = floor.matmul_fns(*shape)
+    times = harness.round_robin({**fns, **floor_fns}, warmup=b.warmup, repeats=b.repeats)
+    rate = floor.rate_from_times({k: times.pop(k) for k in floor_fns}, flop, list(shape))
+    return times, rate
+
+
+def _failures(rows: list[dict]) -> list[str]:
+    """The rows' measurement failures, named by variant (a JSON field, and printed)."""
+    out = [f"{r['variant']}: {r['measurement_failure']}" for r in rows if r.get("measurement_failure")]
+    for line in out:
+        print(f"measurement failure: {line}")
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 def bench_floor(cfg: Config) -> dict:
     """Matmul rates of the recurrent shapes and of a large square GEMM."""
@@ -130,8 +147,8 @@ def bench_train(cfg: Config) -> dict:
         fns["PyTorch ealstm_regional loop"] = pp.regional_train_step(B, T, D, S, H)
         if peers["neuralhydrology"]:
             fns["neuralhydrology EALSTM"] = pp.neuralhydrology_steps(B, T, D, S, H)[0]
-    times = harness.round_robin(fns, warmup=b.warmup, repeats=b.repeats)
-    rate = floor.matmul_rate(B, H, 3 * H, repeats=b.repeats)["gflops"]
+    times, measured = _timed_with_floor(fns, (B, H, 3 * H), b)
+    rate = measured["gflops"]
     floor_s = floor.train_step_flop(B, T, H) / (rate * 1e9)
     rows = []
     for name, t in times.items():
@@ -146,12 +163,13 @@ def bench_train(cfg: Config) -> dict:
                 "samples_per_s": m * B / t["median_s"],
                 "cell_steps_per_s": m * B * T / t["median_s"],
                 "floor_ms": floor_s * m * 1e3,
+                **floor.floor_check(t["median_s"], floor_s * m),
             }
         )
     ours = times["somojax, 1 member"]["median_s"]
     ratios = {
         "5 members / 1 member (target <= 5)": times["somojax, 5 members (one step)"]["median_s"] / ours,
-        "step / matmul floor": ours / floor_s,
+        "step / matmul floor": rows[0]["floor_ratio"],  # None: a measurement failure, not a ratio
     }
     if (B, T, H) == (256, 365, 128):  # docs/design.md#measured-anchors measured the released code at these shapes
         ratios["speed-up vs DESIGN anchor 539 ms (target >= 2)"] = 0.539 / ours
@@ -160,7 +178,8 @@ def bench_train(cfg: Config) -> dict:
             ratios[f"speed-up vs {peer} (target >= 2)"] = times[peer]["median_s"] / ours
     return _report(
         "train_step",
-        {"sizes": {"batch": B, "days": T, "hidden": H, "dynamic": D, "static": S}, "rows": rows, "ratios": ratios, "recurrent_matmul_gflops": rate},
+        {"sizes": {"batch": B, "days": T, "hidden": H, "dynamic": D, "static": S}, "rows": rows, "ratios": ratios, "recurrent_matmul_gflops": rate,
+         "matmul_floor": measured, "measurement_failures": _failures(rows)},
         [("variant", "training step", "s"), ("ms", "ms", ".1f"), ("iqr_ms", "IQR", ".1f"), ("ms_per_member", "ms/member", ".1f"), ("samples_per_s", "samples/s", ".0f"), ("cell_steps_per_s", "cell-steps/s", ".3g"), ("floor_ms", "floor ms", ".1f")],
         cfg,
     )
@@ -217,25 +236,28 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
         kw = dict(seq_length=L, mode=mode, last_n=k, rows_per_step=opts.resolved_rows(H), hoist=opts.resolved_hoist(), member_map=opts.resolved_member_map())
         fns[name] = lambda x=x, xs=xs, kw=kw: kernels.predict_normalised(params, x, xs, **kw).block_until_ready()
         work[name] = (cells, n_out, kernels.cost_per_output(mode, L, k))
-    times = harness.round_robin(fns, warmup=b.warmup, repeats=b.repeats)
-    rate = floor.matmul_rate(opts.resolved_rows(H), H + D, 3 * H, repeats=b.repeats)["gflops"]
+    times, measured = _timed_with_floor(fns, (opts.resolved_rows(H), H + D, 3 * H), b)
+    rate = measured["gflops"]
     rows = []
     for name, t in times.items():
         cells, n_out, cost = work[name]
         steps = cells * n_out * cost
+        floor_s = steps * floor.cell_step_flop(H) / (rate * 1e9)
         rows.append(
             {
                 "variant": name,
                 "s": t["median_s"],
                 "s_per_cell_20y": t["median_s"] / cells * (7305 / n_out),
                 "cell_steps_per_s": steps / t["median_s"],
-                "floor_s": steps * floor.cell_step_flop(H) / (rate * 1e9),
+                "floor_s": floor_s,
+                **floor.floor_check(t["median_s"], floor_s, "rollout"),
             }
         )
     exact = times["exact, 1 cell"]["median_s"]
-    best = max(r["cell_steps_per_s"] for r in rows if r["variant"].startswith("exact"))
+    valid = [r["cell_steps_per_s"] for r in rows if r["variant"].startswith("exact") and r["floor_ratio"] is not None]
+    best = max(valid) if valid else None  # a row below its floor measured the load, not the rollout
     product_steps = PRODUCT["cells"] * PRODUCT["days"] * L * PRODUCT["layers"] * PRODUCT["members"]
-    ratios = {"exact 1 cell / matmul floor (target <= 1.6)": exact / rows[0]["floor_s"]}
+    ratios = {"exact 1 cell / matmul floor (target <= 1.6)": rows[0]["floor_ratio"]}
     peers = _peers_available()
     if peers["torch"] and days == 7305:
         from somojax.bench import peers as pp
@@ -252,10 +274,12 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
             "rows": rows,
             "ratios": ratios,
             "matmul_gflops": rate,
+            "matmul_floor": measured,
+            "measurement_failures": _failures(rows),
             "full_product": {
                 **PRODUCT,
                 "cell_steps": product_steps,
-                "hours_at_best_measured_rate": product_steps / best / 3600,
+                "hours_at_best_measured_rate": product_steps / best / 3600 if best else None,
                 "hours_at_matmul_floor": product_steps * floor.cell_step_flop(H) / (rate * 1e9) / 3600,
             },
         },

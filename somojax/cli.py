@@ -248,7 +248,7 @@ def _import_window(args: argparse.Namespace, cfg) -> tuple[int | None, str]:
 
     A PyTorch state dict does not record its window length, so it must be told: `--seq-length`,
     or a config named with -c (or a model.seq_length override). The default config's length
-    would be a guess (the demo's 90 days for SoMo.ml's 365).
+    would be a guess (the demo's window, not SoMo.ml's 365 days).
     """
     from somojax.errors import ConfigError
 

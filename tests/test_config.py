@@ -8,7 +8,7 @@ from somojax import config as cfgmod
 from somojax.config import ConfigError, load_config
 
 
-@pytest.mark.parametrize("name", ["paper", "demo", "tiny"])
+@pytest.mark.parametrize("name", ["paper", "demo", "tiny", "region", "somo-v1"])
 def test_shipped_configs_load_and_roundtrip(name, tmp_path):
     cfg = load_config(name)
     assert cfg.name == name
@@ -68,7 +68,7 @@ def test_overrides_are_typed():
 
 
 def test_unknown_config_name_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="'demo', 'paper', 'somo-v1', 'tiny'"):
+    with pytest.raises(ConfigError, match="'demo', 'paper', 'region', 'somo-v1', 'tiny'"):
         load_config("nonexistent_config_name")
 
 

@@ -104,7 +104,9 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
 
         def looped(p, o, xd, xs, y):
             def total(p):
-                losses = [jnp.mean((fwd(jax.tree.map(lambda a: a[m], p), xd[m], xs[m]) - y[m]) ** 2) for m in range(members)]
+                losses = [
+                    jnp.mean((fwd(jax.tree.map(lambda a: a[m], p), xd[m], xs[m]) - y[m]) ** 2) for m in range(members)
+                ]
                 return sum(losses), jnp.stack(losses)
 
             (_, loss), g = jax.value_and_grad(total, has_aux=True)(p)
@@ -135,7 +137,9 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=0, help="also time an N-member step (0: skip)")
     ap.add_argument("--variants", nargs="+", default=["autodiff", "vjp", "vjp-hoist", "vjp-b16"])
     ap.add_argument("--ensemble-variant", default="vjp")
-    ap.add_argument("--ensemble-modes", nargs="+", default=["stacked", "loop"], choices=["stacked", "vmap", "loop", "seq", "map"])
+    ap.add_argument(
+        "--ensemble-modes", nargs="+", default=["stacked", "loop"], choices=["stacked", "vmap", "loop", "seq", "map"]
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default="")
     ap.add_argument("--torch", action="store_true", help="also time ealstm_regional's PyTorch loop (round-robin)")
@@ -186,7 +190,7 @@ def main() -> None:
     for name in cases:
         m = statistics.median(times[name])
         rows.append({"variant": name, "median_ms": m * 1e3, "ratio": m / base, "first_call_s": compile_s[name]})
-        print(f"{name:>22}: {m*1e3:8.1f} ms  ratio {m/base:5.2f}  (first call {compile_s[name]:.1f} s)")
+        print(f"{name:>22}: {m * 1e3:8.1f} ms  ratio {m / base:5.2f}  (first call {compile_s[name]:.1f} s)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"shape": dict(B=B, T=T, H=H, D=D, S=S), "rows": rows}, f, indent=1)

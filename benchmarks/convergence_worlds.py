@@ -29,22 +29,42 @@ REPO = Path(__file__).resolve().parent.parent
 # record, and more stations with a longer record. Only region, periods and stations are set.
 WORLDS: dict[str, list[str]] = {
     "small": [
-        "synth.lat_range=[35.0,39.0]", "synth.lon_range=[-90.0,-85.0]", "synth.n_stations=25", "synth.seed=11",
-        "synth.start=2000-01-01", "synth.end=2003-12-31", "synth.station_start=2000-10-01",
-        "data.lat_range=[35.0,39.0]", "data.lon_range=[-90.0,-85.0]",
-        "data.forcing_start=2000-01-01", "data.forcing_end=2003-12-31",
-        "data.target_start=2000-10-01", "data.target_end=2003-12-31",
-        "data.val_start=2003-01-01", "data.val_end=2003-12-31",
-        "infer.start=2002-01-01", "infer.end=2003-12-31",
+        "synth.lat_range=[35.0,39.0]",
+        "synth.lon_range=[-90.0,-85.0]",
+        "synth.n_stations=25",
+        "synth.seed=11",
+        "synth.start=2000-01-01",
+        "synth.end=2003-12-31",
+        "synth.station_start=2000-10-01",
+        "data.lat_range=[35.0,39.0]",
+        "data.lon_range=[-90.0,-85.0]",
+        "data.forcing_start=2000-01-01",
+        "data.forcing_end=2003-12-31",
+        "data.target_start=2000-10-01",
+        "data.target_end=2003-12-31",
+        "data.val_start=2003-01-01",
+        "data.val_end=2003-12-31",
+        "infer.start=2002-01-01",
+        "infer.end=2003-12-31",
     ],
     "large": [
-        "synth.lat_range=[44.0,52.0]", "synth.lon_range=[0.0,8.0]", "synth.n_stations=150", "synth.seed=7",
-        "synth.start=1999-01-01", "synth.end=2008-12-31", "synth.station_start=1999-10-01",
-        "data.lat_range=[44.0,52.0]", "data.lon_range=[0.0,8.0]",
-        "data.forcing_start=1999-01-01", "data.forcing_end=2008-12-31",
-        "data.target_start=1999-10-01", "data.target_end=2008-12-31",
-        "data.val_start=2008-01-01", "data.val_end=2008-12-31",
-        "infer.start=2007-01-01", "infer.end=2008-12-31",
+        "synth.lat_range=[44.0,52.0]",
+        "synth.lon_range=[0.0,8.0]",
+        "synth.n_stations=150",
+        "synth.seed=7",
+        "synth.start=1999-01-01",
+        "synth.end=2008-12-31",
+        "synth.station_start=1999-10-01",
+        "data.lat_range=[44.0,52.0]",
+        "data.lon_range=[0.0,8.0]",
+        "data.forcing_start=1999-01-01",
+        "data.forcing_end=2008-12-31",
+        "data.target_start=1999-10-01",
+        "data.target_end=2008-12-31",
+        "data.val_start=2008-01-01",
+        "data.val_end=2008-12-31",
+        "infer.start=2007-01-01",
+        "infer.end=2008-12-31",
     ],
 }
 
@@ -84,7 +104,10 @@ def score(store_dir: Path, predictions: Path) -> list[dict]:
     land = xr.open_zarr(store_dir / "statics.zarr")[C.LAND_MASK]
     pred = xr.open_zarr(predictions)[C.SM]
     res = score_truth_grid(truth, {"somojax": pred, "era5": era}, land, "somojax", "era5")
-    return [{k: v[k] for k in ("layer", "n_cells", "median_ours", "median_baseline", "share_better", "beats")} for v in res.verdicts]
+    return [
+        {k: v[k] for k in ("layer", "n_cells", "median_ours", "median_baseline", "share_better", "beats")}
+        for v in res.verdicts
+    ]
 
 
 def train_summaries(workdir: Path) -> dict:
@@ -130,7 +153,9 @@ def main() -> None:
     result = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
         "date": time.strftime("%Y-%m-%d"),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        ).stdout.strip(),
         "worlds": {w: run_world(w, a.variants.split(","), root) for w in a.worlds.split(",")},
     }
     out = REPO / a.out

@@ -66,7 +66,11 @@ def speed(repeats: int) -> dict:
     compiled = {}
     for name, update in (("old", old_update), ("new", NEW_UPDATE)):
         use(update)
-        f = jax.jit(lambda p, x, xs: kernels.predict_normalised.__wrapped__(p, x, xs, seq_length=L, rows_per_step=1536, hoist=False))
+        f = jax.jit(
+            lambda p, x, xs: kernels.predict_normalised.__wrapped__(
+                p, x, xs, seq_length=L, rows_per_step=1536, hoist=False
+            )
+        )
         compiled[name] = f.lower(params, x, xs).compile()
         compiled[name](params, x, xs).block_until_ready()
     times = {k: [] for k in compiled}
@@ -75,7 +79,10 @@ def speed(repeats: int) -> dict:
             t = time.perf_counter()
             f(params, x, xs).block_until_ready()
             times[k].append(time.perf_counter() - t)
-    res = {k: {"median_s": float(np.median(v)), "min_s": float(min(v)), "all_s": [round(t, 3) for t in v]} for k, v in times.items()}
+    res = {
+        k: {"median_s": float(np.median(v)), "min_s": float(min(v)), "all_s": [round(t, 3) for t in v]}
+        for k, v in times.items()
+    }
     res["new_over_old_median"] = res["new"]["median_s"] / res["old"]["median_s"]
     print({k: (v if isinstance(v, float) else round(v["median_s"], 3)) for k, v in res.items()})
     return res
@@ -85,7 +92,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
-    result = {"benchmark": "kernel_precision", "machine": machine(), "precision": precision(), "speed_exact_1cell_7305d_H128": speed(args.repeats)}
+    result = {
+        "benchmark": "kernel_precision",
+        "machine": machine(),
+        "precision": precision(),
+        "speed_exact_1cell_7305d_H128": speed(args.repeats),
+    }
     use(NEW_UPDATE)
     path = Path(__file__).parent / "results" / f"kernel_precision-cpu-{machine()['cpu_cores']}c.json"
     path.write_text(json.dumps(result, indent=1))

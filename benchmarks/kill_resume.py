@@ -98,7 +98,10 @@ def train_result(work: Path) -> dict:
     out = {}
     for layer_dir in sorted((work / "checkpoints").iterdir()):
         layer = layer_dir.name
-        metrics = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(work / "metrics" / layer / "metrics.jsonl")]
+        metrics = [
+            {k: v for k, v in r.items() if k not in TIMING_KEYS}
+            for r in read_metrics(work / "metrics" / layer / "metrics.jsonl")
+        ]
         out[layer] = {
             "best": load_bundle(layer_dir, which="best").params,
             "latest": load_bundle(layer_dir, which="latest").params,
@@ -144,7 +147,19 @@ def compare_predict(ref: dict, got: dict) -> list[str]:
     return [f"{k} differs" for k in ref if not same_bits(ref[k], got[k])]
 
 
-def stop_campaign(name: str, cmd: list[str], fresh_copy, result, compare, ref, t_ref: float, kills: int, rng: random.Random, env: dict, log) -> dict:
+def stop_campaign(
+    name: str,
+    cmd: list[str],
+    fresh_copy,
+    result,
+    compare,
+    ref,
+    t_ref: float,
+    kills: int,
+    rng: random.Random,
+    env: dict,
+    log,
+) -> dict:
     """Stops `cmd` at random moments until `kills` stops have landed; compares every completed copy."""
     stops, copies, failures, by_signal, restarts = 0, 0, [], {s: 0 for s in SIGNALS}, 0
     while stops < kills:
@@ -161,7 +176,9 @@ def stop_campaign(name: str, cmd: list[str], fresh_copy, result, compare, ref, t
             by_signal[sname] += 1
             want = {"SIGKILL": -signal.SIGKILL, "SIGINT": 130, "SIGTERM": 143}[sname]
             if rc != want:
-                failures.append(f"{name} copy {copies}: {sname} after {after:.2f} s exited {rc}, expected {want}: {err[-1500:]}")
+                failures.append(
+                    f"{name} copy {copies}: {sname} after {after:.2f} s exited {rc}, expected {want}: {err[-1500:]}"
+                )
             if "Traceback" in err:
                 failures.append(f"{name} copy {copies}: {sname} after {after:.2f} s printed a traceback: {err[-3000:]}")
             if sname != "SIGKILL" and rc == want and "To resume, run the same command again" not in err:
@@ -175,7 +192,13 @@ def stop_campaign(name: str, cmd: list[str], fresh_copy, result, compare, ref, t
             failures.append(f"{name} copy {copies}: not bitwise equal to the uninterrupted run: {diff}")
         log(f"  {name} copy {copies}: {'bitwise equal' if not diff else 'DIFFERENT: ' + '; '.join(diff)}")
         shutil.rmtree(work, ignore_errors=True)
-    return {"stops": stops, "by_signal": by_signal, "processes": restarts, "copies_compared": copies, "failures": failures}
+    return {
+        "stops": stops,
+        "by_signal": by_signal,
+        "processes": restarts,
+        "copies_compared": copies,
+        "failures": failures,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -184,7 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["train", "predict"], default=None)
     p.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, deleted)")
-    p.add_argument("--out", default=None, help="JSON result (default benchmarks/results/kill_resume-<machine>.json; '-' for none)")
+    p.add_argument(
+        "--out", default=None, help="JSON result (default benchmarks/results/kill_resume-<machine>.json; '-' for none)"
+    )
     a = p.parse_args(argv)
     rng = random.Random(a.seed)
     root = Path(a.workdir or tempfile.mkdtemp(prefix="somojax-kill-"))
@@ -210,7 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     again = train_copy_of(base, root / "ref2")
     t_train = run(train_cmd + [f"workdir={again}"], env, log)
     t_pred = run(predict_cmd + [f"workdir={again}"], env, log)
-    baseline = compare_train(train_result(ref), train_result(again)) + compare_predict(predict_result(ref), predict_result(again))
+    baseline = compare_train(train_result(ref), train_result(again)) + compare_predict(
+        predict_result(ref), predict_result(again)
+    )
     if baseline:
         raise RuntimeError(f"two uninterrupted runs differ: {baseline}")
     shutil.rmtree(again)
@@ -232,21 +259,49 @@ def main(argv: list[str] | None = None) -> dict:
         return w
 
     if a.only in (None, "train"):
-        result["train"] = stop_campaign("train", train_cmd, train_copy, train_result, compare_train, train_result(ref), t_train, a.kills, rng, env, log)
+        result["train"] = stop_campaign(
+            "train",
+            train_cmd,
+            train_copy,
+            train_result,
+            compare_train,
+            train_result(ref),
+            t_train,
+            a.kills,
+            rng,
+            env,
+            log,
+        )
     if a.only in (None, "predict"):
         result["predict"] = stop_campaign(
-            "predict", predict_cmd, predict_copy, predict_result, compare_predict, predict_result(ref), t_pred, a.kills, rng, env, log
+            "predict",
+            predict_cmd,
+            predict_copy,
+            predict_result,
+            compare_predict,
+            predict_result(ref),
+            t_pred,
+            a.kills,
+            rng,
+            env,
+            log,
         )
     result["seconds"] = round(time.perf_counter() - t_all, 1)
     result["failures"] = sum(len(result[k]["failures"]) for k in ("train", "predict") if k in result)
     for k in ("train", "predict"):
         if k in result:
             r = result[k]
-            log(f"{k}: {r['stops']} stops {r['by_signal']} over {r['processes']} processes, {r['copies_compared']} copies compared, {len(r['failures'])} failures")
+            log(
+                f"{k}: {r['stops']} stops {r['by_signal']} over {r['processes']} processes, {r['copies_compared']} copies compared, {len(r['failures'])} failures"
+            )
             for f in r["failures"]:
                 log("  FAIL " + f[:2000])
     if a.out != "-":
-        out = Path(a.out) if a.out else REPO / "benchmarks" / "results" / f"kill_resume-{platform.machine()}-{os.cpu_count()}c.json"
+        out = (
+            Path(a.out)
+            if a.out
+            else REPO / "benchmarks" / "results" / f"kill_resume-{platform.machine()}-{os.cpu_count()}c.json"
+        )
         out.write_text(json.dumps(result, indent=1) + "\n")
         log(f"wrote {out}")
     if not a.workdir:

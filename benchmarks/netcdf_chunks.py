@@ -31,7 +31,9 @@ def synthetic_year(n_lat: int, n_lon: int, n_days: int, seed: int = 0) -> np.nda
     rng = np.random.default_rng(seed)
     land = rng.random((n_lat // 10 + 1, n_lon // 10 + 1)) < 0.28
     land = np.kron(land, np.ones((10, 10), bool))[:n_lat, :n_lon]
-    base = (0.25 + 0.1 * np.sin(np.linspace(0, 6, n_lon))[None] * np.cos(np.linspace(0, 3, n_lat))[:, None]).astype(np.float32)
+    base = (0.25 + 0.1 * np.sin(np.linspace(0, 6, n_lon))[None] * np.cos(np.linspace(0, 3, n_lat))[:, None]).astype(
+        np.float32
+    )
     season = 0.05 * np.sin(np.arange(n_days) / 58.0).astype(np.float32)
     out = np.empty((n_days, n_lat, n_lon), np.float32)
     for t in range(n_days):
@@ -44,9 +46,19 @@ def write(path: Path, data: np.ndarray, chunks: tuple[int, int, int]) -> float:
     n_t, n_y, n_x = data.shape
     ds = xr.Dataset(
         {"sm": (("time", "latitude", "longitude"), data)},
-        coords={"time": pd.date_range("2001-01-01", periods=n_t), "latitude": np.arange(n_y) * 0.25 - 59.875, "longitude": np.arange(n_x) * 0.25 - 179.875},
+        coords={
+            "time": pd.date_range("2001-01-01", periods=n_t),
+            "latitude": np.arange(n_y) * 0.25 - 59.875,
+            "longitude": np.arange(n_x) * 0.25 - 179.875,
+        },
     )
-    enc = {"sm": {**COMPRESSION, "_FillValue": np.float32(np.nan), "chunksizes": tuple(min(c, n) for c, n in zip(chunks, data.shape))}}
+    enc = {
+        "sm": {
+            **COMPRESSION,
+            "_FillValue": np.float32(np.nan),
+            "chunksizes": tuple(min(c, n) for c, n in zip(chunks, data.shape)),
+        }
+    }
     ds.to_netcdf(path, encoding=enc, format="NETCDF4")
     return time.perf_counter() - t0
 
@@ -94,9 +106,16 @@ def main() -> None:
             }
             r = rows[name]
             r["series_20_years_s_estimate"] = round(20 * r["series_one_year_s"], 3)
-            print(f"{name:28s} chunks {chunks}: map {r['map_s'] * 1e3:.1f} ms ({r['map_chunks']} chunks), one-cell year "
-                  f"{r['series_one_year_s'] * 1e3:.1f} ms ({r['series_chunks_per_year']} chunks); file {r['file_mb']} MB")
-    result = {"benchmark": "netcdf_chunks", "machine": machine(), "shape": [args.days, args.lat, args.lon], "layouts": rows}
+            print(
+                f"{name:28s} chunks {chunks}: map {r['map_s'] * 1e3:.1f} ms ({r['map_chunks']} chunks), one-cell year "
+                f"{r['series_one_year_s'] * 1e3:.1f} ms ({r['series_chunks_per_year']} chunks); file {r['file_mb']} MB"
+            )
+    result = {
+        "benchmark": "netcdf_chunks",
+        "machine": machine(),
+        "shape": [args.days, args.lat, args.lon],
+        "layouts": rows,
+    }
     out = Path(__file__).parent / "results" / f"netcdf_chunks-cpu-{machine()['cpu_cores']}c.json"
     out.write_text(json.dumps(result, indent=1))
     print("wrote", out)

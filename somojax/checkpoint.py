@@ -71,7 +71,9 @@ BEST_DIR = "best"
 TRASH_DIR = ".trash"  # orbax moves deleted steps here (an atomic rename); emptied by us
 
 
-def _manager(directory: Path, items: tuple[str, str], keep: int | None, read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(
+    directory: Path, items: tuple[str, str], keep: int | None, read_only: bool = False
+) -> ocp.CheckpointManager:
     """An orbax manager of (arrays item, JSON item) checkpoints.
 
     Each manager gets its own barrier prefix: the state/ and best/ managers save the same step
@@ -286,7 +288,11 @@ def save_bundle(bundle: Bundle, directory: str | Path, step: int = 0, **extra: A
     mngr = _manager(directory / BEST_DIR, ("params", "meta"), 1)
     with mngr:
         params = {k: np.asarray(v) for k, v in bundle.params.items()}
-        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+        mngr.save(
+            step,
+            args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
         mngr.wait_until_finished()
     _empty_trash(directory / BEST_DIR)
     return directory

@@ -103,7 +103,9 @@ def _window_text(argv: Sequence[str]) -> str:
         n = load_config(config, overrides).model.seq_length
     except SomojaxError:
         return "model.seq_length days, each checkpoint's own"
-    return f"{n} days: model.seq_length in config {config}; a checkpoint uses the length it was trained or imported with"
+    return (
+        f"{n} days: model.seq_length in config {config}; a checkpoint uses the length it was trained or imported with"
+    )
 
 
 def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -111,7 +113,10 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="somojax",
         description="Global daily soil moisture from in-situ data: SoMo.ml's EA-LSTM ensemble in JAX.",
-        epilog=epilog + "\n\n" + _settings_text(SETTINGS) + "\n\nRun `somojax <command> --help` for the options of a command.",
+        epilog=epilog
+        + "\n\n"
+        + _settings_text(SETTINGS)
+        + "\n\nRun `somojax <command> --help` for the options of a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"somojax {__version__}")
@@ -164,7 +169,11 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add("export")
     add("evaluate")
     sp = add("import-torch")
-    sp.add_argument("--state-dict", required=True, help="PyTorch state dict (.pt/.pth) or NumPy .npz of it; several (comma-separated): members")
+    sp.add_argument(
+        "--state-dict",
+        required=True,
+        help="PyTorch state dict (.pt/.pth) or NumPy .npz of it; several (comma-separated): members",
+    )
     sp.add_argument(
         "--stats",
         required=True,
@@ -190,9 +199,13 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add("run")
     sp = add("plan")
     sp.add_argument("--devices", type=int, default=1, help="devices the rollout runs on (default 1)")
-    sp.add_argument("--kind", default="cpu", help="device kind: cpu (a core of the measured machine), gpu, tpu (default cpu)")
+    sp.add_argument(
+        "--kind", default="cpu", help="device kind: cpu (a core of the measured machine), gpu, tpu (default cpu)"
+    )
     sp.add_argument("--cells", type=int, default=None, help="cells to predict (default: counted in the statics store)")
-    sp.add_argument("--device-gflops", type=float, default=None, help="float32 matmul GFLOP/s of a device without a measured rate")
+    sp.add_argument(
+        "--device-gflops", type=float, default=None, help="float32 matmul GFLOP/s of a device without a measured rate"
+    )
     return p
 
 
@@ -227,7 +240,15 @@ def _dispatch(args: argparse.Namespace, cfg) -> object:
         from somojax.train.import_torch import import_torch
 
         seq_length, told = _import_window(args, cfg)
-        return import_torch(cfg, state_dict=args.state_dict, stats=args.stats, layer=args.layer, out=args.out, seq_length=seq_length, told=told)
+        return import_torch(
+            cfg,
+            state_dict=args.state_dict,
+            stats=args.stats,
+            layer=args.layer,
+            out=args.out,
+            seq_length=seq_length,
+            told=told,
+        )
     if cmd == "bench":
         from somojax.bench import run_benchmarks
 
@@ -264,7 +285,12 @@ def _import_window(args: argparse.Namespace, cfg) -> tuple[int | None, str]:
 
 
 def _config_given(argv: Sequence[str]) -> bool:
-    return any(a in ("-c", "--config") or a.startswith("--config=") or (a.startswith("-c") and len(a) > 2 and not a.startswith("--")) for a in argv)
+    return any(
+        a in ("-c", "--config")
+        or a.startswith("--config=")
+        or (a.startswith("-c") and len(a) > 2 and not a.startswith("--"))
+        for a in argv
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,7 +104,9 @@ class DataConfig:
         u = self.units
         pairs = u.items() if isinstance(u, Mapping) else u if isinstance(u, (list, tuple)) else None
         if pairs is not None:
-            object.__setattr__(self, "units", tuple(sorted((tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs), key=str)))
+            object.__setattr__(
+                self, "units", tuple(sorted((tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs), key=str))
+            )
 
 
 @dataclass(frozen=True)

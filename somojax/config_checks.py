@@ -45,7 +45,9 @@ def integer(lo: int, hi: int | None = None, what: str = "") -> Rule:
     return Rule(lambda v: v >= lo and (hi is None or v <= hi), span + (f" ({what})" if what else ""))
 
 
-def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False, what: str = "") -> Rule:
+def number(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False, what: str = ""
+) -> Rule:
     """A finite number in the interval given; `*_open` excludes the edge."""
 
     def ok(v):
@@ -104,7 +106,9 @@ BBOX = Rule(_bbox_ok, "[south, north, west, east] edges with -90 <= south < nort
 def names(allowed: tuple[str, ...] | None = None, what: str = "names") -> Rule:
     """A non-empty list of distinct non-empty strings (from `allowed`, when given)."""
     text = f"a non-empty list of distinct {what}" + (f" from {list(allowed)}" if allowed else "")
-    return Rule(lambda v: len(v) > 0 and len(set(v)) == len(v) and all(x and (not allowed or x in allowed) for x in v), text)
+    return Rule(
+        lambda v: len(v) > 0 and len(set(v)) == len(v) and all(x and (not allowed or x in allowed) for x in v), text
+    )
 
 
 def _schedule_ok(v: tuple) -> bool:
@@ -122,7 +126,10 @@ SCHEDULE = Rule(
     "a non-empty list of [first epoch, learning rate] pairs: the first epoch 0, epochs increasing, rates finite and > 0 "
     "(e.g. [[0, 1.0e-3], [10, 5.0e-4]])",
 )
-QUANTILES = Rule(lambda v: all(_finite(q) for q in v) and 0 <= v[0] < v[1] <= 1, "two quantiles 0 <= low < high <= 1 (e.g. [0.2, 0.8])")
+QUANTILES = Rule(
+    lambda v: all(_finite(q) for q in v) and 0 <= v[0] < v[1] <= 1,
+    "two quantiles 0 <= low < high <= 1 (e.g. [0.2, 0.8])",
+)
 SEED = integer(0, 2**32 - 1, "a random seed")
 POSITIVE = integer(1)
 
@@ -141,7 +148,9 @@ def _workdir_ok(v: str) -> bool:
     return all(f == "name" for f in fields)
 
 
-DIVIDES_24 = Rule(lambda v: 1 <= v <= 24 and 24 % v == 0, "1, 2, 3, 4, 6, 8, 12 or 24 (the sampling interval must divide 24)")
+DIVIDES_24 = Rule(
+    lambda v: 1 <= v <= 24 and 24 % v == 0, "1, 2, 3, 4, 6, 8, 12 or 24 (the sampling interval must divide 24)"
+)
 
 PATH = "a path or empty (the default location); checked where it is read or written"
 ENUM = "one of the listed values; checked against the field's type"
@@ -185,7 +194,12 @@ RULES: dict[str, Rule | str] = {
     "data.min_overlap_days": integer(2, what="a rescaling needs at least two common days"),
     "data.era5_accumulation": ENUM,
     "data.units": Rule(
-        lambda v: isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) and x.strip() for x in p) for p in v),
+        lambda v: (
+            isinstance(v, tuple)
+            and all(
+                isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) and x.strip() for x in p) for p in v
+            )
+        ),
         "a mapping of ERA5 variable names to units, e.g. {t2m: K, tp: m} (names and units are checked by `somojax prepare`)",
     ),
     "data.era5_check_steps": integer(0, what="0: every value; N: N time steps per ERA5 file"),
@@ -268,7 +282,9 @@ RULES: dict[str, Rule | str] = {
     # --- evaluate ---------------------------------------------------------------------------
     "evaluate.folds": integer(2, what="cross-validation needs at least 2 folds"),
     "evaluate.fold_seed": SEED,
-    "evaluate.anomaly_window_days": Rule(lambda v: v >= 1 and v % 2 == 1, "an odd number of days >= 1 (a centred window; the paper uses 35)"),
+    "evaluate.anomaly_window_days": Rule(
+        lambda v: v >= 1 and v % 2 == 1, "an odd number of days >= 1 (a centred window; the paper uses 35)"
+    ),
     "evaluate.anomaly_min_count": POSITIVE,
     "evaluate.quantiles": QUANTILES,
     "evaluate.references": "paths (or name=path specs); checked by `somojax evaluate`, which names what it cannot read",
@@ -298,7 +314,11 @@ def _inside(a0: str, a1: str, b0: str, b1: str) -> bool:
 
 RELATIONS: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
     (("synth.start", "synth.end"), _ordered, "the synthetic period must not end before it starts"),
-    (("synth.station_start", "synth.start", "synth.end"), lambda s, a, b: a <= s < b, "synth.station_start must lie within synth.start..synth.end"),
+    (
+        ("synth.station_start", "synth.start", "synth.end"),
+        lambda s, a, b: a <= s < b,
+        "synth.station_start must lie within synth.start..synth.end",
+    ),
     (("data.forcing_start", "data.forcing_end"), _ordered, "the forcing period must not end before it starts"),
     (("data.target_start", "data.target_end"), _ordered, "the target period must not end before it starts"),
     (
@@ -317,13 +337,21 @@ RELATIONS: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
         lambda sched, n: sched == "paper" or n is not None,
         "train.max_updates (the budget in updates) must be set for lr_schedule plateau or cosine",
     ),
-    (("train.min_lr", "train.learning_rate"), lambda lo, lr: lo <= lr, "train.min_lr must not exceed train.learning_rate"),
+    (
+        ("train.min_lr", "train.learning_rate"),
+        lambda lo, lr: lo <= lr,
+        "train.min_lr must not exceed train.learning_rate",
+    ),
     (
         ("train.lr_schedule", "train.warmup_updates", "train.max_updates"),
         lambda sched, w, n: sched != "cosine" or w < n,
         "train.warmup_updates must be smaller than train.max_updates",
     ),
-    (("model.predict_last_n", "model.seq_length"), lambda k, n: k <= n, "model.predict_last_n must not exceed model.seq_length"),
+    (
+        ("model.predict_last_n", "model.seq_length"),
+        lambda k, n: k <= n,
+        "model.predict_last_n must not exceed model.seq_length",
+    ),
     (("infer.start", "infer.end"), _ordered, "the prediction period must not end before it starts"),
     (
         ("infer.region", "infer.cells_file"),
@@ -341,7 +369,11 @@ RELATIONS: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
         "infer.forcing_tables needs infer.statics_table (SoMo.ml's global_attri.dat: one row of statics per cell)",
     ),
     *[
-        ((f"infer.shard_{d}", f"infer.chunk_{d}"), lambda s, c: s % c == 0, f"infer.shard_{d} must be a multiple of infer.chunk_{d}")
+        (
+            (f"infer.shard_{d}", f"infer.chunk_{d}"),
+            lambda s, c: s % c == 0,
+            f"infer.shard_{d} must be a multiple of infer.chunk_{d}",
+        )
         for d in ("time", "lat", "lon")
     ],
     (
@@ -393,7 +425,9 @@ def check_config(cfg: Any, sources: Mapping[str, str]) -> None:
     for key in field_keys(cfg):
         rule = RULES.get(key)
         if rule is None:
-            raise ConfigError(f"{key} has no value rule in somojax/config_checks.py RULES (a bug: every field needs one)")
+            raise ConfigError(
+                f"{key} has no value rule in somojax/config_checks.py RULES (a bug: every field needs one)"
+            )
         value = value_of(cfg, key)
         if isinstance(rule, Rule) and not rule.ok(value):
             raise ConfigError(f"{key}={_shown(value)!r} (from {_where(key, sources)}): must be {rule.allowed}")

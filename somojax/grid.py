@@ -59,7 +59,9 @@ def cell_id(lat: np.ndarray | float, lon: np.ndarray | float) -> np.ndarray:
     lon = np.asarray(lon, np.float64)
     bad = ~(np.isfinite(lat) & (np.abs(lat) <= 90.0)) | ~np.isfinite(lon)
     if np.any(bad):
-        raise ValueError(f"coordinates off the globe: latitude {np.broadcast_to(lat, bad.shape)[bad][:3]} / longitude {np.broadcast_to(lon, bad.shape)[bad][:3]} (latitude must be in -90..90)")
+        raise ValueError(
+            f"coordinates off the globe: latitude {np.broadcast_to(lat, bad.shape)[bad][:3]} / longitude {np.broadcast_to(lon, bad.shape)[bad][:3]} (latitude must be in -90..90)"
+        )
     lon = ((lon + 180.0) % 360.0) - 180.0
     row = np.clip(np.floor((lat + 90.0) / RES), 0, C.N_LAT_GLOBAL - 1).astype(np.int64)
     col = np.clip(np.floor((lon + 180.0) / RES), 0, C.N_LON_GLOBAL - 1).astype(np.int64)
@@ -143,7 +145,9 @@ def indices(
     return idx
 
 
-def select_cells(ds: xr.Dataset | xr.DataArray, cells: np.ndarray, what: str = "the store") -> xr.Dataset | xr.DataArray:
+def select_cells(
+    ds: xr.Dataset | xr.DataArray, cells: np.ndarray, what: str = "the store"
+) -> xr.Dataset | xr.DataArray:
     """The grid points of global cell ids `cells` as a new `cell` dimension (one vectorised
     `isel`). A cell whose centre lies farther than half a grid step from every point of `ds` is
     outside it: `StoreError` naming the cells."""
@@ -153,7 +157,9 @@ def select_cells(ds: xr.Dataset | xr.DataArray, cells: np.ndarray, what: str = "
     ilon, in_lon = nearest_index(ds[C.LON].values, lon, HALF_CELL, periodic=True)
     bad = ~(in_lat & in_lon)
     if bad.any():
-        raise StoreError(f"cells {cells[bad][:5].tolist()} lie outside {what}'s region (centres {lat[bad][:2]} N, {lon[bad][:2]} E)")
+        raise StoreError(
+            f"cells {cells[bad][:5].tolist()} lie outside {what}'s region (centres {lat[bad][:2]} N, {lon[bad][:2]} E)"
+        )
     return ds.isel({C.LAT: xr.DataArray(ilat, dims=C.CELL), C.LON: xr.DataArray(ilon, dims=C.CELL)})
 
 

@@ -44,9 +44,7 @@ class NormStats:
         table = self.mean if what == "mean" else self.std
         missing = [n for n in names if n not in table]
         if missing:
-            raise CheckpointError(
-                f"normalisation statistics have no {what} for {missing}; they cover {sorted(table)}"
-            )
+            raise CheckpointError(f"normalisation statistics have no {what} for {missing}; they cover {sorted(table)}")
         return np.asarray([table[n] for n in names], np.float32)
 
     def to_json(self) -> str:
@@ -152,4 +150,6 @@ def compute_stats(forcings, statics, targets, cells, period) -> NormStats:
     for layer, name in (("L1", "sm_L1"), ("L2", "sm_L2")):
         if layer in tmean:
             mean[name], std[name] = tmean[layer], tstd[layer]
-    return NormStats(mean=mean, std=std, target_mean=tmean, target_std=tstd, cells=tuple(int(c) for c in cells), period=(start, end))
+    return NormStats(
+        mean=mean, std=std, target_mean=tmean, target_std=tstd, cells=tuple(int(c) for c in cells), period=(start, end)
+    )

@@ -138,7 +138,9 @@ def run(cfg: Config) -> dict[str, float]:
         # leaves either "start over" or "resume" for the next run, never a mix.
         fresh = upstream_ran or (_marker(cfg, name).exists() and not is_resumable(cfg, name))
         upstream_ran = True
-        log.info("[%s] %s", name, "starting from scratch" if fresh else "resuming" if is_resumable(cfg, name) else "starting")
+        log.info(
+            "[%s] %s", name, "starting from scratch" if fresh else "resuming" if is_resumable(cfg, name) else "starting"
+        )
         if fresh:
             with signals.deferred():  # a Ctrl-C waits for the renames
                 discard_outputs(cfg, name)

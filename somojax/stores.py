@@ -82,7 +82,9 @@ FILENAMES = {
 }
 
 
-def validate(ds: xr.Dataset, kind: str, source: str | os.PathLike = "dataset", variables: Iterable[str] | None = None) -> None:
+def validate(
+    ds: xr.Dataset, kind: str, source: str | os.PathLike = "dataset", variables: Iterable[str] | None = None
+) -> None:
     """Raises `StoreError` naming the first problem found against the schema of `kind`.
 
     Args:
@@ -107,7 +109,11 @@ def validate(ds: xr.Dataset, kind: str, source: str | os.PathLike = "dataset", v
         if tuple(ds[var].dims) != tuple(dims):
             raise StoreError(f"{source}: variable {var!r} has dims {tuple(ds[var].dims)}, expected {tuple(dims)}")
     # a subset of the variables needs only the coordinates of its dimensions (no `layer` without sm_era5)
-    coords = schema.coords if variables is None else [c for c in schema.coords if any(c in dims for dims in required.values())]
+    coords = (
+        schema.coords
+        if variables is None
+        else [c for c in schema.coords if any(c in dims for dims in required.values())]
+    )
     for coord in coords:
         if coord not in ds.coords:
             raise StoreError(f"{source}: coordinate {coord!r} is missing (found {sorted(ds.coords)})")

@@ -63,16 +63,23 @@ def mock_stores(
         truth[k] = base[0, 0] + season[:, None, None] * (1 - 0.2 * k) + 0.05 * storms / storms.std()
     truth = np.clip(truth, 0.02, 0.6)
     # ERA5-like: biased, damped and partly wrong anomalies
-    era_noise = np.stack([_smooth(rng.normal(0, 1, (n_lat, n_lon, days)), smoothing[k]).transpose(2, 0, 1) for k in range(nl)])
+    era_noise = np.stack(
+        [_smooth(rng.normal(0, 1, (n_lat, n_lon, days)), smoothing[k]).transpose(2, 0, 1) for k in range(nl)]
+    )
     era5 = 0.05 + 0.8 * truth + 0.03 * era_noise / era_noise.std()
     # the product: close to the truth, slightly noisy
     pred = truth + rng.normal(0, 0.008, truth.shape)
 
     coords = {C.LAYER: list(C.LAYERS), C.TIME: time, C.LAT: lat, C.LON: lon}
     gdims = (C.LAYER, C.TIME, C.LAT, C.LON)
-    forc = {v: ((C.TIME, C.LAT, C.LON), rng.normal(0, 1, (days, n_lat, n_lon)).astype(np.float32)) for v in C.DYNAMIC_INPUTS}
+    forc = {
+        v: ((C.TIME, C.LAT, C.LON), rng.normal(0, 1, (days, n_lat, n_lon)).astype(np.float32)) for v in C.DYNAMIC_INPUTS
+    }
     t2m_c = 12.0 + 10.0 * np.sin(2 * np.pi * (doy - 110) / 365.25)
-    forc["t2m"] = ((C.TIME, C.LAT, C.LON), (273.15 + t2m_c[:, None, None] + np.zeros((days, n_lat, n_lon))).astype(np.float32))
+    forc["t2m"] = (
+        (C.TIME, C.LAT, C.LON),
+        (273.15 + t2m_c[:, None, None] + np.zeros((days, n_lat, n_lon))).astype(np.float32),
+    )
     forcings = xr.Dataset({**forc, C.SM_ERA5: (gdims, era5.astype(np.float32))}, coords=coords)
     stat = {v: ((C.LAT, C.LON), rng.uniform(0.1, 1.0, (n_lat, n_lon)).astype(np.float32)) for v in C.STATIC_INPUTS}
     stat["arid"] = ((C.LAT, C.LON), np.linspace(0.8, 3.0, n_lat * n_lon).reshape(n_lat, n_lon).astype(np.float32))
@@ -111,12 +118,20 @@ def mock_stores(
         {
             C.SM: ((C.LAYER, C.CELL, C.TIME), tgt.astype(np.float32)),
             "n_series": ((C.LAYER, C.CELL), np.isfinite(tgt).any(-1).astype(np.int16)),
-            "provenance": ((C.LAYER, C.CELL), np.array([[f"MOCK/st{c}/s@{C.LAYER_MID_CM[l]}" for c in range(n_cells)] for l in C.LAYERS], dtype=object)),
+            "provenance": (
+                (C.LAYER, C.CELL),
+                np.array(
+                    [[f"MOCK/st{c}/s@{C.LAYER_MID_CM[l]}" for c in range(n_cells)] for l in C.LAYERS], dtype=object
+                ),
+            ),
         },
         coords={C.LAYER: list(C.LAYERS), C.CELL: cid, C.TIME: time, C.LAT: (C.CELL, lat[ii]), C.LON: (C.CELL, lon[jj])},
     )
     cv_da = xr.DataArray(
-        cv.astype(np.float32), dims=(C.LAYER, C.CELL, C.TIME), coords={C.LAYER: list(C.LAYERS), C.CELL: cid, C.TIME: time}, name=C.SM
+        cv.astype(np.float32),
+        dims=(C.LAYER, C.CELL, C.TIME),
+        coords={C.LAYER: list(C.LAYERS), C.CELL: cid, C.TIME: time},
+        name=C.SM,
     )
     out = MockStores(forcings, statics, targets, truth_ds, predictions, cv_da)
     if store_dir is not None:

@@ -36,10 +36,26 @@ def run_main(capsys, *args) -> tuple[int, str]:
 @pytest.mark.parametrize(
     "command, override, shown",
     [
-        ("predict", "infer.start=2001-02-30", "infer.start='2001-02-30' (from command-line override 'infer.start=2001-02-30'): must be a calendar date"),
-        ("train", "model.hidden_size=0", "model.hidden_size=0 (from command-line override 'model.hidden_size=0'): must be an integer >= 1"),
-        ("train", "train.members=0", "train.members=0 (from command-line override 'train.members=0'): must be an integer >= 1 (the ensemble size)"),
-        ("train", "model.dropout=1.5", "model.dropout=1.5 (from command-line override 'model.dropout=1.5'): must be a finite number >= 0 and < 1"),
+        (
+            "predict",
+            "infer.start=2001-02-30",
+            "infer.start='2001-02-30' (from command-line override 'infer.start=2001-02-30'): must be a calendar date",
+        ),
+        (
+            "train",
+            "model.hidden_size=0",
+            "model.hidden_size=0 (from command-line override 'model.hidden_size=0'): must be an integer >= 1",
+        ),
+        (
+            "train",
+            "train.members=0",
+            "train.members=0 (from command-line override 'train.members=0'): must be an integer >= 1 (the ensemble size)",
+        ),
+        (
+            "train",
+            "model.dropout=1.5",
+            "model.dropout=1.5 (from command-line override 'model.dropout=1.5'): must be a finite number >= 0 and < 1",
+        ),
         ("train", "train.learning_rates=[[0,-1e-3]]", "train.learning_rates=[[0, -0.001]] (from command-line override"),
         ("evaluate", "evaluate.quantiles=[0.9,0.1]", "evaluate.quantiles=[0.9, 0.1]"),
         ("predict", "infer.bbox=[0,0,0,0]", "infer.bbox=[0.0, 0.0, 0.0, 0.0]"),
@@ -65,7 +81,10 @@ def test_a_full_disk_names_what_was_written(capsys, tmp_path):
     os.symlink("/dev/full", run / "config.yaml.tmp")  # every write there fails with ENOSPC
     rc, err = run_main(capsys, "train", "-c", "tiny", f"workdir={run}")
     assert rc == 2
-    assert f"cannot write the resolved config into the run directory {run}: No space left on device; the disk is full" in err
+    assert (
+        f"cannot write the resolved config into the run directory {run}: No space left on device; the disk is full"
+        in err
+    )
     assert not (run / "config.yaml").exists()
 
 
@@ -77,12 +96,18 @@ def test_any_os_error_inside_a_command_is_one_line(capsys, tmp_path, monkeypatch
     rc, err = run_main(capsys, "prepare", "-c", "tiny", f"workdir={tmp_path}")
     errors = [line for line in err.splitlines() if line.startswith("somojax prepare: error:")]
     assert rc == 2 and len(errors) == 1 and err.strip().endswith(errors[0])  # one line, the last
-    assert errors[0].startswith("somojax prepare: error: cannot read or write /data/era5/2001.nc: Permission denied; no permission")
+    assert errors[0].startswith(
+        "somojax prepare: error: cannot read or write /data/era5/2001.nc: Permission denied; no permission"
+    )
 
 
 def test_export_and_predict_without_their_inputs(capsys, tmp_path):
     rc, err = run_main(capsys, "export", "-c", "tiny", f"workdir={tmp_path}")
-    assert rc == 2 and f"the predictions store {tmp_path}/predictions.zarr does not exist; run the stage that writes it first" in err
+    assert (
+        rc == 2
+        and f"the predictions store {tmp_path}/predictions.zarr does not exist; run the stage that writes it first"
+        in err
+    )
     rc, err = run_main(capsys, "predict", "-c", "tiny", f"workdir={tmp_path}")
     assert rc == 2 and "does not exist; run the stage that writes it first" in err
 
@@ -99,10 +124,22 @@ def test_predict_with_a_bad_cells_file(capsys, tmp_path):
     cells = tmp_path / "cells.csv"
     cells.write_text("latitude,longitude\n40.125,-97.375\n40.375,n/a\n")
     rc, err = run_main(
-        capsys, "predict", "-c", "tiny", f"workdir={tmp_path}", "infer.start=2000-04-01", "infer.end=2000-06-30",
-        "infer.region=cells", f"infer.cells_file={cells}", "--layers", "L1",
+        capsys,
+        "predict",
+        "-c",
+        "tiny",
+        f"workdir={tmp_path}",
+        "infer.start=2000-04-01",
+        "infer.end=2000-06-30",
+        "infer.region=cells",
+        f"infer.cells_file={cells}",
+        "--layers",
+        "L1",
     )
-    assert rc == 2 and f"infer.cells_file='{cells}': 1 longitude values are not numbers in -180..360 (line 3: 'n/a')" in err
+    assert (
+        rc == 2
+        and f"infer.cells_file='{cells}': 1 longitude values are not numbers in -180..360 (line 3: 'n/a')" in err
+    )
 
 
 def test_import_torch_with_garbage(capsys, tmp_path):
@@ -110,7 +147,19 @@ def test_import_torch_with_garbage(capsys, tmp_path):
 
     (tmp_path / "m.npz").write_bytes(b"garbage")
     stats = write_stats(tmp_path / "s.json")
-    rc, err = run_main(capsys, "import-torch", "-c", "tiny", f"workdir={tmp_path}", "--state-dict", str(tmp_path / "m.npz"), "--stats", str(stats), "--layer", "L1")
+    rc, err = run_main(
+        capsys,
+        "import-torch",
+        "-c",
+        "tiny",
+        f"workdir={tmp_path}",
+        "--state-dict",
+        str(tmp_path / "m.npz"),
+        "--stats",
+        str(stats),
+        "--layer",
+        "L1",
+    )
     assert rc == 2 and "m.npz is not a readable .npz archive of arrays" in err
 
 
@@ -120,9 +169,13 @@ def test_evaluate_refuses_an_unfinished_prediction_store(tmp_path):
     from somojax.infer import store as pstore
 
     assert runner._open_predictions(tmp_path / "none.zarr") is None  # optional: evaluate goes on without it
-    layout = pstore.Layout(("L1",), pd.date_range("2000-01-01", periods=4), np.array([40.125]), np.array([-97.125]), (4, 1, 1), (4, 1, 1))
+    layout = pstore.Layout(
+        ("L1",), pd.date_range("2000-01-01", periods=4), np.array([40.125]), np.array([-97.125]), (4, 1, 1), (4, 1, 1)
+    )
     pstore.open_or_create(tmp_path / "p.zarr", layout, {}, "fp", fresh=False)
-    with pytest.raises(StoreError, match=r"p\.zarr is incomplete \(0 \(tile, block\) pairs finished\): run `somojax predict`"):
+    with pytest.raises(
+        StoreError, match=r"p\.zarr is incomplete \(0 \(tile, block\) pairs finished\): run `somojax predict`"
+    ):
         runner._open_predictions(tmp_path / "p.zarr")
 
 
@@ -158,7 +211,9 @@ def test_top_level_help_shows_workdir_and_the_region_settings(capsys):
 def test_end_to_end_bad_value_has_no_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "somojax", "train", "-c", "tiny", f"workdir={tmp_path}", "model.dropout=1.5"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip() == (

@@ -62,7 +62,9 @@ def test_sliding_window_peer_predicts_every_day():
 
 
 def test_flop_counts():
-    assert floor.cell_step_flop(128) == 2 * 128 * 384 == 98_304  # docs/design.md#inference-semantics: 98 kFLOP per cell-step
+    assert (
+        floor.cell_step_flop(128) == 2 * 128 * 384 == 98_304
+    )  # docs/design.md#inference-semantics: 98 kFLOP per cell-step
     assert floor.train_step_flop(256, 365, 128) == 3 * floor.cell_step_flop(128) * 256 * 365
 
 
@@ -115,7 +117,10 @@ def test_suite_writes_results(tmp_path, capsys):
 
 def _fake_times(**min_s):
     """harness.round_robin's answer for samples v, 2v, 3v of each function (median 2v, best v)."""
-    return {k: {"median_s": 2 * v, "iqr_s": v, "min_s": v, "first_call_s": v, "repeats": 3, "times_s": [v, 2 * v, 3 * v]} for k, v in min_s.items()}
+    return {
+        k: {"median_s": 2 * v, "iqr_s": v, "min_s": v, "first_call_s": v, "repeats": 3, "times_s": [v, 2 * v, 3 * v]}
+        for k, v in min_s.items()
+    }
 
 
 def test_floor_is_the_fastest_sample_of_either_way():
@@ -127,7 +132,10 @@ def test_floor_is_the_fastest_sample_of_either_way():
 
 
 def test_step_below_its_floor_is_a_measurement_failure():
-    assert floor.floor_check(0.235, 0.283) == {"floor_ratio": None, "measurement_failure": "step 235 ms below its floor 283 ms"}
+    assert floor.floor_check(0.235, 0.283) == {
+        "floor_ratio": None,
+        "measurement_failure": "step 235 ms below its floor 283 ms",
+    }
     assert floor.floor_check(0.300, 0.250) == {"floor_ratio": pytest.approx(1.2)}
     assert floor.floor_check(12.0, 20.0, "rollout")["measurement_failure"] == "rollout 12 s below its floor 20 s"
 
@@ -144,11 +152,15 @@ def test_train_bench_samples_the_floor_between_steps_and_reports_failures(tmp_pa
     def fake_round_robin(fns, warmup, repeats):
         rounds.append(list(fns))
         step = {"somojax, 1 member": 0.235 / 2, "somojax, 5 members (one step)": 1.5 / 2}  # a step's time is its median
-        return _fake_times(**{k: step.get(k, 0.283 if k == floor.ONE else 0.4 if k == floor.SPLIT else 9.0) for k in fns})
+        return _fake_times(
+            **{k: step.get(k, 0.283 if k == floor.ONE else 0.4 if k == floor.SPLIT else 9.0) for k in fns}
+        )
 
     monkeypatch.setattr(harness, "round_robin", fake_round_robin)
     res = suite.bench_train(cfg)
-    assert len(rounds) == 1 and {floor.ONE, floor.SPLIT, "somojax, 1 member"} <= set(rounds[0])  # one interleaved round robin
+    assert len(rounds) == 1 and {floor.ONE, floor.SPLIT, "somojax, 1 member"} <= set(
+        rounds[0]
+    )  # one interleaved round robin
     saved = json.loads(next(tmp_path.glob("train_step-*.json")).read_text())
     one, five = saved["rows"][:2]
     assert one["floor_ms"] == pytest.approx(283.0) and one["floor_ratio"] is None

@@ -23,7 +23,14 @@ from somojax.errors import CheckpointError
 from somojax.models import ensemble
 from somojax.normalization import NormStats
 
-STATS = NormStats(mean={"x": 1.5}, std={"x": 2.0}, target_mean={"L1": 0.3}, target_std={"L1": 0.1}, cells=(5, 7), period=("2000-01-01", "2000-12-31"))
+STATS = NormStats(
+    mean={"x": 1.5},
+    std={"x": 2.0},
+    target_mean={"L1": 0.3},
+    target_std={"L1": 0.1},
+    cells=(5, 7),
+    period=("2000-01-01", "2000-12-31"),
+)
 
 
 def _params(m=3, seed=0):

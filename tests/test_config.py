@@ -20,7 +20,12 @@ def test_shipped_configs_load_and_roundtrip(name, tmp_path):
 
 def test_paper_config_is_the_papers_settings():
     cfg = load_config("paper")
-    assert (cfg.model.hidden_size, cfg.model.dropout, cfg.model.seq_length, cfg.model.predict_last_n) == (128, 0.5, 365, 1)
+    assert (cfg.model.hidden_size, cfg.model.dropout, cfg.model.seq_length, cfg.model.predict_last_n) == (
+        128,
+        0.5,
+        365,
+        1,
+    )
     assert cfg.train.members == 5 and cfg.train.layers == ("L1", "L2", "L3")
     assert cfg.train.learning_rates == ((0, 1e-3), (10, 5e-4), (25, 1e-4))
     assert cfg.model.forget_bias == 5.0 and cfg.train.nse_eps == 0.1
@@ -154,7 +159,9 @@ def test_bad_values_name_key_source_value_and_range(override, allowed):
 def test_a_bad_value_in_a_file_names_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: tiny\ninfer:\n  start: 2001-02-30\nmodel:\n  dropout: 0.2\n")  # an unquoted impossible date
-    with pytest.raises(ConfigError, match=rf"infer\.start='2001-02-30' \(from config {bad.resolve()}\): must be a calendar date"):
+    with pytest.raises(
+        ConfigError, match=rf"infer\.start='2001-02-30' \(from config {bad.resolve()}\): must be a calendar date"
+    ):
         load_config(bad)
     bad.write_text("base: tiny\nmodel:\n  dropout: 1.0\n")
     with pytest.raises(ConfigError, match=rf"model\.dropout=1\.0 \(from config {bad.resolve()}\)"):
@@ -164,12 +171,27 @@ def test_a_bad_value_in_a_file_names_the_file(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["infer.start=2001-06-01", "infer.end=2001-01-31"], r"the prediction period must not end before it starts; found infer\.start='2001-06-01' \(from command-line override"),
-        (["data.target_start=1999-01-01"], r"target period must lie inside the forcing period .*data\.forcing_start='2000-01-01' \(from config .*tiny\.yaml\)"),
-        (["data.split=period", "data.val_start=2005-01-01", "data.val_end=2005-12-31"], "validation period must lie inside the target period"),
-        (["model.predict_last_n=31"], r"predict_last_n must not exceed model\.seq_length; found model\.predict_last_n=31 .*model\.seq_length=30 \(from config"),
+        (
+            ["infer.start=2001-06-01", "infer.end=2001-01-31"],
+            r"the prediction period must not end before it starts; found infer\.start='2001-06-01' \(from command-line override",
+        ),
+        (
+            ["data.target_start=1999-01-01"],
+            r"target period must lie inside the forcing period .*data\.forcing_start='2000-01-01' \(from config .*tiny\.yaml\)",
+        ),
+        (
+            ["data.split=period", "data.val_start=2005-01-01", "data.val_end=2005-12-31"],
+            "validation period must lie inside the target period",
+        ),
+        (
+            ["model.predict_last_n=31"],
+            r"predict_last_n must not exceed model\.seq_length; found model\.predict_last_n=31 .*model\.seq_length=30 \(from config",
+        ),
         (["infer.shard_time=100"], r"infer\.shard_time must be a multiple of infer\.chunk_time"),
-        (["infer.region=cells"], r"infer\.region=cells needs infer\.cells_file.*infer\.cells_file='' \(from the default\)"),
+        (
+            ["infer.region=cells"],
+            r"infer\.region=cells needs infer\.cells_file.*infer\.cells_file='' \(from the default\)",
+        ),
         (["synth.station_start=1990-01-01"], "must lie within synth.start..synth.end"),
         (["evaluate.anomaly_min_count=40"], "must not exceed evaluate.anomaly_window_days"),
     ],
@@ -182,8 +204,18 @@ def test_relations_between_keys_name_every_key_and_its_source(overrides, message
 def test_edge_values_that_mean_something_are_allowed():
     cfg = load_config(
         "tiny",
-        ["model.dropout=0", "train.clip_norm=0", "train.mesh_member_size=0", "train.max_updates_per_epoch=null", "infer.rows_per_step=0",
-         "infer.bbox=[-90, 90, -180, 180]", "data.split=period", "synth.hours_per_obs=24", "evaluate.quantiles=[0, 1]", "cpu_devices=0"],
+        [
+            "model.dropout=0",
+            "train.clip_norm=0",
+            "train.mesh_member_size=0",
+            "train.max_updates_per_epoch=null",
+            "infer.rows_per_step=0",
+            "infer.bbox=[-90, 90, -180, 180]",
+            "data.split=period",
+            "synth.hours_per_obs=24",
+            "evaluate.quantiles=[0, 1]",
+            "cpu_devices=0",
+        ],
     )
     assert cfg.train.max_updates_per_epoch is None and cfg.infer.bbox == (-90.0, 90.0, -180.0, 180.0)
 

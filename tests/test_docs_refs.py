@@ -23,7 +23,11 @@ REF = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.md)(?:#([\w-]+))?")
 def _files() -> list[Path]:
     out = [REPO / "README.md", REPO / "pyproject.toml"]
     for top in SCANNED:
-        out += [p for p in sorted((REPO / top).rglob("*")) if p.is_file() and p.suffix in SUFFIXES and "results" not in p.parts]
+        out += [
+            p
+            for p in sorted((REPO / top).rglob("*"))
+            if p.is_file() and p.suffix in SUFFIXES and "results" not in p.parts
+        ]
     return [p for p in out if p != Path(__file__).resolve()]  # this file names missing documents on purpose
 
 

@@ -49,9 +49,9 @@ def test_forward_matches_numpy_float64(seed, last_n, hoist):
     x_d = rng.standard_normal((b, t, d)).astype(np.float32)
     x_s = rng.standard_normal((b, s)).astype(np.float32)
     want = numpy_ealstm(p, x_d, x_s, last_n)
-    got = jax.jit(
-        lambda p, x, y: ealstm.forward(p, x, y, predict_last_n=last_n, hoist=hoist, remat=not hoist)
-    )(p, x_d, x_s)
+    got = jax.jit(lambda p, x, y: ealstm.forward(p, x, y, predict_last_n=last_n, hoist=hoist, remat=not hoist))(
+        p, x_d, x_s
+    )
     assert got.shape == (b, last_n)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)
 

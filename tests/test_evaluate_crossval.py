@@ -77,8 +77,13 @@ class Recorder:
     def predict(self, cfg, bundles, cells, start, end):
         k = int(str(cfg.workdir).rstrip("/").split("/")[-1])
         t = pd.date_range(start, end)
-        v = np.full((len(bundles), len(cells), len(t)), float(k), np.float32) + 0.001 * np.arange(len(bundles))[:, None, None]
-        return xr.DataArray(v, dims=(C.LAYER, C.CELL, C.TIME), coords={C.LAYER: list(bundles), C.CELL: cells, C.TIME: t})
+        v = (
+            np.full((len(bundles), len(cells), len(t)), float(k), np.float32)
+            + 0.001 * np.arange(len(bundles))[:, None, None]
+        )
+        return xr.DataArray(
+            v, dims=(C.LAYER, C.CELL, C.TIME), coords={C.LAYER: list(bundles), C.CELL: cells, C.TIME: t}
+        )
 
 
 def _cfg(tmp_path, *extra):
@@ -129,7 +134,14 @@ def test_cross_validate_resumes_finished_folds_and_retrains_changed_ones(tmp_pat
     # fold 1 trained but not predicted (its done.json is missing): predicted from its checkpoints only
     (folds_dir / "1" / "done.json").unlink()
     loaded = []
-    monkeypatch.setattr(CV, "load_fold_bundles", lambda cfg, k: loaded.append(k) or rec.train({k: CV.fold_config(cfg, k)}, {k: [0]}, cfg.train.layers, False, CV.stack_dir(cfg))[k])
+    monkeypatch.setattr(
+        CV,
+        "load_fold_bundles",
+        lambda cfg, k: (
+            loaded.append(k)
+            or rec.train({k: CV.fold_config(cfg, k)}, {k: [0]}, cfg.train.layers, False, CV.stack_dir(cfg))[k]
+        ),
+    )
     CV.cross_validate(_cfg(tmp_path), t, rec.train, rec.predict)
     assert loaded == [1] and (folds_dir / "1" / "done.json").exists()
     # a stacked training interrupted (no fold finished): the same folds resume it, not fresh

@@ -124,13 +124,17 @@ def test_stacked_folds_equal_each_fold_trained_alone(cv_run, tmp_path):
             a = alone[layer].stats
             assert stacked.stats.cells == a.cells and stacked.stats.mean.keys() == a.mean.keys()
             for name in a.mean:  # sm_L1, sm_L2 come from the upper layers' (float32-equal) predictions
-                assert (stacked.stats.mean[name], stacked.stats.std[name]) == pytest.approx((a.mean[name], a.std[name]), rel=1e-5)
+                assert (stacked.stats.mean[name], stacked.stats.std[name]) == pytest.approx(
+                    (a.mean[name], a.std[name]), rel=1e-5
+                )
             for name, v in stacked.params.items():
                 # float32 rounding, amplified: L2 and L3 train on the upper layers' predictions, which
                 # differ in the last bits, and Adam's first updates are ~rate x sign(gradient), so a weight
                 # with a gradient near 0 moves differently by up to 1e-5 (L2) and 4e-5 (L3) here (rate
                 # 2e-2, 3 updates); the other fold's cascade differs by more than 1e-2 (checked below)
-                np.testing.assert_allclose(v, alone[layer].params[name], rtol=1e-4, atol=1e-4, err_msg=f"fold {k} {layer} {name}")
+                np.testing.assert_allclose(
+                    v, alone[layer].params[name], rtol=1e-4, atol=1e-4, err_msg=f"fold {k} {layer} {name}"
+                )
         alones.append(alone)
         test = folds.index[folds["fold"] == k].to_numpy()
         pred = predict_fold(alone_cfg, alone, test, start, end)

@@ -77,18 +77,24 @@ def _write_layer_files(folder, prefix, layer_names, var, years=(2001, 2002), lat
             v = (0.1 * (k + 1) + 0.001 * np.arange(len(t)))[:, None, None] + 0.01 * lat[None, :, None] + 0.0 * lon
             la = lat[::-1] if lat_desc else lat
             vv = v[:, ::-1, :] if lat_desc else v
-            ds = xr.Dataset({var: (("time", "lat", "lon"), vv.astype(np.float32))}, coords={"time": t, "lat": la, "lon": lon})
+            ds = xr.Dataset(
+                {var: (("time", "lat", "lon"), vv.astype(np.float32))}, coords={"time": t, "lat": la, "lon": lon}
+            )
             ds.to_netcdf(folder / f"{prefix}_{lname}_{y}.nc")
             out[(k, y)] = v
     return lat, lon, out
 
 
 def test_somoml_and_somojax_layer_files(tmp_path):
-    lat, lon, vals = _write_layer_files(tmp_path / "somoml", "SoMo.ml_v1", ["layer1", "layer2", "layer3"], "layer_sm", lat_desc=True)
+    lat, lon, vals = _write_layer_files(
+        tmp_path / "somoml", "SoMo.ml_v1", ["layer1", "layer2", "layer3"], "layer_sm", lat_desc=True
+    )
     ref = R.open_reference(str(tmp_path / "somoml"), "2002-01-01", "2002-12-31")
     assert ref.name == "SoMo.ml" and ref.layers == ("L1", "L2", "L3") and ref.kind == "layer_files"
     assert ref.data.sizes[C.TIME] == 365  # only the 2002 files were opened
-    s = R.sample_cells(ref.data, np.array([40.375, 40.875]), np.array([-97.625, -97.125]), pd.date_range("2002-03-01", periods=3)).load()
+    s = R.sample_cells(
+        ref.data, np.array([40.375, 40.875]), np.array([-97.625, -97.125]), pd.date_range("2002-03-01", periods=3)
+    ).load()
     doy = np.arange(59, 62)  # 2002-03-01 is day index 59
     for k in range(3):
         want = 0.1 * (k + 1) + 0.001 * doy + 0.01 * 40.375
@@ -114,8 +120,10 @@ def test_prediction_store_reference_and_generic_products(tmp_path):
     g = tmp_path / "gleam"
     g.mkdir()
     t = pd.date_range("2001-01-01", periods=5)
-    xr.Dataset({"SMroot": (("time", "lat", "lon"), np.ones((5, 2, 2), np.float32))},
-               coords={"time": t, "lat": [40.125, 40.375], "lon": [262.125, 262.375]}).to_netcdf(g / "SMroot_2001_GLEAM_v3.5a.nc")
+    xr.Dataset(
+        {"SMroot": (("time", "lat", "lon"), np.ones((5, 2, 2), np.float32))},
+        coords={"time": t, "lat": [40.125, 40.375], "lon": [262.125, 262.375]},
+    ).to_netcdf(g / "SMroot_2001_GLEAM_v3.5a.nc")
     with pytest.raises(ConfigError, match="which layers"):
         R.open_reference(str(g))
     ref = R.open_reference(f"GLEAM@L2,L3:SMroot={g}")
@@ -140,6 +148,8 @@ def test_sample_cells_outside_coverage_and_across_dateline():
         dims=(C.LAYER, C.TIME, C.LAT, C.LON),
         coords={C.LAYER: ["L1"], C.TIME: pd.date_range("2001-01-01", periods=1), C.LAT: lat, C.LON: lon},
     )
-    s = R.sample_cells(da, np.array([10.125, 10.375, 30.125, 10.125]), np.array([179.875, -179.875, 179.875, 0.125]), da[C.TIME].values).values[0, :, 0]
+    s = R.sample_cells(
+        da, np.array([10.125, 10.375, 30.125, 10.125]), np.array([179.875, -179.875, 179.875, 0.125]), da[C.TIME].values
+    ).values[0, :, 0]
     np.testing.assert_array_equal(s[:2], [1.0, 2.0])
     assert np.isnan(s[2]) and np.isnan(s[3])  # outside the product's grid

@@ -80,10 +80,15 @@ def test_report_opens_with_nonblank_figures_and_a_verdict_per_layer(run):
     layers = [a["data-layer"] for a, _ in p.verdicts]
     assert layers == list(C.LAYERS)
     for a, text in p.verdicts:
-        assert ("beats the ERA5 baseline in anomaly correlation" in text) or ("does not beat the ERA5 baseline in anomaly correlation" in text)
+        assert ("beats the ERA5 baseline in anomaly correlation" in text) or (
+            "does not beat the ERA5 baseline in anomaly correlation" in text
+        )
         assert ("does not beat" not in text) == (a["data-beats"] == "true")
     for v in res.verdicts:  # the verdict table shows the share of cells where somojax* is better
-        assert f"<td>{v['layer']}</td><td>{v['n_cells']}</td><td>{v['median_ours']:.3f}</td><td>{v['median_baseline']:.3f}</td><td>{100 * v['share_better']:.0f}%</td>" in html
+        assert (
+            f"<td>{v['layer']}</td><td>{v['n_cells']}</td><td>{v['median_ours']:.3f}</td><td>{v['median_baseline']:.3f}</td><td>{100 * v['share_better']:.0f}%</td>"
+            in html
+        )
     for f in res.figures.values():
         _check_png("data:image/png;base64," + base64.b64encode(f.read_bytes()).decode())
 
@@ -107,13 +112,17 @@ def test_verdicts_and_tables_agree_with_an_independent_computation(run):
     got = df[(df.dataset == "ERA5") & (df.layer == "L1") & (df.cell == cell)]["r"].item()
     assert got == pytest.approx(want, rel=1e-9)
     nrmse = math.sqrt(np.mean((s[ok] - o[ok]) ** 2)) / np.mean(o[ok])
-    assert df[(df.dataset == "ERA5") & (df.layer == "L1") & (df.cell == cell)]["nrmse"].item() == pytest.approx(nrmse, rel=1e-9)
+    assert df[(df.dataset == "ERA5") & (df.layer == "L1") & (df.cell == cell)]["nrmse"].item() == pytest.approx(
+        nrmse, rel=1e-9
+    )
     # the verdict is the comparison of medians over the cells both have
     for v in res.verdicts:
         a = df[(df.dataset == "somojax*") & (df.layer == v["layer"])].set_index("cell")["anomaly_r"]
         b = df[(df.dataset == "ERA5") & (df.layer == v["layer"])].set_index("cell")["anomaly_r"]
         j = pd.concat([a, b], axis=1, keys=["a", "b"]).dropna()
-        assert v["median_ours"] == pytest.approx(j["a"].median()) and v["median_baseline"] == pytest.approx(j["b"].median())
+        assert v["median_ours"] == pytest.approx(j["a"].median()) and v["median_baseline"] == pytest.approx(
+            j["b"].median()
+        )
         assert v["beats"] == (j["a"].median() > j["b"].median() and (j["a"] > j["b"]).mean() > 0.5)
     # the mock's cross-validated series follows the truth better than its ERA5 does
     assert res.verdicts[0]["beats"] is True

@@ -27,7 +27,17 @@ def test_continent_lookup_of_known_places():
 def test_aridity_and_temperature_classes_at_their_edges():
     phi = np.array([0.5, 1 / 0.65, 1.6, 2.0, 3.0, 5.0, 10.0, 20.0, 25.0, np.nan, 0.0])
     assert list(summary.aridity_class(phi)) == [
-        "humid", "humid", "dry sub-humid", "dry sub-humid", "semi-arid", "semi-arid", "arid", "arid", "hyper-arid", "unknown", "unknown",
+        "humid",
+        "humid",
+        "dry sub-humid",
+        "dry sub-humid",
+        "semi-arid",
+        "semi-arid",
+        "arid",
+        "arid",
+        "hyper-arid",
+        "unknown",
+        "unknown",
     ]
     t = np.array([-10.0, 4.99, 5.0, 17.99, 18.0, 30.0, np.nan]) + 273.15
     assert list(summary.temperature_class(t)) == ["cold", "cold", "temperate", "temperate", "warm", "warm", "unknown"]
@@ -83,14 +93,24 @@ def test_verdicts_compare_medians_on_common_cells():
 def test_verdict_needs_the_median_and_a_majority_of_cells():
     def verdict(ours, base):
         n = len(ours)
-        df = pd.DataFrame({"dataset": ["ours"] * n + ["base"] * n, "layer": ["L2"] * 2 * n, "cell": list(range(n)) * 2, "anomaly_r": ours + base})
+        df = pd.DataFrame(
+            {
+                "dataset": ["ours"] * n + ["base"] * n,
+                "layer": ["L2"] * 2 * n,
+                "cell": list(range(n)) * 2,
+                "anomaly_r": ours + base,
+            }
+        )
         (v,) = scoring.verdicts(df, "ours", "base")
         return v
 
     # higher median (0.6 vs 0.55) but better in 2 of 5 cells only: no
     v = verdict([0.6, 0.6, 0.6, 0.1, 0.1], [0.5, 0.5, 0.7, 0.7, 0.55])
     assert v["median_better"] is True and v["share_better"] == pytest.approx(0.4) and v["beats"] is False
-    assert "does not beat" in v["sentence"] and "better in 40% of them; the median is better, the majority of cells is not" in v["sentence"]
+    assert (
+        "does not beat" in v["sentence"]
+        and "better in 40% of them; the median is better, the majority of cells is not" in v["sentence"]
+    )
     # better in 3 of 5 cells but a lower median: no
     v = verdict([0.2, 0.3, 0.4, 0.0, 0.0], [0.1, 0.25, 0.35, 0.5, 0.5])
     assert v["median_better"] is False and v["share_better"] == pytest.approx(0.6) and v["beats"] is False

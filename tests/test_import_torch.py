@@ -72,7 +72,13 @@ def test_npz_import_reproduces_numpy_float64(tmp_path, cfg, fmt):
         p = tmp_path / f"m{k}.npz"
         np.savez(p, **{key: v.astype(np.float32) for key, v in sd.items()})
         paths.append(str(p))
-    out = import_torch(cfg, state_dict=",".join(paths), stats=write_stats(tmp_path / f"stats.{fmt}", fmt=fmt), layer="L1", out=tmp_path / "ck")
+    out = import_torch(
+        cfg,
+        state_dict=",".join(paths),
+        stats=write_stats(tmp_path / f"stats.{fmt}", fmt=fmt),
+        layer="L1",
+        out=tmp_path / "ck",
+    )
     b = load_bundle(out)
     assert b.n_members == 2 and b.layer == "L1" and b.model.hidden_size == H
     assert b.dynamic_inputs == C.DYNAMIC_INPUTS and b.static_inputs == C.STATIC_INPUTS
@@ -82,7 +88,9 @@ def test_npz_import_reproduces_numpy_float64(tmp_path, cfg, fmt):
     x_d = rng.standard_normal((4, 30, D)).astype(np.float32)
     x_s = rng.standard_normal((4, S)).astype(np.float32)
     for m, sd in enumerate(sds):
-        want = ealstm_regional_numpy({k: v.astype(np.float32) for k, v in sd.items()}, x_d.astype(np.float64), x_s.astype(np.float64))
+        want = ealstm_regional_numpy(
+            {k: v.astype(np.float32) for k, v in sd.items()}, x_d.astype(np.float64), x_s.astype(np.float64)
+        )
         p = jax.tree.map(lambda a: a[m], b.params)
         got = ealstm.forward(p, x_d, x_s, deterministic=True)
         np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)
@@ -91,10 +99,22 @@ def test_npz_import_reproduces_numpy_float64(tmp_path, cfg, fmt):
 def test_layer_2_expects_the_upper_layer_input(tmp_path, cfg):
     sd = random_state_dict(2, d=7)
     np.savez(tmp_path / "l2.npz", **sd)
-    out = import_torch(cfg, state_dict=tmp_path / "l2.npz", stats=write_stats(tmp_path / "s.json", layer="L2"), layer="L2", out=tmp_path / "ck2")
+    out = import_torch(
+        cfg,
+        state_dict=tmp_path / "l2.npz",
+        stats=write_stats(tmp_path / "s.json", layer="L2"),
+        layer="L2",
+        out=tmp_path / "ck2",
+    )
     assert load_bundle(out).dynamic_inputs == C.DYNAMIC_INPUTS + ("sm_L1",)
     with pytest.raises(InputDataError, match=r"lstm.weight_ih has 7 dynamic inputs but layer L1 uses 6"):
-        import_torch(cfg, state_dict=tmp_path / "l2.npz", stats=write_stats(tmp_path / "s1.json"), layer="L1", out=tmp_path / "ck3")
+        import_torch(
+            cfg,
+            state_dict=tmp_path / "l2.npz",
+            stats=write_stats(tmp_path / "s1.json"),
+            layer="L1",
+            out=tmp_path / "ck3",
+        )
 
 
 def test_clear_errors_for_bad_state_dicts(tmp_path, cfg):
@@ -115,7 +135,9 @@ def test_clear_errors_for_bad_state_dicts(tmp_path, cfg):
     np.savez(tmp_path / "ok.npz", **sd)
     (tmp_path / "nostats.json").write_text(json.dumps({"t2m": {"mean": 1, "std": 2}, "target": {"mean": 0, "std": 1}}))
     with pytest.raises(InputDataError, match="no mean/std for the model inputs"):
-        import_torch(cfg, state_dict=tmp_path / "ok.npz", stats=tmp_path / "nostats.json", layer="L1", out=tmp_path / "x")
+        import_torch(
+            cfg, state_dict=tmp_path / "ok.npz", stats=tmp_path / "nostats.json", layer="L1", out=tmp_path / "x"
+        )
     import_torch(cfg, state_dict=tmp_path / "ok.npz", stats=stats, layer="L1", out=tmp_path / "y")
     with pytest.raises(CheckpointError, match="already holds a checkpoint"):
         import_torch(cfg, state_dict=tmp_path / "ok.npz", stats=stats, layer="L1", out=tmp_path / "y")
@@ -126,7 +148,20 @@ def test_cli_import_torch(tmp_path):
 
     np.savez(tmp_path / "m.npz", **random_state_dict(4))
     stats = write_stats(tmp_path / "s.csv", fmt="csv")
-    rc = main(["import-torch", "-c", "tiny", f"workdir={tmp_path}", "--state-dict", str(tmp_path / "m.npz"), "--stats", str(stats), "--layer", "L1"])
+    rc = main(
+        [
+            "import-torch",
+            "-c",
+            "tiny",
+            f"workdir={tmp_path}",
+            "--state-dict",
+            str(tmp_path / "m.npz"),
+            "--stats",
+            str(stats),
+            "--layer",
+            "L1",
+        ]
+    )
     assert rc == 0
     assert load_bundle(tmp_path / "checkpoints" / "L1").n_members == 1
 
@@ -144,7 +179,13 @@ def test_torch_saved_state_dict_reproduces_torch_forward(tmp_path, cfg):
             p.normal_(std=0.3)
     torch.save(model.state_dict(), tmp_path / "model.pt")
     torch.save({"epoch": 30, "model_state_dict": model.state_dict()}, tmp_path / "ckpt.pth")
-    out = import_torch(cfg, state_dict=[tmp_path / "model.pt", tmp_path / "ckpt.pth"], stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "ck")
+    out = import_torch(
+        cfg,
+        state_dict=[tmp_path / "model.pt", tmp_path / "ckpt.pth"],
+        stats=write_stats(tmp_path / "s.json"),
+        layer="L1",
+        out=tmp_path / "ck",
+    )
     b = load_bundle(out)
     x_d = torch.randn(8, 50, D)
     x_s = torch.randn(8, S)
@@ -165,14 +206,20 @@ def test_torch_saved_state_dict_reproduces_torch_forward(tmp_path, cfg):
 def test_garbage_npz_is_a_clear_error(tmp_path, cfg, content, message):
     (tmp_path / "g.npz").write_bytes(content)
     with pytest.raises(InputDataError, match=message):
-        import_torch(cfg, state_dict=tmp_path / "g.npz", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x")
+        import_torch(
+            cfg, state_dict=tmp_path / "g.npz", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x"
+        )
 
 
 @pytest.mark.torch
 def test_garbage_pt_is_a_clear_error(tmp_path, cfg):
     (tmp_path / "g.pt").write_bytes(b"\x80\x02garbage")
-    with pytest.raises(InputDataError, match=r"g\.pt is not a readable PyTorch file .*torch\.save\(model\.state_dict\(\), path\)"):
-        import_torch(cfg, state_dict=tmp_path / "g.pt", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x")
+    with pytest.raises(
+        InputDataError, match=r"g\.pt is not a readable PyTorch file .*torch\.save\(model\.state_dict\(\), path\)"
+    ):
+        import_torch(
+            cfg, state_dict=tmp_path / "g.pt", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x"
+        )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])  # 1e39 overflows float32
@@ -180,8 +227,13 @@ def test_non_finite_weights_are_refused(tmp_path, cfg, bad):
     sd = random_state_dict(6)
     sd["lstm.weight_hh"][3, 7] = bad
     np.savez(tmp_path / "nan.npz", **sd)
-    with pytest.raises(InputDataError, match=r"lstm\.weight_hh has 1 of 768 values that are NaN or Inf in float32 \(first at index \[3, 7\]"):
-        import_torch(cfg, state_dict=tmp_path / "nan.npz", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x")
+    with pytest.raises(
+        InputDataError,
+        match=r"lstm\.weight_hh has 1 of 768 values that are NaN or Inf in float32 \(first at index \[3, 7\]",
+    ):
+        import_torch(
+            cfg, state_dict=tmp_path / "nan.npz", stats=write_stats(tmp_path / "s.json"), layer="L1", out=tmp_path / "x"
+        )
     assert not (tmp_path / "x").exists()
 
 
@@ -199,7 +251,10 @@ def test_non_numeric_weights_and_empty_lists_are_refused(tmp_path, cfg):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ({"target": {"mean": 0.25, "std": 0.0}}, r"the target 'target' has mean 0\.25 and std 0\.0; the std must be positive"),
+        (
+            {"target": {"mean": 0.25, "std": 0.0}},
+            r"the target 'target' has mean 0\.25 and std 0\.0; the std must be positive",
+        ),
         ({"target": {"mean": float("nan"), "std": 0.1}}, r"the target 'target' has mean nan"),
         ({"t2m": {"mean": 1.0, "std": 0.0}}, r"variable 't2m' has mean 1\.0 and std 0\.0"),
         ({"t2m": {"mean": float("inf"), "std": 1.0}}, r"variable 't2m' has mean inf"),

@@ -107,7 +107,9 @@ def test_models_import_no_later_stage():
     for name, edges in graph.items():
         if name.startswith("somojax.models"):
             bad = sorted(e for e in edges if e.startswith(later))
-            assert not bad, f"{name} imports {bad}: models are pure functions of parameters (docs/design.md#architecture)"
+            assert not bad, (
+                f"{name} imports {bad}: models are pure functions of parameters (docs/design.md#architecture)"
+            )
 
 
 def _importable() -> list[str]:
@@ -116,7 +118,9 @@ def _importable() -> list[str]:
 
 def test_every_module_imports_in_a_fresh_interpreter():
     code = "import importlib, sys\nfor n in sys.argv[1:]:\n    importlib.import_module(n)\n"
-    out = subprocess.run([sys.executable, "-c", code, *_importable()], cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *_importable()], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -132,5 +136,7 @@ def test_every_module_imports_alone():
         "print('\\n'.join(bad))\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, *_importable()], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *_importable()], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     assert out.returncode == 0, "modules that fail to import alone:\n" + out.stdout + out.stderr

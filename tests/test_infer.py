@@ -31,7 +31,10 @@ def _stores(store_dir, seed=0, n_days=N_DAYS):
     lat, lon = grid.lat_centres(*LAT), grid.lon_centres(*LON)
     times = pd.date_range(START, periods=n_days, freq="D")
     shape = (n_days, lat.size, lon.size)
-    dyn = {v: (v_i + 1.0) * (rng.standard_normal(shape).cumsum(0) * 0.1 + rng.standard_normal(shape)) for v_i, v in enumerate(C.DYNAMIC_INPUTS)}
+    dyn = {
+        v: (v_i + 1.0) * (rng.standard_normal(shape).cumsum(0) * 0.1 + rng.standard_normal(shape))
+        for v_i, v in enumerate(C.DYNAMIC_INPUTS)
+    }
     dyn["t2m"][40, 1, 2] = np.nan  # a missing forcing day in one cell
     sm = rng.uniform(0.1, 0.4, (3,) + shape)
     coords = {C.TIME: times.values.astype("datetime64[ns]"), C.LAT: lat, C.LON: lon}
@@ -56,7 +59,9 @@ def _bundle(layer, seed, last_n=1, members=M):
     d, s = len(dyn), len(C.STATIC_INPUTS)
     from somojax.models.ealstm import param_shapes
 
-    params = {k: (rng.standard_normal((members,) + shp) * 0.4).astype(np.float32) for k, shp in param_shapes(d, s, H).items()}
+    params = {
+        k: (rng.standard_normal((members,) + shp) * 0.4).astype(np.float32) for k, shp in param_shapes(d, s, H).items()
+    }
     mean = {v: float(rng.normal(0, 0.1)) for v in dyn + C.STATIC_INPUTS}
     std = {v: float(rng.uniform(0.8, 2.0)) for v in dyn + C.STATIC_INPUTS}
     for u in ("sm_L1", "sm_L2"):
@@ -137,7 +142,9 @@ def test_exact_equals_numpy_float64_with_nan_forcing(setup, hoist):
     _, f, s, bundles = setup
     rc = (np.array([1, 2, 0]), np.array([2, 3, 1]))  # cell (1, 2) has a NaN on day 40
     columns, statics = _columns(f, s, rc)
-    got = engine.layer_predictions(bundles["L1"], columns, statics, "exact", engine.KernelOptions(rows_per_step=37 * 3, hoist=hoist))
+    got = engine.layer_predictions(
+        bundles["L1"], columns, statics, "exact", engine.KernelOptions(rows_per_step=37 * 3, hoist=hoist)
+    )
     want_m, want_s = numpy_layer(bundles["L1"], columns, statics)
     np.testing.assert_array_equal(np.isnan(got.mean), np.isnan(want_m))
     np.testing.assert_allclose(got.mean, want_m, atol=1e-5, equal_nan=True)
@@ -152,7 +159,9 @@ def test_chunked_equals_numpy_where_it_should_and_differs_from_exact(setup, hois
     b = _bundle("L1", 3, last_n=7)
     rc = (np.array([2, 3]), np.array([1, 4]))
     columns, statics = _columns(f, s, rc)
-    got = engine.layer_predictions(b, columns, statics, "auto", engine.KernelOptions(hoist=hoist))  # auto -> chunked for k > 1
+    got = engine.layer_predictions(
+        b, columns, statics, "auto", engine.KernelOptions(hoist=hoist)
+    )  # auto -> chunked for k > 1
     want_m, _ = numpy_layer(b, columns, statics, mode="chunked")
     np.testing.assert_allclose(got.mean, want_m, atol=1e-5, equal_nan=True)
     exact = engine.layer_predictions(b, columns, statics, "exact")
@@ -183,7 +192,9 @@ def test_cascade_equals_numpy_reference(setup):
 
 def test_predict_cells_matches_the_engine(setup):
     cfg, f, s, bundles = setup
-    cells = grid.cell_id(np.array([f.latitude.values[1], f.latitude.values[2]]), np.array([f.longitude.values[1], f.longitude.values[4]]))
+    cells = grid.cell_id(
+        np.array([f.latitude.values[1], f.latitude.values[2]]), np.array([f.longitude.values[1], f.longitude.values[4]])
+    )
     ds = predict_cells(bundles, f, s, cells, "2000-04-01", "2000-06-30")
     assert ds[C.SM].dims == (C.LAYER, C.CELL, C.TIME) and ds.sizes[C.TIME] == 91
     columns, statics = _columns(f, s, (np.array([1, 2]), np.array([1, 4])))
@@ -243,7 +254,9 @@ def test_store_matches_the_engine_and_is_cf(setup, tmp_path):
 
 def test_killed_rollout_resumes_to_an_identical_store(setup, tmp_path, monkeypatch):
     ref, _ = _uninterrupted(setup, tmp_path)
-    cfg = load_config("tiny", [f"{k}={v}" for k, v in _overrides(setup[0]).items()] + [f"infer.output={tmp_path}/killed.zarr"])
+    cfg = load_config(
+        "tiny", [f"{k}={v}" for k, v in _overrides(setup[0]).items()] + [f"infer.output={tmp_path}/killed.zarr"]
+    )
     calls = []
     real = rollout._write_and_mark
 
@@ -268,9 +281,15 @@ def test_killed_rollout_resumes_to_an_identical_store(setup, tmp_path, monkeypat
 
 
 def test_other_runs_store_is_refused_before_compute(setup, tmp_path):
-    cfg = load_config("tiny", [f"{k}={v}" for k, v in _overrides(setup[0]).items()] + [f"infer.output={tmp_path}/p.zarr"])
+    cfg = load_config(
+        "tiny", [f"{k}={v}" for k, v in _overrides(setup[0]).items()] + [f"infer.output={tmp_path}/p.zarr"]
+    )
     predict(cfg, layers=["L1"])
-    other = load_config("tiny", [f"{k}={v}" for k, v in _overrides(setup[0]).items()] + [f"infer.output={tmp_path}/p.zarr", "infer.end=2000-10-31"])
+    other = load_config(
+        "tiny",
+        [f"{k}={v}" for k, v in _overrides(setup[0]).items()]
+        + [f"infer.output={tmp_path}/p.zarr", "infer.end=2000-10-31"],
+    )
     with pytest.raises(StoreError, match="another run"):
         predict(other, layers=["L1"])
     predict(other, layers=["L1"], fresh=True)
@@ -296,7 +315,11 @@ def test_sharded_over_8_devices_equals_1_device(setup):
 
 def test_export_round_trips(setup, tmp_path):
     ref, _ = _uninterrupted(setup, tmp_path)
-    ref = load_config("tiny", [f"{k}={v}" for k, v in _overrides(setup[0]).items()] + [f"infer.output={ref.predictions_path}", f"infer.export_dir={tmp_path}/nc"])
+    ref = load_config(
+        "tiny",
+        [f"{k}={v}" for k, v in _overrides(setup[0]).items()]
+        + [f"infer.output={ref.predictions_path}", f"infer.export_dir={tmp_path}/nc"],
+    )
     files = export(ref)
     assert sorted(p.name for p in files) == ["somojax_L1_2000.nc", "somojax_L2_2000.nc", "somojax_L3_2000.nc"]
     ds = xr.open_dataset(files[1])
@@ -314,14 +337,28 @@ def test_bad_input_fails_before_compute(setup, tmp_path, monkeypatch):
     with pytest.raises(InputDataError, match=r"L3 needs 87 days of forcing.*\d+ days are missing"):
         predict(load_config("tiny", base + ["infer.start=2000-02-01"]))
     # a model whose inputs are not in the stores
-    bad = Bundle("L1", bundles["L1"].params, bundles["L1"].model, bundles["L1"].stats, ("log_tp", "t2m", "snr", "ssrd", "q", "swe"), C.STATIC_INPUTS)
+    bad = Bundle(
+        "L1",
+        bundles["L1"].params,
+        bundles["L1"].model,
+        bundles["L1"].stats,
+        ("log_tp", "t2m", "snr", "ssrd", "q", "swe"),
+        C.STATIC_INPUTS,
+    )
     with pytest.raises(CheckpointError, match=r"needs \['swe'\]"):
         rollout.check_inputs({"L1": bad}, f, s, "stores")
     # an L2 model that reads another layer than the cascade gives it (inputs go by name, so
     # only the set matters, not the column order)
     b2 = bundles["L2"]
     with pytest.raises(CheckpointError, match="upper-layer inputs"):
-        rollout.check_inputs({"L2": Bundle("L2", b2.params, b2.model, b2.stats, C.DYNAMIC_INPUTS + ("sm_L2",), C.STATIC_INPUTS)}, f, s, "stores")
+        rollout.check_inputs(
+            {"L2": Bundle("L2", b2.params, b2.model, b2.stats, C.DYNAMIC_INPUTS + ("sm_L2",), C.STATIC_INPUTS)},
+            f,
+            s,
+            "stores",
+        )
     # a missing checkpoint
     with pytest.raises(CheckpointError, match="does not exist"):
-        predict(load_config("tiny", base + [f"workdir={tmp_path}/empty", f"data.store_dir={cfg.store_dir}"]), layers=["L2"])
+        predict(
+            load_config("tiny", base + [f"workdir={tmp_path}/empty", f"data.store_dir={cfg.store_dir}"]), layers=["L2"]
+        )

@@ -150,8 +150,26 @@ def test_store_is_complete_only_when_every_block_is(nan_world, tmp_path, monkeyp
     finally:
         logger.removeHandler(caplog.handler)
     n = summary["nan_counts"]["L3"]
-    assert f"L3: {sum(v for k, v in n.items() if k != 'values')} of {n['values']} predicted values NaN (non-finite static input" in caplog.text
-    assert len(export(load_config("tiny", [f"workdir={cfg.workdir}", *OVERRIDES, f"infer.output={tmp_path}/part.zarr", f"infer.export_dir={tmp_path}/nc"]))) == 3
+    assert (
+        f"L3: {sum(v for k, v in n.items() if k != 'values')} of {n['values']} predicted values NaN (non-finite static input"
+        in caplog.text
+    )
+    assert (
+        len(
+            export(
+                load_config(
+                    "tiny",
+                    [
+                        f"workdir={cfg.workdir}",
+                        *OVERRIDES,
+                        f"infer.output={tmp_path}/part.zarr",
+                        f"infer.export_dir={tmp_path}/nc",
+                    ],
+                )
+            )
+        )
+        == 3
+    )
 
 
 def test_export_of_a_missing_store_and_of_another_store(nan_world, tmp_path):
@@ -172,7 +190,10 @@ def test_a_failed_netcdf_write_leaves_no_file(nan_world, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", full_disk)
-    with pytest.raises(OutputError, match=r"cannot write the NetCDF export .*somojax_L1_2000\.nc: No space left on device; the disk is full"):
+    with pytest.raises(
+        OutputError,
+        match=r"cannot write the NetCDF export .*somojax_L1_2000\.nc: No space left on device; the disk is full",
+    ):
         export(out)
     assert list((tmp_path / "nc").iterdir()) == []  # no partial file under any name
 
@@ -187,7 +208,9 @@ def test_unwritable_prediction_store_names_its_path(nan_world, tmp_path, monkeyp
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "p.zarr" / "sm" / "c"))
 
     monkeypatch.setattr(zarr.Array, "__setitem__", denied)
-    with pytest.raises(OutputError, match=r"cannot write the prediction store .*p\.zarr \(.*p\.zarr/sm/c\): Permission denied"):
+    with pytest.raises(
+        OutputError, match=r"cannot write the prediction store .*p\.zarr \(.*p\.zarr/sm/c\): Permission denied"
+    ):
         predict(out)
     assert not pstore.finished(tmp_path / "p.zarr")  # nothing marked as done
 
@@ -198,11 +221,26 @@ def test_unwritable_prediction_store_names_its_path(nan_world, tmp_path, monkeyp
 @pytest.mark.parametrize(
     "rows, message",
     [
-        ("latitude,longitude\n40.125,-97.375\nforty,-97.125\n", r"1 latitude values are not numbers in -90\.\.90 \(line 3: 'forty'\)"),
-        ("latitude,longitude\n40.125,-97.375\n95.0,-97.125\n", r"latitude values are not numbers in -90\.\.90 \(line 3: '95\.0'\)"),
-        ("latitude,longitude\n40.125,-97.375\n40.125,400\n", r"longitude values are not numbers in -180\.\.360 \(line 3: '400'\)"),
-        ("latitude,longitude\n40.125,-97.375\n40.2,-97.3\n", r"lines 2, 3 name the same 0\.25° cell \(40\.125, -97\.375\)"),
-        ("latitude,longitude\n40.125,-97.375\n10.125,20.125\n", r"1 of its 2 cells lie outside the statics store .*\(10\.125, 20\.125\)"),
+        (
+            "latitude,longitude\n40.125,-97.375\nforty,-97.125\n",
+            r"1 latitude values are not numbers in -90\.\.90 \(line 3: 'forty'\)",
+        ),
+        (
+            "latitude,longitude\n40.125,-97.375\n95.0,-97.125\n",
+            r"latitude values are not numbers in -90\.\.90 \(line 3: '95\.0'\)",
+        ),
+        (
+            "latitude,longitude\n40.125,-97.375\n40.125,400\n",
+            r"longitude values are not numbers in -180\.\.360 \(line 3: '400'\)",
+        ),
+        (
+            "latitude,longitude\n40.125,-97.375\n40.2,-97.3\n",
+            r"lines 2, 3 name the same 0\.25° cell \(40\.125, -97\.375\)",
+        ),
+        (
+            "latitude,longitude\n40.125,-97.375\n10.125,20.125\n",
+            r"1 of its 2 cells lie outside the statics store .*\(10\.125, 20\.125\)",
+        ),
         ("lat,lon\n40.125,-97.375\n", r"needs columns latitude and longitude \(found \['lat', 'lon'\]\)"),
         ("latitude,longitude\n", "lists no row"),
         ("", "is not a readable CSV"),
@@ -224,7 +262,9 @@ def test_a_good_cells_file_selects_its_cells(nan_world, tmp_path):
     good = load_config("tiny", [f"workdir={cfg.workdir}", *OVERRIDES, "infer.region=cells", f"infer.cells_file={path}"])
     lat, lon, mask = rollout.region_mask(good, s)
     ids = grid.cell_id(lat[:, None], lon[None, :])[mask]
-    assert sorted(ids.tolist()) == sorted(grid.cell_id(np.array([40.125, 40.625]), np.array([-97.375, -97.375])).tolist())
+    assert sorted(ids.tolist()) == sorted(
+        grid.cell_id(np.array([40.125, 40.625]), np.array([-97.375, -97.375])).tolist()
+    )
 
 
 def test_damaged_and_misplaced_checkpoints_are_refused(nan_world, tmp_path):
@@ -232,7 +272,10 @@ def test_damaged_and_misplaced_checkpoints_are_refused(nan_world, tmp_path):
     base = [*OVERRIDES, f"data.store_dir={cfg.store_dir}"]
     broken = load_config("tiny", [f"workdir={tmp_path}/a", *base])
     (broken.checkpoint_dir / "L1" / "best" / "0").mkdir(parents=True)  # a step directory without contents
-    with pytest.raises(CheckpointError, match=r"checkpoint .*L1 cannot be read .*damaged or not a somojax checkpoint.*--fresh --layers L1"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint .*L1 cannot be read .*damaged or not a somojax checkpoint.*--fresh --layers L1",
+    ):
         predict(broken, layers=["L1"])
     other = load_config("tiny", [f"workdir={tmp_path}/b", *base])
     save_bundle(_bundle("L1", 1), other.checkpoint_dir / "L1")

@@ -35,7 +35,9 @@ def inputs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Normalised daily inputs [C, T, D]: seasons, persistent anomalies (AR(1), 0.98) and noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(DAYS + L - 1)
-    x = np.stack([np.sin(2 * np.pi * t / 365.25 + k)[None] + 0.5 * rng.standard_normal((CELLS, t.size)) for k in range(D)], -1)
+    x = np.stack(
+        [np.sin(2 * np.pi * t / 365.25 + k)[None] + 0.5 * rng.standard_normal((CELLS, t.size)) for k in range(D)], -1
+    )
     ar = np.zeros_like(x)
     for k in range(1, t.size):
         ar[:, k] = 0.98 * ar[:, k - 1] + 0.2 * rng.standard_normal((CELLS, D))
@@ -77,7 +79,9 @@ def deviations() -> dict[str, float]:
     out = {"numpy float32": float(np.abs(numpy_exact(p, x, xs, np.float32) - ref).max())}
     pj = {k: jnp.asarray(v, jnp.float32)[None] for k, v in p.items()}
     for name, (hoist, member_map) in PATHS.items():
-        y = kernels.predict_normalised(pj, jnp.asarray(x), jnp.asarray(xs), seq_length=L, hoist=hoist, member_map=member_map)
+        y = kernels.predict_normalised(
+            pj, jnp.asarray(x), jnp.asarray(xs), seq_length=L, hoist=hoist, member_map=member_map
+        )
         out[name] = float(np.abs(np.asarray(y[0], np.float64) - ref).max())
     return out
 
@@ -104,8 +108,17 @@ def test_every_product_of_a_kernel_runs_at_the_requested_precision(mode, hoist):
     p, (x, xs) = long_memory_model(), inputs()
     pj = {k: jnp.stack([jnp.asarray(v, jnp.float32)] * 2) for k, v in p.items()}
     lowered = kernels.predict_normalised.lower(
-        pj, jnp.asarray(x[:, : L + 40]), jnp.asarray(xs), seq_length=L, mode=mode, last_n=1 if mode == "exact" else 5, hoist=hoist, member_map=False
+        pj,
+        jnp.asarray(x[:, : L + 40]),
+        jnp.asarray(xs),
+        seq_length=L,
+        mode=mode,
+        last_n=1 if mode == "exact" else 5,
+        hoist=hoist,
+        member_map=False,
     )
     dots = re.findall(r"stablehlo\.dot_general[^\n]*", lowered.as_text())
     assert len(dots) >= 3 + hoist  # recurrent (+ projection), static gate, head
-    assert all("precision = [HIGHEST, HIGHEST]" in d for d in dots), [re.search(r"precision = \[[^\]]*\]|$", d).group(0) for d in dots]
+    assert all("precision = [HIGHEST, HIGHEST]" in d for d in dots), [
+        re.search(r"precision = \[[^\]]*\]|$", d).group(0) for d in dots
+    ]

@@ -14,5 +14,10 @@ def test_ruff_finds_nothing():
     ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
     if ruff is None:
         pytest.skip("ruff is not installed (it is in the `test` extra: pip install -e '.[test]')")
-    out = subprocess.run([ruff, "check", "--output-format", "concise", "somojax", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [ruff, "check", "--output-format", "concise", "somojax", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

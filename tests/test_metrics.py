@@ -62,7 +62,9 @@ def test_basic_metrics_hand_computed():
     # KGE: r as above, α = sqrt(24/27)/sqrt(2/3) = sqrt(4/3), β = (8/3)/2 = 4/3
     r = 2 / math.sqrt(2 * 24 / 9)
     alpha, beta = math.sqrt((24 / 27) / (2 / 3)), 4 / 3
-    assert M.kge(o, s).item() == pytest.approx(1 - math.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2), rel=1e-14)
+    assert M.kge(o, s).item() == pytest.approx(
+        1 - math.sqrt((r - 1) ** 2 + (alpha - 1) ** 2 + (beta - 1) ** 2), rel=1e-14
+    )
 
 
 def test_perfect_and_random_series_against_python():

@@ -37,7 +37,11 @@ def _doc_bounds() -> dict[tuple[str, str], tuple[str, str]]:
 
 def test_every_bound_is_documented_with_its_numbers():
     rows = _doc_bounds()
-    table = [("ISMN", "soil moisture", B.ISMN_SM)] + [("ERA5", k, b) for k, b in B.ERA5.items()] + [("static", k, b) for k, b in B.STATIC.items()]
+    table = (
+        [("ISMN", "soil moisture", B.ISMN_SM)]
+        + [("ERA5", k, b) for k, b in B.ERA5.items()]
+        + [("static", k, b) for k, b in B.STATIC.items()]
+    )
     for source, name, b in table:
         assert (source, name) in rows, f"docs/reliability.md has no row for {source} {name}"
         span, noise = rows[(source, name)]
@@ -71,16 +75,24 @@ def test_screen_and_check_name_the_file_variable_values_and_fix():
     s = B.screen(x, B.ERA5["swvl1"], "f.nc", "swvl1")
     assert (s.values, s.n_dropped, s.dropped["above 1 m3 m-3"]) == (4, 2, 2)
     assert (s.min, s.mean, s.max) == (0.1, pytest.approx(1.825), 4.0)
-    with pytest.raises(InputDataError, match=r"f\.nc: 'swvl1' is implausible as a whole: 50\.0% of its 4 values lie outside 0\.\.1 m3 m-3 \(above 1 m3 m-3: 2; min 0\.1, mean 1\.825, max 4.*Likely values scaled \(×10\?\)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"f\.nc: 'swvl1' is implausible as a whole: 50\.0% of its 4 values lie outside 0\.\.1 m3 m-3 \(above 1 m3 m-3: 2; min 0\.1, mean 1\.825, max 4.*Likely values scaled \(×10\?\)",
+    ):
         B.check_screen(s, "era5")
-    B.check_screen(B.screen(np.r_[np.full(999, 0.2), 3.0], B.ERA5["swvl1"], "f.nc", "swvl1"), "era5")  # 0.1% is not the variable
+    B.check_screen(
+        B.screen(np.r_[np.full(999, 0.2), 3.0], B.ERA5["swvl1"], "f.nc", "swvl1"), "era5"
+    )  # 0.1% is not the variable
 
 
 def test_mean_day_total_check_catches_mm_labelled_m():
     hourly_mm = np.full(48, 0.2)  # 0.2 "m" per hour: every value in 0..2 m, but 4.8 m a day
     s = B.screen(hourly_mm, B.ERA5["tp"], "tp.nc", "tp", day_factor=24.0)
     assert s.n_dropped == 0
-    with pytest.raises(InputDataError, match=r"tp\.nc: 'tp' is implausible as a whole: its mean day total 4\.8 m exceeds 0\.05 m .*divide by 1000"):
+    with pytest.raises(
+        InputDataError,
+        match=r"tp\.nc: 'tp' is implausible as a whole: its mean day total 4\.8 m exceeds 0\.05 m .*divide by 1000",
+    ):
         B.check_screen(s, "era5")
 
 
@@ -149,7 +161,10 @@ def test_soil_water_scaled_by_ten_stops_naming_file_and_values(shared_data, tmp_
 
     p = _modified(shared_data / "era5" / SWVL_5DEG, tmp_path / "swvl_x10.nc", x10)
     screens = screen_era5(read_era5([p], ["swvl1"]))
-    with pytest.raises(InputDataError, match=r"swvl_x10\.nc: 'swvl1' is implausible as a whole: .*% of its 10,656 values lie outside 0\.\.1 m3 m-3 \(above 1 m3 m-3: .*max 7\.47.*scaled \(×10\?\)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"swvl_x10\.nc: 'swvl1' is implausible as a whole: .*% of its 10,656 values lie outside 0\.\.1 m3 m-3 \(above 1 m3 m-3: .*max 7\.47.*scaled \(×10\?\)",
+    ):
         B.check_screen(screens[0], "era5")
 
 
@@ -161,7 +176,10 @@ def test_celsius_labelled_kelvin_stops(shared_data, tmp_path):
     p = _modified(shared_data / "era5" / "era5_2t_small.nc", tmp_path / "t2m_c.nc", to_c)
     (s,) = screen_era5(read_era5([p], ["t2m"]))
     assert s.fraction == 1.0 and -60 < s.mean < 40
-    with pytest.raises(InputDataError, match=r"t2m_c\.nc: 't2m' is implausible as a whole: 100\.0% of its 162 values lie outside 160\.\.340 K \(below 160 K: 162; .*convert with \+273\.15"):
+    with pytest.raises(
+        InputDataError,
+        match=r"t2m_c\.nc: 't2m' is implausible as a whole: 100\.0% of its 162 values lie outside 160\.\.340 K \(below 160 K: 162; .*convert with \+273\.15",
+    ):
         B.check_screen(s, "era5")
 
 
@@ -172,14 +190,20 @@ def test_negative_precipitation_beyond_noise_stops(shared_data, tmp_path):
 
     p = _modified(shared_data / "era5" / "daily_surface_cancities_1990-1993.nc", tmp_path / "neg_pr.nc", negate)
     (s,) = screen_era5(read_era5([p], ["tp"]))
-    with pytest.raises(InputDataError, match=r"neg_pr\.nc: 'tp' is implausible as a whole: .* lie outside 0\.\.2 m \(below 0 m: .*data\.era5_accumulation"):
+    with pytest.raises(
+        InputDataError,
+        match=r"neg_pr\.nc: 'tp' is implausible as a whole: .* lie outside 0\.\.2 m \(below 0 m: .*data\.era5_accumulation",
+    ):
         B.check_screen(s, "era5")
 
 
 def test_check_steps_reads_a_sample_of_each_file(shared_data):
     era5 = read_era5([shared_data / "era5" / "daily_surface_cancities_1990-1993.nc"], ["t2m"])
     (s,) = screen_era5(era5, steps_per_file=10)
-    assert s.checked == f"10 of {era5['t2m'].sizes[C.TIME]:,} time steps" and s.values == 10 * era5["t2m"].sizes["location"]
+    assert (
+        s.checked == f"10 of {era5['t2m'].sizes[C.TIME]:,} time steps"
+        and s.values == 10 * era5["t2m"].sizes["location"]
+    )
 
 
 def test_each_file_is_screened_on_its_own(shared_data, tmp_path):
@@ -206,7 +230,9 @@ def test_missing_units_is_an_error_unless_stated(shared_data, tmp_path):
         return ds
 
     p = _modified(shared_data / "era5" / "era5_2t_small.nc", tmp_path / "no_units.nc", strip)
-    with pytest.raises(InputDataError, match=r"no_units\.nc: variable 't2m' has no 'units' attribute; .*data\.units: \{t2m: K\}"):
+    with pytest.raises(
+        InputDataError, match=r"no_units\.nc: variable 't2m' has no 'units' attribute; .*data\.units: \{t2m: K\}"
+    ):
         read_era5([p])
     t2m = read_era5([p], stated_units=stated_units({"t2m": "K"}))["t2m"]
     assert t2m.attrs["units"] == "K" and "data.units" in t2m.attrs["units_source"]
@@ -215,10 +241,17 @@ def test_missing_units_is_an_error_unless_stated(shared_data, tmp_path):
 
 
 def test_stated_units_are_checked():
-    assert stated_units([("2m_temperature", "K"), ("tp", "m"), ("pr", "kg m-2 s-1")]) == {"t2m": "K", "tp": "m", "pr": "kg m-2 s-1"}
+    assert stated_units([("2m_temperature", "K"), ("tp", "m"), ("pr", "kg m-2 s-1")]) == {
+        "t2m": "K",
+        "tp": "m",
+        "pr": "kg m-2 s-1",
+    }
     with pytest.raises(ConfigError, match=r"data\.units: 'tmp' is not an input variable somojax reads"):
         stated_units({"tmp": "K"})
-    with pytest.raises(ConfigError, match=r"data\.units: t2m: 'degC' is not a unit somojax reads t2m in \(expected 'K'\); .*convert the file"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data\.units: t2m: 'degC' is not a unit somojax reads t2m in \(expected 'K'\); .*convert the file",
+    ):
         stated_units({"t2m": "degC"})
 
 
@@ -235,7 +268,13 @@ def test_stated_unit_does_not_hide_a_wrong_scale(shared_data, tmp_path):
         B.check_screen(s, "era5")
 
 
-INJECTED = {-9999.0: "fill", 9.96921e36: "fill", 1.5: "above", -0.2: "below", -0.004: "noise"}  # float32-exact where it matters
+INJECTED = {
+    -9999.0: "fill",
+    9.96921e36: "fill",
+    1.5: "above",
+    -0.2: "below",
+    -0.004: "noise",
+}  # float32-exact where it matters
 
 
 @settings(max_examples=20, deadline=None)
@@ -253,14 +292,21 @@ def test_era5_reader_property(tmp_path_factory, good, bad):
     x, kind = x.reshape(good.shape), kind.reshape(good.shape)
     ds = xr.Dataset(
         {"swvl1": (("time", "latitude", "longitude"), x, {"units": "m3 m-3"})},
-        coords={"time": np.array(["2001-01-01T00", "2001-01-01T01", "2001-01-01T02"], "datetime64[ns]"), "latitude": [40.25, 40.0], "longitude": [262.0, 262.25]},
+        coords={
+            "time": np.array(["2001-01-01T00", "2001-01-01T01", "2001-01-01T02"], "datetime64[ns]"),
+            "latitude": [40.25, 40.0],
+            "longitude": [262.0, 262.25],
+        },
     )
     p = tmp_path_factory.mktemp("era5") / "swvl1.nc"
     ds.to_netcdf(p)
     era5 = read_era5([p], ["swvl1"])
     (s,) = screen_era5(era5)
     assert s.set_to_bound == (kind == "noise").sum() and s.dropped[B.FILL_REASON] == (kind == "fill").sum()
-    assert s.dropped["above 1 m3 m-3"] == (kind == "above").sum() and s.dropped["below 0 m3 m-3"] == (kind == "below").sum()
+    assert (
+        s.dropped["above 1 m3 m-3"] == (kind == "above").sum()
+        and s.dropped["below 0 m3 m-3"] == (kind == "below").sum()
+    )
     got = clean_era5(era5)["swvl1"].sel(latitude=[40.25, 40.0]).values  # the file's latitude order
     np.testing.assert_array_equal(got[kind == ""], x[kind == ""])
     assert (got[kind == "noise"] == 0).all() and np.isnan(got[(kind != "") & (kind != "noise")]).all()

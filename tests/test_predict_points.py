@@ -24,7 +24,15 @@ from somojax.infer.points import read_ismn_stations, read_points_csv
 from tests.test_export_cf import run_cf_checker
 from tests.test_import_torch import random_state_dict
 from tests.test_infer import LAT, LON, _bundle, _stores, numpy_layer
-from tests.test_somo_v1 import FORCING_COLUMNS, SCALER_COLUMNS, authors_prediction, long_memory_state_dict, scaler_stats, synthetic_forcing, write_scaler
+from tests.test_somo_v1 import (
+    FORCING_COLUMNS,
+    SCALER_COLUMNS,
+    authors_prediction,
+    long_memory_state_dict,
+    scaler_stats,
+    synthetic_forcing,
+    write_scaler,
+)
 
 L = 365
 TABLE_CELLS = ((-0.625, -50.625), (-0.625, 101.875), (45.125, 7.375))  # lat_lon as the authors name them
@@ -40,13 +48,21 @@ def write_authors_tables(root, stats, seed=0):
     (root / "attri").mkdir()
     for k, (lat, lon) in enumerate(TABLE_CELLS):
         x = synthetic_forcing(len(days), stats, seed + k)  # model input order
-        table = pd.DataFrame({v: x[:, C.DYNAMIC_INPUTS.index(v)] if v in C.DYNAMIC_INPUTS else np.expm1(x[:, 0]) for v in FORCING_COLUMNS}, index=days)
+        table = pd.DataFrame(
+            {
+                v: x[:, C.DYNAMIC_INPUTS.index(v)] if v in C.DYNAMIC_INPUTS else np.expm1(x[:, 0])
+                for v in FORCING_COLUMNS
+            },
+            index=days,
+        )
         if k == 1:
             table.iloc[L + 8, FORCING_COLUMNS.index("q")] = -9999.0  # missing: the next 365 outputs are NaN
         table.round(6).to_csv(root / "forcing" / f"features_{lat:g}_{lon:g}.dat", sep=",")
         forcing[(lat, lon)] = table[list(C.DYNAMIC_INPUTS)].replace(-9999.0, np.nan).round(6).to_numpy(np.float64)
         statics[(lat, lon)] = np.array([stats[v][0] + (k - 1) * 0.5 * stats[v][1] for v in C.STATIC_INPUTS])
-    attri = pd.DataFrame([statics[c] for c in TABLE_CELLS], index=[f"{a:g}_{b:g}" for a, b in TABLE_CELLS], columns=list(C.STATIC_INPUTS))
+    attri = pd.DataFrame(
+        [statics[c] for c in TABLE_CELLS], index=[f"{a:g}_{b:g}" for a, b in TABLE_CELLS], columns=list(C.STATIC_INPUTS)
+    )
     attri.to_csv(root / "attri" / "global_attri.dat", sep=",")
     return days, forcing, statics
 
@@ -61,11 +77,40 @@ def from_tables(tmp_path_factory):
     write_scaler(root / "scaler_ALL_statics.dat", stats, C.STATIC_INPUTS)
     days, forcing, statics = write_authors_tables(root / "ismn", stats)
     run = [f"workdir={root}/run"]
-    assert main(["import-torch", "-c", "somo-v1", *run, "--layer", "L1", "--state-dict", str(root / "model_epoch15.npz"),
-                 "--stats", f"{root}/scaler_ALL_layer0.dat,{root}/scaler_ALL_statics.dat"]) == 0
+    assert (
+        main(
+            [
+                "import-torch",
+                "-c",
+                "somo-v1",
+                *run,
+                "--layer",
+                "L1",
+                "--state-dict",
+                str(root / "model_epoch15.npz"),
+                "--stats",
+                f"{root}/scaler_ALL_layer0.dat,{root}/scaler_ALL_statics.dat",
+            ]
+        )
+        == 0
+    )
     end = OUT_START + pd.Timedelta(days=OUT_DAYS - 1)
-    assert main(["predict", "-c", "somo-v1", *run, "infer.region=points", f"infer.forcing_tables={root}/ismn/forcing",
-                 f"infer.statics_table={root}/ismn/attri/global_attri.dat", f"infer.start={OUT_START.date()}", f"infer.end={end.date()}"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "-c",
+                "somo-v1",
+                *run,
+                "infer.region=points",
+                f"infer.forcing_tables={root}/ismn/forcing",
+                f"infer.statics_table={root}/ismn/attri/global_attri.dat",
+                f"infer.start={OUT_START.date()}",
+                f"infer.end={end.date()}",
+            ]
+        )
+        == 0
+    )
     return root, sd, stats, days, forcing, statics
 
 
@@ -73,7 +118,9 @@ def test_points_from_the_authors_tables_equal_numpy_float64(from_tables):
     root, sd, stats, days, forcing, statics = from_tables
     ds = xr.open_dataset(root / "run" / "points" / "somojax_points_L1.nc")
     assert ds.attrs["featureType"] == "timeSeries" and ds[C.SM].dims == (C.TIME, "station")
-    assert ds.sizes == {C.TIME: OUT_DAYS, "station": 3, "nv": 2} and str(ds[C.TIME].values[0])[:10] == str(OUT_START.date())
+    assert ds.sizes == {C.TIME: OUT_DAYS, "station": 3, "nv": 2} and str(ds[C.TIME].values[0])[:10] == str(
+        OUT_START.date()
+    )
     first = int(np.searchsorted(days, OUT_START))
     for k, cell in enumerate(sorted(TABLE_CELLS, key=lambda c: grid.cell_id(*c))):
         i = list(ds["station_name"].values).index(f"{cell[0]:g}_{cell[1]:g}")
@@ -83,7 +130,9 @@ def test_points_from_the_authors_tables_equal_numpy_float64(from_tables):
         want[ok] = authors_prediction(sd, stats, np.nan_to_num(x), statics[cell])[ok]
         np.testing.assert_allclose(ds[C.SM].values[:, i], want, atol=2e-6, rtol=0, equal_nan=True)
         assert (float(ds["latitude"][i]), float(ds["longitude"][i])) == cell
-    assert np.isnan(ds[C.SM].values).sum() == OUT_DAYS - 4  # table 2: -9999 on day L + 8, in the windows of outputs 4..19
+    assert (
+        np.isnan(ds[C.SM].values).sum() == OUT_DAYS - 4
+    )  # table 2: -9999 on day L + 8, in the windows of outputs 4..19
 
 
 def test_the_points_file_is_cf_and_read_by_cdo_and_netcdf4(from_tables):
@@ -121,8 +170,20 @@ def test_points_from_stores_without_sm_era5_or_land(bare_stores):
         "name,latitude,longitude\n"
         f"A,{lat[1]},{lon[2]}\nB,{lat[1] + 0.1},{lon[2] - 0.1}\nC,{lat[3]},{lon[4] + 360}\n"  # B shares A's cell; C given 0..360
     )
-    pts = [*(f"{k}={v}" for k, v in {"infer.region": "points", "infer.points_file": root / "sites.csv", "infer.start": "2000-03-01", "infer.end": "2000-05-31"}.items())]
-    summary = predict(load_config("tiny", [f"workdir={root}/run", f"data.store_dir={cfg.store_dir}", *pts]), layers=["L1"])
+    pts = [
+        *(
+            f"{k}={v}"
+            for k, v in {
+                "infer.region": "points",
+                "infer.points_file": root / "sites.csv",
+                "infer.start": "2000-03-01",
+                "infer.end": "2000-05-31",
+            }.items()
+        )
+    ]
+    summary = predict(
+        load_config("tiny", [f"workdir={root}/run", f"data.store_dir={cfg.store_dir}", *pts]), layers=["L1"]
+    )
     assert summary["points"] == 3 and summary["cells"] == 2 and summary["days"] == 92
     ds = xr.open_dataset(root / "run" / "points" / "somojax_points_L1.nc")
     assert list(ds["station_name"].values) == ["A", "B", "C"]
@@ -140,14 +201,28 @@ def test_points_from_stores_without_sm_era5_or_land(bare_stores):
 
 def test_gridded_predict_of_a_bbox_needs_no_land_mask(bare_stores):
     root, cfg, _, _ = bare_stores
-    grid_cfg = load_config("tiny", [f"workdir={root}/run", f"data.store_dir={cfg.store_dir}", "infer.region=bbox", f"infer.bbox=[{LAT[0]},{LAT[1]},{LON[0]},{LON[1]}]",
-                                    "infer.start=2000-03-01", "infer.end=2000-04-30", "infer.shard_time=30", "infer.chunk_time=30", f"infer.output={root}/grid.zarr"])
+    grid_cfg = load_config(
+        "tiny",
+        [
+            f"workdir={root}/run",
+            f"data.store_dir={cfg.store_dir}",
+            "infer.region=bbox",
+            f"infer.bbox=[{LAT[0]},{LAT[1]},{LON[0]},{LON[1]}]",
+            "infer.start=2000-03-01",
+            "infer.end=2000-04-30",
+            "infer.shard_time=30",
+            "infer.chunk_time=30",
+            f"infer.output={root}/grid.zarr",
+        ],
+    )
     summary = predict(grid_cfg, layers=["L1"])
     assert summary["cells"] == 24
 
 
 def test_an_ismn_archive_is_a_station_list(shared_data):
-    p = read_ismn_stations(shared_data / "ismn" / "zip_archives" / "multinetwork" / "header_values" / "Data_header_values.zip")
+    p = read_ismn_stations(
+        shared_data / "ismn" / "zip_archives" / "multinetwork" / "header_values" / "Data_header_values.zip"
+    )
     assert p.names[:3] == ("MAQU/CST_01", "MAQU/CST_02", "SCAN/AAMU-jtg") and len(p.names) == 8
     assert (p.lat[2], p.lon[2]) == (34.783, -86.55)
 
@@ -158,9 +233,20 @@ def test_bad_points_are_named(tmp_path, bare_stores):
     with pytest.raises(ConfigError, match=r"lines \[2, 3\] name the same point 'X'"):
         read_points_csv(tmp_path / "dup.csv")
     (tmp_path / "far.csv").write_text("latitude,longitude\n40.1,-97.6\n-33.9,18.4\n")
-    far = load_config("tiny", [f"workdir={root}/run", f"data.store_dir={cfg.store_dir}", "infer.region=points", f"infer.points_file={tmp_path}/far.csv",
-                               "infer.start=2000-03-01", "infer.end=2000-03-31"])
-    with pytest.raises(ConfigError, match=r"1 of 2 points' cells are not in the statics store .*-33\.9_18\.4 \(-33\.875, 18\.375\)"):
+    far = load_config(
+        "tiny",
+        [
+            f"workdir={root}/run",
+            f"data.store_dir={cfg.store_dir}",
+            "infer.region=points",
+            f"infer.points_file={tmp_path}/far.csv",
+            "infer.start=2000-03-01",
+            "infer.end=2000-03-31",
+        ],
+    )
+    with pytest.raises(
+        ConfigError, match=r"1 of 2 points' cells are not in the statics store .*-33\.9_18\.4 \(-33\.875, 18\.375\)"
+    ):
         predict(far, layers=["L1"])
     with pytest.raises(ConfigError, match=r"infer\.region=points needs infer\.points_file"):
         load_config("tiny", ["infer.region=points"])
@@ -170,17 +256,56 @@ def test_bad_points_are_named(tmp_path, bare_stores):
 
 def test_a_point_without_a_table_is_named(tmp_path):
     (tmp_path / "forcing").mkdir()
-    pd.DataFrame({"t2m": [1.0]}, index=pd.DatetimeIndex(["2000-01-01"])).to_csv(tmp_path / "forcing" / "features_-0.625_-50.625.dat")
+    pd.DataFrame({"t2m": [1.0]}, index=pd.DatetimeIndex(["2000-01-01"])).to_csv(
+        tmp_path / "forcing" / "features_-0.625_-50.625.dat"
+    )
     (tmp_path / "sites.csv").write_text("latitude,longitude\n-0.6,-50.6\n10.1,10.1\n")
     np.savez(tmp_path / "m.npz", **random_state_dict(0))
     stats = scaler_stats(0)
     write_scaler(tmp_path / "a.dat", stats, SCALER_COLUMNS)
     write_scaler(tmp_path / "b.dat", stats, C.STATIC_INPUTS)
-    assert main(["import-torch", "-c", "somo-v1", f"workdir={tmp_path}", "--layer", "L1", "--state-dict", str(tmp_path / "m.npz"), "--stats", f"{tmp_path}/a.dat,{tmp_path}/b.dat"]) == 0
-    cfg = load_config("somo-v1", [f"workdir={tmp_path}", "infer.region=points", f"infer.points_file={tmp_path}/sites.csv",
-                                  f"infer.forcing_tables={tmp_path}/forcing", f"infer.statics_table={tmp_path}/attri.dat"])
-    with pytest.raises(ConfigError, match=r"has no table for 1 points' cells, e\.g\. features_10\.125_10\.125\.dat \(1 tables there\)"):
+    assert (
+        main(
+            [
+                "import-torch",
+                "-c",
+                "somo-v1",
+                f"workdir={tmp_path}",
+                "--layer",
+                "L1",
+                "--state-dict",
+                str(tmp_path / "m.npz"),
+                "--stats",
+                f"{tmp_path}/a.dat,{tmp_path}/b.dat",
+            ]
+        )
+        == 0
+    )
+    cfg = load_config(
+        "somo-v1",
+        [
+            f"workdir={tmp_path}",
+            "infer.region=points",
+            f"infer.points_file={tmp_path}/sites.csv",
+            f"infer.forcing_tables={tmp_path}/forcing",
+            f"infer.statics_table={tmp_path}/attri.dat",
+        ],
+    )
+    with pytest.raises(
+        ConfigError, match=r"has no table for 1 points' cells, e\.g\. features_10\.125_10\.125\.dat \(1 tables there\)"
+    ):
         predict(cfg)
-    cfg = load_config("somo-v1", [f"workdir={tmp_path}", "infer.region=points", f"infer.forcing_tables={tmp_path}/forcing", f"infer.statics_table={tmp_path}/attri.dat"])
-    with pytest.raises(InputDataError, match=r"features_-0\.625_-50\.625\.dat lacks the model inputs \['log_tp', 'snr', 'ssrd', 'q', 'skt'\]"):
+    cfg = load_config(
+        "somo-v1",
+        [
+            f"workdir={tmp_path}",
+            "infer.region=points",
+            f"infer.forcing_tables={tmp_path}/forcing",
+            f"infer.statics_table={tmp_path}/attri.dat",
+        ],
+    )
+    with pytest.raises(
+        InputDataError,
+        match=r"features_-0\.625_-50\.625\.dat lacks the model inputs \['log_tp', 'snr', 'ssrd', 'q', 'skt'\]",
+    ):
         predict(cfg)

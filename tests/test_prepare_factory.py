@@ -50,7 +50,9 @@ def era5_points(lat_range=REGION_LAT, lon_range=REGION_LON) -> tuple[np.ndarray,
     return lats, lons
 
 
-def era5_dataset(times: pd.DatetimeIndex, lats: np.ndarray, lons: np.ndarray, seed: int = 0, daily: bool = True) -> xr.Dataset:
+def era5_dataset(
+    times: pd.DatetimeIndex, lats: np.ndarray, lons: np.ndarray, seed: int = 0, daily: bool = True
+) -> xr.Dataset:
     """A CDS-style (2024+ layout) ERA5 dataset with every variable somojax uses, in ERA5 units."""
     rng = np.random.default_rng(seed)
     shape = (len(times), len(lats), len(lons))
@@ -79,7 +81,10 @@ def era5_dataset(times: pd.DatetimeIndex, lats: np.ndarray, lons: np.ndarray, se
         "swvl3": (sm1 * 0.5 + 0.15, "m**3 m**-3", "Volumetric soil water layer 3"),
     }
     ds = xr.Dataset(
-        {k: (("valid_time", "latitude", "longitude"), v.astype(np.float32), {"units": u, "long_name": ln}) for k, (v, u, ln) in data.items()},
+        {
+            k: (("valid_time", "latitude", "longitude"), v.astype(np.float32), {"units": u, "long_name": ln})
+            for k, (v, u, ln) in data.items()
+        },
         coords={
             "valid_time": times.values,
             "latitude": ("latitude", lats, {"units": "degrees_north"}),
@@ -92,7 +97,9 @@ def era5_dataset(times: pd.DatetimeIndex, lats: np.ndarray, lons: np.ndarray, se
     return ds
 
 
-def write_era5_daily(folder: Path, start: str, end: str, lat_range=REGION_LAT, lon_range=REGION_LON, seed: int = 0) -> list[Path]:
+def write_era5_daily(
+    folder: Path, start: str, end: str, lat_range=REGION_LAT, lon_range=REGION_LON, seed: int = 0
+) -> list[Path]:
     """Daily ERA5 files era5_<YYYY>.nc (day totals for accumulations, means otherwise)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,10 +123,14 @@ def write_statics(folder: Path, lat_range=REGION_LAT, lon_range=REGION_LON, seed
     # ETOPO1: points every 1' from the south/west edges to the north/east edges (inclusive)
     elat = lat_range[0] + np.arange(int(round((lat_range[1] - lat_range[0]) * 60)) + 1) / 60.0
     elon = lon_range[0] + np.arange(int(round((lon_range[1] - lon_range[0]) * 60)) + 1) / 60.0
-    z = (400.0 + 50 * np.sin(elat[:, None]) * np.cos(elon[None, :]) + rng.normal(0, 20, (elat.size, elon.size))).astype(np.float32)
+    z = (400.0 + 50 * np.sin(elat[:, None]) * np.cos(elon[None, :]) + rng.normal(0, 20, (elat.size, elon.size))).astype(
+        np.float32
+    )
     paths = {}
     paths["etopo"] = folder / "etopo1_1arcmin.nc"
-    xr.Dataset({"Band1": (("lat", "lon"), z, {"long_name": "GDAL Band Number 1"})}, coords={"lat": elat, "lon": elon}).to_netcdf(paths["etopo"])
+    xr.Dataset(
+        {"Band1": (("lat", "lon"), z, {"long_name": "GDAL Band Number 1"})}, coords={"lat": elat, "lon": elon}
+    ).to_netcdf(paths["etopo"])
     clat = np.arange(lat_range[0] + 0.125, lat_range[1], 0.25)
     clon = np.arange(lon_range[0] + 0.125, lon_range[1], 0.25)
     shp = (1, clat.size, clon.size)
@@ -127,7 +138,10 @@ def write_statics(folder: Path, lat_range=REGION_LAT, lon_range=REGION_LON, seed
     def gldas(name: str, variables: dict[str, tuple[np.ndarray, str]]) -> Path:
         p = folder / name
         xr.Dataset(
-            {k: (("time", "lat", "lon"), v.reshape(shp).astype(np.float32), {"units": u, "missing_value": -9999.0}) for k, (v, u) in variables.items()},
+            {
+                k: (("time", "lat", "lon"), v.reshape(shp).astype(np.float32), {"units": u, "missing_value": -9999.0})
+                for k, (v, u) in variables.items()
+            },
             coords={"time": [np.datetime64("2000-01-01")], "lat": clat, "lon": clon},
         ).to_netcdf(p)
         return p
@@ -136,17 +150,29 @@ def write_statics(folder: Path, lat_range=REGION_LAT, lon_range=REGION_LON, seed
     sand = rng.uniform(0.2, 0.5, shp)
     paths["gldas_soil"] = gldas(
         "GLDASp4_soilfraction_025d.nc4",
-        {"GLDAS_soilfraction_clay": (clay, "-"), "GLDAS_soilfraction_sand": (sand, "-"), "GLDAS_soilfraction_silt": (1 - clay - sand, "-")},
+        {
+            "GLDAS_soilfraction_clay": (clay, "-"),
+            "GLDAS_soilfraction_sand": (sand, "-"),
+            "GLDAS_soilfraction_silt": (1 - clay - sand, "-"),
+        },
     )
     paths["gldas_porosity"] = gldas(
-        "GLDASp4_porosity_025d.nc4", {"GLDAS_porosity_top": (rng.uniform(0.4, 0.5, shp), "m3 m-3"), "GLDAS_porosity_mid": (rng.uniform(0.35, 0.45, shp), "m3 m-3")}
+        "GLDASp4_porosity_025d.nc4",
+        {
+            "GLDAS_porosity_top": (rng.uniform(0.4, 0.5, shp), "m3 m-3"),
+            "GLDAS_porosity_mid": (rng.uniform(0.35, 0.45, shp), "m3 m-3"),
+        },
     )
-    paths["gldas_vegetation"] = gldas("GLDASp4_domveg_025d.nc4", {"GLDAS_domveg": (rng.integers(1, 14, shp).astype(float), "-")})
+    paths["gldas_vegetation"] = gldas(
+        "GLDASp4_domveg_025d.nc4", {"GLDAS_domveg": (rng.integers(1, 14, shp).astype(float), "-")}
+    )
     paths["land_mask"] = gldas("GLDASp4_landmask_025d.nc4", {"GLDAS_mask": (np.ones(shp), "0 = water; 1 = land")})
     return paths
 
 
-def hourly_station(start: str, end: str, seed: int, base: float = 0.25, amp: float = 0.05) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+def hourly_station(
+    start: str, end: str, seed: int, base: float = 0.25, amp: float = 0.05
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
     """Hourly soil moisture with a seasonal cycle, mostly 'G' flags and a few dubious ones."""
     rng = np.random.default_rng(seed)
     t = pd.date_range(start, f"{end} 23:00", freq="h")

@@ -82,20 +82,27 @@ def test_celsius_labelled_kelvin_stops_before_writing_and_keeps_the_previous_sto
         ds["t2m"].values = ds["t2m"].values - 273.15  # the attribute still says K
 
     _edit_nc(raw / "era5" / "era5_2001.nc", to_celsius)
-    with pytest.raises(InputDataError, match=r"era5_2001\.nc: 't2m' is implausible as a whole: 100\.0% of its 9,125 values lie outside 160\.\.340 K \(below 160 K: 9,125; min -3\.49\d*, mean 9\.86.*convert with \+273\.15\) .*Nothing was written"):
+    with pytest.raises(
+        InputDataError,
+        match=r"era5_2001\.nc: 't2m' is implausible as a whole: 100\.0% of its 9,125 values lie outside 160\.\.340 K \(below 160 K: 9,125; min -3\.49\d*, mean 9\.86.*convert with \+273\.15\) .*Nothing was written",
+    ):
         prepare(_cfg_at(tmp_path))
     assert _snapshot(tmp_path / "stores") == before and _no_staging_left(tmp_path / "stores")
     rep = json.loads((tmp_path / "stores" / C.PREPARE_REPORT).read_text())
     assert "t2m" in rep["error"]
     by_file = {(s["file"].rsplit("/", 1)[-1], s["variable"]): s for s in rep["plausibility"]["era5"]}
-    assert by_file[("era5_2000.nc", "t2m")]["dropped"] == {} and by_file[("era5_2001.nc", "t2m")]["dropped"] == {"below 160 K": 9125}
+    assert by_file[("era5_2000.nc", "t2m")]["dropped"] == {} and by_file[("era5_2001.nc", "t2m")]["dropped"] == {
+        "below 160 K": 9125
+    }
 
 
 def test_era5_without_units_needs_data_units(base, tmp_path):
     raw = _copy(base, tmp_path, with_stores=False)
     for p in sorted((raw / "era5").glob("*.nc")):
         _edit_nc(p, lambda ds: ds["tp"].attrs.pop("units"))
-    with pytest.raises(InputDataError, match=r"era5_2000\.nc: variable 'tp' has no 'units' attribute; .*data\.units: \{tp: m\}"):
+    with pytest.raises(
+        InputDataError, match=r"era5_2000\.nc: variable 'tp' has no 'units' attribute; .*data\.units: \{tp: m\}"
+    ):
         prepare(_cfg_at(tmp_path))
     assert not (tmp_path / "stores" / C.FORCINGS_STORE).exists()
     report = prepare(_cfg_at(tmp_path, "data.units={tp: m}"))
@@ -121,7 +128,10 @@ def test_precipitation_rounding_noise_is_zero_and_negative_totals_stop(base, tmp
         ds["tp"].values[::10] = -0.01
 
     _edit_nc(p, negative)
-    with pytest.raises(InputDataError, match=r"era5_2000\.nc: 'tp' is implausible as a whole: 10\.1% of its 9,150 values lie outside 0\.\.2 m \(below 0 m: 925"):
+    with pytest.raises(
+        InputDataError,
+        match=r"era5_2000\.nc: 'tp' is implausible as a whole: 10\.1% of its 9,150 values lie outside 0\.\.2 m \(below 0 m: 925",
+    ):
         prepare(_cfg_at(tmp_path))
 
 
@@ -137,7 +147,10 @@ def test_gldas_fill_value_without_fillvalue_on_land_stops_off_land_is_counted(ba
     with xr.open_dataset(soil, mask_and_scale=False) as src:
         original = src.load()
     _edit_nc(soil, fill_all)
-    with pytest.raises(InputDataError, match=r"GLDASp4_soilfraction_025d\.nc4 \(GLDAS_soilfraction_clay\): 'clay' is implausible as a whole: 100\.0% of its 16 values on the 16 land cells lie outside 0\.\.1 1 \(fill value .*: 16; min -9999.*fill value such as −9999 over land"):
+    with pytest.raises(
+        InputDataError,
+        match=r"GLDASp4_soilfraction_025d\.nc4 \(GLDAS_soilfraction_clay\): 'clay' is implausible as a whole: 100\.0% of its 16 values on the 16 land cells lie outside 0\.\.1 1 \(fill value .*: 16; min -9999.*fill value such as −9999 over land",
+    ):
         prepare(_cfg_at(tmp_path))
 
     def fill_water_cell(ds):
@@ -167,7 +180,9 @@ def test_truncated_ismn_zip_stops_before_any_store_is_written(base, tmp_path):
     zp.write_bytes(zp.read_bytes()[: zp.stat().st_size * 2 // 3])
     with pytest.raises(InputDataError, match=r"ismn\.zip: not a readable zip archive .*download it again"):
         prepare(_cfg_at(tmp_path, f"data.ismn={zp}"))
-    assert not any((tmp_path / "stores" / n).exists() for n in (C.FORCINGS_STORE, C.STATICS_STORE, C.TARGETS_STORE, C.STATS_FILE))
+    assert not any(
+        (tmp_path / "stores" / n).exists() for n in (C.FORCINGS_STORE, C.STATICS_STORE, C.TARGETS_STORE, C.STATS_FILE)
+    )
     assert _no_staging_left(tmp_path / "stores")
 
 
@@ -184,14 +199,28 @@ def test_bad_ismn_values_and_lines_are_reported_per_file(base, tmp_path, caplog)
     report = prepare(_cfg_at(tmp_path))
     steps = {s["step"]: s for s in report["targets"]["steps"]}
     assert steps["read"]["values_dropped"] == {"unparseable line": 1}
-    assert steps["physical bounds"]["values_dropped"] == {"fill value (-9999, ±1e20, ...)": 1, "above 0.8 m3 m-3": 1, "below 0 m3 m-3": 1}
+    assert steps["physical bounds"]["values_dropped"] == {
+        "fill value (-9999, ±1e20, ...)": 1,
+        "above 0.8 m3 m-3": 1,
+        "below 0 m3 m-3": 1,
+    }
     (rec,) = report["targets"]["implausible_values"]
     assert rec["file"] == str(f) and rec["min"] == -9999.0 and rec["max"] == 1.7
-    assert any(p["file"] == str(f) and "1 of" in p["reason"] and "an editor's stray line" in p["reason"] for p in report["targets"]["file_problems"])
+    assert any(
+        p["file"] == str(f) and "1 of" in p["reason"] and "an editor's stray line" in p["reason"]
+        for p in report["targets"]["file_problems"]
+    )
     md = (tmp_path / "stores" / "prepare_report.md").read_text()
-    assert "## ISMN files with values outside the physical bounds (1)" in md and str(f) in md and "an editor's stray line" in md
+    assert (
+        "## ISMN files with values outside the physical bounds (1)" in md
+        and str(f) in md
+        and "an editor's stray line" in md
+    )
     log = "\n".join(r.getMessage() for r in caplog.records)
-    assert "ISMN files: 8 of soil moisture, 0 unreadable (skipped), 0 outside the region, 8 read (1 unparseable lines skipped in 1 files)" in log
+    assert (
+        "ISMN files: 8 of soil moisture, 0 unreadable (skipped), 0 outside the region, 8 read (1 unparseable lines skipped in 1 files)"
+        in log
+    )
     assert "sensors: 8 -> 5 kept (dropped:" in log and "stations: 4 -> 3 with targets" in log
     assert "outside the physical bounds: ISMN 3 values in 1 files" in log
     t = stores.open_store(tmp_path / "stores", "targets")
@@ -210,7 +239,10 @@ def test_disk_full_while_writing_names_the_store_and_keeps_the_previous_ones(bas
         return real(self, store, *a, **k)
 
     monkeypatch.setattr(xr.Dataset, "to_zarr", full_disk)
-    with pytest.raises(OutputError, match=r"cannot write the targets store .*stores/targets\.zarr \(.*\.prepare-.*targets\.zarr.*\.tmp\): No space left on device; the disk is full"):
+    with pytest.raises(
+        OutputError,
+        match=r"cannot write the targets store .*stores/targets\.zarr \(.*\.prepare-.*targets\.zarr.*\.tmp\): No space left on device; the disk is full",
+    ):
         prepare(_cfg_at(tmp_path))
     assert _snapshot(tmp_path / "stores") == before and _no_staging_left(tmp_path / "stores")
     stores.open_store(tmp_path / "stores", "targets")  # the previous run's stores are still whole
@@ -223,9 +255,20 @@ def test_store_dir_that_cannot_be_made_is_one_line_with_exit_2(base, tmp_path, c
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where the store directory should be")
     cfg = _cfg_at(tmp_path, f"data.store_dir={blocker / 'stores'}")
-    with pytest.raises(OutputError, match=r"cannot write the store directory .*not_a_dir/stores.*: Not a directory; a part of the path is a file"):
+    with pytest.raises(
+        OutputError,
+        match=r"cannot write the store directory .*not_a_dir/stores.*: Not a directory; a part of the path is a file",
+    ):
         prepare(cfg)
-    args = ["prepare", "-c", "tiny", f"workdir={tmp_path}", "data.source=files", f"data.ismn={raw / 'ismn'}", f"data.era5=[{raw / 'era5' / 'era5_*.nc'}]"]
+    args = [
+        "prepare",
+        "-c",
+        "tiny",
+        f"workdir={tmp_path}",
+        "data.source=files",
+        f"data.ismn={raw / 'ismn'}",
+        f"data.era5=[{raw / 'era5' / 'era5_*.nc'}]",
+    ]
     args += [f"data.{k}={v}" for k, v in _statics(raw).items()]
     args += ["data.lat_range=[40.0,41.0]", "data.lon_range=[-98.0,-97.0]", f"data.store_dir={blocker / 'stores'}"]
     assert main(args) == 2
@@ -264,7 +307,10 @@ def test_damaged_era5_chunk_read_while_writing_is_named(tmp_path):
     era5 = read_era5([p])
     forc = build_forcings(clean_era5(era5), "2001-01-01", "2001-03-01", (40.0, 42.0), (-98.0, -96.0))
     d = load_config("tiny").data
-    with pytest.raises(InputDataError, match=r"reading ERA5 failed while the forcings were written \(NetCDF: HDF error\): a file is damaged; data\.era5_check_steps=0"):
+    with pytest.raises(
+        InputDataError,
+        match=r"reading ERA5 failed while the forcings were written \(NetCDF: HDF error\): a file is damaged; data\.era5_check_steps=0",
+    ):
         with _Staging(tmp_path / "stores") as stage:
             _write_forcings(forc, stage, d, [str(p)], {})
     assert _no_staging_left(tmp_path / "stores") and not (tmp_path / "stores" / C.FORCINGS_STORE).exists()

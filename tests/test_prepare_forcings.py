@@ -71,7 +71,9 @@ def test_hourly_accumulation_day_is_01_to_next_00():
     expected = [sum(range(24 * d + 1, 24 * d + 25)) for d in range(3)]
     assert expected == [300, 876, 1452]
     np.testing.assert_allclose(out.values, expected)
-    np.testing.assert_array_equal(out[C.TIME].values, pd.date_range("2001-03-01", periods=3).values.astype("datetime64[ns]"))
+    np.testing.assert_array_equal(
+        out[C.TIME].values, pd.date_range("2001-03-01", periods=3).values.astype("datetime64[ns]")
+    )
 
 
 def test_hourly_state_day_is_00_to_23():
@@ -82,7 +84,9 @@ def test_hourly_state_day_is_00_to_23():
 
 def test_missing_last_hour_is_an_error_naming_it():
     da = _hourly(np.arange(72))  # ends 2001-03-03 23:00: the accumulation of that hour is stamped 03-04 00:00
-    with pytest.raises(InputDataError, match=r"tp: 1 of 72 time steps needed are missing \(2001-03-04T00\).*D\+1 00:00"):
+    with pytest.raises(
+        InputDataError, match=r"tp: 1 of 72 time steps needed are missing \(2001-03-04T00\).*D\+1 00:00"
+    ):
         daily(da, "tp", "2001-03-01", "2001-03-03", accumulated=True)
     gap = da.drop_sel({C.TIME: [np.datetime64("2001-03-02T05:00")]})
     with pytest.raises(InputDataError, match="2001-03-02T05"):
@@ -133,8 +137,12 @@ def test_cell_centres_wrap_the_dateline_and_pass_through():
     out = to_cell_centres(da, np.array([0.125]), np.array([179.875, -179.875]))
     # cell 179.875 lies between 179.75 (index 1439) and 180 == -180 (index 0)
     np.testing.assert_allclose(out.values, [[(1439 + 0) / 2, 0.5]])
-    centres = xr.DataArray(np.arange(4.0).reshape(2, 2), dims=(C.LAT, C.LON), coords={C.LAT: [0.125, 0.375], C.LON: [10.125, 10.375]})
-    np.testing.assert_array_equal(to_cell_centres(centres, np.array([0.375]), np.array([10.125, 10.375])).values, [[2.0, 3.0]])
+    centres = xr.DataArray(
+        np.arange(4.0).reshape(2, 2), dims=(C.LAT, C.LON), coords={C.LAT: [0.125, 0.375], C.LON: [10.125, 10.375]}
+    )
+    np.testing.assert_array_equal(
+        to_cell_centres(centres, np.array([0.375]), np.array([10.125, 10.375])).values, [[2.0, 3.0]]
+    )
 
 
 def test_grid_not_quarter_degree(shared_data):
@@ -142,8 +150,15 @@ def test_grid_not_quarter_degree(shared_data):
 
     era5 = read_era5([shared_data / "era5" / "era5_swvl1_lsm_5deg_2010-01-01.nc"])
     assert era5["swvl1"].sizes == {C.TIME: 4, C.LAT: 37, C.LON: 72}
-    with pytest.raises(InputDataError, match=r"era5_swvl1_lsm_5deg_2010-01-01\.nc.*the grid is not 0\.25° \(latitude steps \[5\.\]"):
-        to_cell_centres(era5["swvl1"].isel(time=0), np.array([40.125]), np.array([10.125]), "ERA5 swvl1 (era5_swvl1_lsm_5deg_2010-01-01.nc)")
+    with pytest.raises(
+        InputDataError, match=r"era5_swvl1_lsm_5deg_2010-01-01\.nc.*the grid is not 0\.25° \(latitude steps \[5\.\]"
+    ):
+        to_cell_centres(
+            era5["swvl1"].isel(time=0),
+            np.array([40.125]),
+            np.array([10.125]),
+            "ERA5 swvl1 (era5_swvl1_lsm_5deg_2010-01-01.nc)",
+        )
 
 
 # ---------------------------------------------------------------------------- the builder
@@ -189,7 +204,9 @@ def _reference(ds_hourly, lat_range, lon_range):
         "skt": cells(inst(arr("skt"))),
     }
     sw = {k: cells(inst(arr(k))) for k in ("swvl1", "swvl2", "swvl3")}
-    ref["sm_era5"] = np.stack([(7 * sw["swvl1"] + 3 * sw["swvl2"]) / 10, (18 * sw["swvl2"] + 2 * sw["swvl3"]) / 20, sw["swvl3"]])
+    ref["sm_era5"] = np.stack(
+        [(7 * sw["swvl1"] + 3 * sw["swvl2"]) / 10, (18 * sw["swvl2"] + 2 * sw["swvl3"]) / 20, sw["swvl3"]]
+    )
     return ref, lat, lon
 
 
@@ -245,7 +262,10 @@ def test_long_term_statics_hand_computed():
     p = np.array([[[1.0, 0.0]], [[3.0, 0.0]], [[50.0, 0.0]]])  # mm/day; the 3rd day lies outside the period
     snr = np.array([[[4.9, 2.45]], [[4.9, 2.45]], [[0.0, 0.0]]])
     f = xr.Dataset(
-        {"log_tp": ((C.TIME, C.LAT, C.LON), np.log1p(p).astype(np.float32)), "snr": ((C.TIME, C.LAT, C.LON), snr.astype(np.float32))},
+        {
+            "log_tp": ((C.TIME, C.LAT, C.LON), np.log1p(p).astype(np.float32)),
+            "snr": ((C.TIME, C.LAT, C.LON), snr.astype(np.float32)),
+        },
         coords={C.TIME: t, C.LAT: [40.125], C.LON: [-97.875, -97.625]},
     )
     out, info = long_term_statics(f, "2001-01-01", "2001-01-02", p_min_mm_year=365.25 * 0.5)

@@ -84,7 +84,9 @@ def test_stores_are_written_and_valid(prepared):
     s = stores.open_store(d, "statics")
     t = stores.open_store(d, "targets")
     assert f.sizes == {C.TIME: 731, C.LAT: 4, C.LON: 4, C.LAYER: 3}
-    assert f[C.TIME].values[0] == np.datetime64("2000-01-01", "ns") and f[C.TIME].values[-1] == np.datetime64("2001-12-31", "ns")
+    assert f[C.TIME].values[0] == np.datetime64("2000-01-01", "ns") and f[C.TIME].values[-1] == np.datetime64(
+        "2001-12-31", "ns"
+    )
     assert s.sizes == {C.LAT: 4, C.LON: 4} and float(s[C.LAND_MASK].sum()) == 16
     assert t.sizes[C.TIME] == len(pd.date_range(cfg.data.target_start, cfg.data.target_end))
     assert t[C.LAYER].values.tolist() == list(C.LAYERS)
@@ -122,14 +124,21 @@ def test_targets_equal_a_hand_pipeline(prepared):
 
     cell = int(grid.cell_id(40.10, -97.90))
     lat, lon = grid.cell_centre(cell)
-    e1 = pd.Series(f[C.SM_ERA5].sel(layer="L1", latitude=lat, longitude=lon, time=slice(days[0], days[-1])).values.astype(np.float64), index=days)
+    e1 = pd.Series(
+        f[C.SM_ERA5]
+        .sel(layer="L1", latitude=lat, longitude=lon, time=slice(days[0], days[-1]))
+        .values.astype(np.float64),
+        index=days,
+    )
     a = rescaled(daily("ST0", 0.05), e1).reindex(days)
     b = rescaled(daily("ST1", 0.05), e1).reindex(days)
     expected = pd.concat([a, b], axis=1).mean(axis=1, skipna=True).to_numpy()
     got = t[C.SM].sel(layer="L1", cell=cell).values
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert int(t["n_series"].sel(layer="L1", cell=cell)) == 2
-    assert t["provenance"].sel(layer="L1", cell=cell).values.item() == "NET/ST0/Probe@0.05-0.05m; NET/ST1/Probe@0.05-0.05m"
+    assert (
+        t["provenance"].sel(layer="L1", cell=cell).values.item() == "NET/ST0/Probe@0.05-0.05m; NET/ST1/Probe@0.05-0.05m"
+    )
     assert t["provenance"].sel(layer="L2", cell=cell).values.item() == "NET/ST0/Probe@0.2-0.2m"
     assert t["provenance"].sel(layer="L3", cell=cell).values.item() == "NET/ST0/Probe@0.4-0.4m"
     c2 = int(grid.cell_id(40.60, -97.30))
@@ -141,7 +150,17 @@ def test_report_counts_every_step(prepared):
     cfg, report, _ = prepared
     steps = {s["step"]: s for s in report["targets"]["steps"]}
     assert list(steps) == [
-        "region", "read", "quality flag", "physical bounds", "daily mean", "target period", "sensor length", "layer selection", "rescaling", "gridding", "inputs complete",
+        "region",
+        "read",
+        "quality flag",
+        "physical bounds",
+        "daily mean",
+        "target period",
+        "sensor length",
+        "layer selection",
+        "rescaling",
+        "gridding",
+        "inputs complete",
     ]
     for s in report["targets"]["steps"]:
         assert s["values_in"] - s["values_kept"] == sum(s["values_dropped"].values())
@@ -160,11 +179,15 @@ def test_report_counts_every_step(prepared):
         "not selected for L1 (another sensor of the station is closer to 5 cm or has more days)": 1,
     }
     on_disk = json.loads((cfg.store_dir / C.PREPARE_REPORT).read_text())
-    assert on_disk["targets"]["cells"] == report["targets"]["cells"] == {
-        "L1": {"cells": 2, "series": 3, "values": on_disk["targets"]["cells"]["L1"]["values"]},
-        "L2": {"cells": 1, "series": 1, "values": on_disk["targets"]["cells"]["L2"]["values"]},
-        "L3": {"cells": 1, "series": 1, "values": on_disk["targets"]["cells"]["L3"]["values"]},
-    }
+    assert (
+        on_disk["targets"]["cells"]
+        == report["targets"]["cells"]
+        == {
+            "L1": {"cells": 2, "series": 3, "values": on_disk["targets"]["cells"]["L1"]["values"]},
+            "L2": {"cells": 1, "series": 1, "values": on_disk["targets"]["cells"]["L2"]["values"]},
+            "L3": {"cells": 1, "series": 1, "values": on_disk["targets"]["cells"]["L3"]["values"]},
+        }
+    )
     md = (cfg.store_dir / "prepare_report.md").read_text()
     assert "| quality flag | values |" in md and "fewer than 60 daily values: 1" in md and "45 daily values < 60" in md
 
@@ -193,7 +216,11 @@ def test_normalization_file_matches_numpy(prepared):
     assert st.mean["sm_L1"] == st.target_mean["L1"]
     # a subset of cells and a shorter period (a training split)
     one = compute_stats(f, s, t, [int(cells[0])], ("2001-01-01", "2001-06-30"))
-    x = f["t2m"].sel(latitude=lat[0], longitude=lon[0], time=slice("2001-01-01", "2001-06-30")).values.astype(np.float64)
+    x = (
+        f["t2m"]
+        .sel(latitude=lat[0], longitude=lon[0], time=slice("2001-01-01", "2001-06-30"))
+        .values.astype(np.float64)
+    )
     assert one.mean["t2m"] == pytest.approx(x.mean(), rel=1e-9) and one.cells == (int(cells[0]),)
 
 
@@ -202,8 +229,19 @@ def test_cli_end_to_end(tmp_path):
 
     raw, st = _raw(tmp_path)
     cfg = _cfg(tmp_path, raw, st)
-    args = ["prepare", "-c", "tiny", f"workdir={tmp_path}", "data.source=files", f"data.ismn={cfg.data.ismn}", f"data.era5=[{cfg.data.era5[0]}]"]
-    args += [f"data.{k}={getattr(cfg.data, k)}" for k in ("etopo", "gldas_soil", "gldas_porosity", "gldas_vegetation", "land_mask")]
+    args = [
+        "prepare",
+        "-c",
+        "tiny",
+        f"workdir={tmp_path}",
+        "data.source=files",
+        f"data.ismn={cfg.data.ismn}",
+        f"data.era5=[{cfg.data.era5[0]}]",
+    ]
+    args += [
+        f"data.{k}={getattr(cfg.data, k)}"
+        for k in ("etopo", "gldas_soil", "gldas_porosity", "gldas_vegetation", "land_mask")
+    ]
     args += ["data.lat_range=[40.0,41.0]", "data.lon_range=[-98.0,-97.0]"]
     assert main(args) == 0
     assert stores.open_store(tmp_path / "stores", "targets").sizes[C.CELL] == 2
@@ -215,7 +253,14 @@ def test_no_overlap_series_is_skipped_with_reason(tmp_path):
     steps = {s["step"]: s for s in report["targets"]["steps"]}
     assert steps["rescaling"]["series_dropped"] == {"no overlap with ERA5 soil moisture of the cell": 1}
     detail = [d for d in report["targets"]["dropped"] if d["step"] == "rescaling"]
-    assert detail == [{"step": "rescaling", "what": "series", "id": "NET/ST2/Probe@0-0.19m (L1)", "reason": "no overlap with ERA5 soil moisture of the cell (no common day)"}]
+    assert detail == [
+        {
+            "step": "rescaling",
+            "what": "series",
+            "id": "NET/ST2/Probe@0-0.19m (L1)",
+            "reason": "no overlap with ERA5 soil moisture of the cell (no common day)",
+        }
+    ]
     t = stores.open_store(tmp_path / "stores", "targets")
     assert int(grid.cell_id(40.60, -97.30)) not in t[C.CELL].values.tolist()
 
@@ -246,7 +291,10 @@ def test_wrong_store_fails_with_message(prepared, tmp_path):
 def test_spinup_check_says_how_many_days_are_missing():
     assert spinup_days("L1", 365) == 364 and spinup_days("L3", 365) == 1092
     check_spinup("1997-01-01", "2000-01-01", C.LAYERS, 365)  # SoMo.ml v1: exactly enough (1095 >= 1092)
-    with pytest.raises(ConfigError, match=r"layer L3 needs 1092 days of forcing before .* 2000-01-01 .* \(730 days before\): 362 days are missing\. Set data\.forcing_start to 1997-01-04 or earlier"):
+    with pytest.raises(
+        ConfigError,
+        match=r"layer L3 needs 1092 days of forcing before .* 2000-01-01 .* \(730 days before\): 362 days are missing\. Set data\.forcing_start to 1997-01-04 or earlier",
+    ):
         check_spinup("1998-01-01", "2000-01-01", C.LAYERS, 365)
     check_spinup("1998-01-01", "2000-01-01", ("L1",), 365)  # layer 1 alone needs 364 days
 
@@ -285,8 +333,19 @@ def test_missing_inputs_and_short_era5_are_named(tmp_path):
 
 def test_era5_outside_the_forcing_period_is_named(tmp_path):
     raw, st = _raw(tmp_path)
-    cfg = _cfg(tmp_path, raw, st, "data.forcing_start=1990-01-01", "data.forcing_end=1991-12-31", "data.target_start=1990-06-01", "data.target_end=1991-12-31")
-    with pytest.raises(InputDataError, match=r"tp: no time step in 1990-01-01\.\.1991-12-31 in .*era5_2000\.nc.*none of the forcing period"):
+    cfg = _cfg(
+        tmp_path,
+        raw,
+        st,
+        "data.forcing_start=1990-01-01",
+        "data.forcing_end=1991-12-31",
+        "data.target_start=1990-06-01",
+        "data.target_end=1991-12-31",
+    )
+    with pytest.raises(
+        InputDataError,
+        match=r"tp: no time step in 1990-01-01\.\.1991-12-31 in .*era5_2000\.nc.*none of the forcing period",
+    ):
         prepare(cfg)
 
 
@@ -297,7 +356,15 @@ def test_parallel_reading_gives_the_same_targets(prepared):
 
     cfg, _, raw = prepared
     d = cfg.data
-    rules = TargetRules(d.target_start, d.target_end, d.lat_range, d.lon_range, d.quality_flags, d.min_values_per_day, d.min_days_per_sensor)
+    rules = TargetRules(
+        d.target_start,
+        d.target_end,
+        d.lat_range,
+        d.lon_range,
+        d.quality_flags,
+        d.min_values_per_day,
+        d.min_days_per_sensor,
+    )
     scan = scan_ismn(raw / "ismn")
     a_led, b_led = Ledger(), Ledger()
     a, _, _ = daily_series(scan, rules, a_led, workers=1)

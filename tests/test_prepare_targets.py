@@ -31,7 +31,10 @@ from somojax.prepare.targets import (
 
 
 def _values(times, sm, flags):
-    return pd.DataFrame({"sm": np.asarray(sm, float), "ismn_flag": flags, "provider_flag": ["M"] * len(flags)}, index=pd.DatetimeIndex(times, name="time"))
+    return pd.DataFrame(
+        {"sm": np.asarray(sm, float), "ismn_flag": flags, "provider_flag": ["M"] * len(flags)},
+        index=pd.DatetimeIndex(times, name="time"),
+    )
 
 
 def test_flags_allowed_needs_every_part():
@@ -103,7 +106,9 @@ def test_sensor_depth_and_layer(dfrom, dto, depth, layer):
 def _sensor(station, dfrom, dto, ndays=100, name="P", net="N", lat=40.1, lon=-97.9):
     key = (net, station, name, dfrom, dto)
     daily = pd.Series(np.ones(ndays), index=pd.date_range("2001-01-01", periods=ndays, freq="D"))
-    return SensorSeries(key, f"{net}/{station}/{name}@{dfrom:g}-{dto:g}m", net, station, lat, lon, dfrom, dto, name, daily)
+    return SensorSeries(
+        key, f"{net}/{station}/{name}@{dfrom:g}-{dto:g}m", net, station, lat, lon, dfrom, dto, name, daily
+    )
 
 
 def test_layer_selection_mid_depth_then_closest_within_layer():
@@ -120,11 +125,20 @@ def test_layer_selection_mid_depth_then_closest_within_layer():
     ]
     chosen, reasons = select_layers(s)
     got = {k: v.depth_cm for k, v in chosen.items()}
-    assert got == {("N", "A", "L1"): 5.0, ("N", "A", "L2"): 15.0, ("N", "A", "L3"): 50.0, ("N", "B", "L1"): 10.0, ("N", "B", "L2"): 15.0}
+    assert got == {
+        ("N", "A", "L1"): 5.0,
+        ("N", "A", "L2"): 15.0,
+        ("N", "A", "L3"): 50.0,
+        ("N", "B", "L1"): 10.0,
+        ("N", "B", "L2"): 15.0,
+    }
     assert "below the deepest layer" in reasons[s[6].key][1]
     assert "closer to the mid-depth 5 cm" in reasons[s[1].key][1]
     assert "closer to the mid-depth 20 cm" in reasons[s[4].key][1]
-    assert reasons[s[4].key][0] == "not selected for L2 (another sensor of the station is closer to 20 cm or has more days)"
+    assert (
+        reasons[s[4].key][0]
+        == "not selected for L2 (another sensor of the station is closer to 20 cm or has more days)"
+    )
     assert len(reasons) == 4
 
 
@@ -191,7 +205,13 @@ def test_ledger_counts_and_drop_cells():
     days = pd.date_range("2001-01-01", periods=2, freq="D")
     a = _sensor("A", 0.05, 0.05, lat=40.1, lon=-97.9)
     c = _sensor("C", 0.05, 0.05, lat=40.6, lon=-97.3)
-    ds = grid_series([Series(("N", "A", "L1"), "L1", a, pd.Series([0.1, 0.2], index=days)), Series(("N", "C", "L1"), "L1", c, pd.Series([0.3, np.nan], index=days))], days)
+    ds = grid_series(
+        [
+            Series(("N", "A", "L1"), "L1", a, pd.Series([0.1, 0.2], index=days)),
+            Series(("N", "C", "L1"), "L1", c, pd.Series([0.3, np.nan], index=days)),
+        ],
+        days,
+    )
     ledger = Ledger()
     out = drop_cells(ds, {c.cell: "statics missing: clay"}, ledger)
     assert out[C.CELL].values.tolist() == [a.cell]
@@ -209,7 +229,9 @@ def test_ledger_never_loses_values_without_reason():
 
 # ------------------------------------------------------------------ physical bounds
 ARM1 = "COSMOS/ARM-1/COSMOS_COSMOS_ARM-1_sm_0.000000_0.190000_Cosmic-ray-Probe_20170810_20180809.stm"
-ARM1_RULES = dict(start="2017-08-10", end="2018-08-09", lat_range=(-90.0, 90.0), lon_range=(-180.0, 180.0), min_days_per_sensor=60)
+ARM1_RULES = dict(
+    start="2017-08-10", end="2018-08-09", lat_range=(-90.0, 90.0), lon_range=(-180.0, 180.0), min_days_per_sensor=60
+)
 
 
 def test_physical_filter_counts_per_file_and_reason():
@@ -229,7 +251,9 @@ def test_a_file_mostly_outside_loses_all_its_values():
     kept, counts, records = physical_filter(v, ["pct.stm", "ok.stm"])
     assert kept["sm"].tolist() == [0.2, 0.21]
     assert dict(counts) == {"above 0.8 m3 m-3": 3, "rest of a file with > 50% of its values outside 0..0.8 m3 m-3": 1}
-    assert records[0]["whole file dropped"].startswith("75% of its values lie outside 0..0.8 m3 m-3: likely values in percent")
+    assert records[0]["whole file dropped"].startswith(
+        "75% of its values lie outside 0..0.8 m3 m-3: likely values in percent"
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -271,11 +295,21 @@ def test_impossible_values_flagged_G_in_a_real_file_are_dropped_and_counted(shar
     o = process_sensor(members, TargetRules(**ARM1_RULES))
     n_sep = sum(1 for r in rows if r[0].startswith("2017/09/"))
     assert n_sep == 720
-    assert dict(o.bound_reasons) == {"fill value (-9999, ±1e20, ...)": 3, "above 0.8 m3 m-3": 2 + n_sep, "below 0 m3 m-3": 1}
+    assert dict(o.bound_reasons) == {
+        "fill value (-9999, ±1e20, ...)": 3,
+        "above 0.8 m3 m-3": 2 + n_sep,
+        "below 0 m3 m-3": 1,
+    }
     (rec,) = o.implausible
-    assert rec["file"] == str(path) and rec["min"] == -9999.0 and rec["max"] == 5.0 and sum(rec["dropped"].values()) == 726
+    assert (
+        rec["file"] == str(path) and rec["min"] == -9999.0 and rec["max"] == 5.0 and sum(rec["dropped"].values()) == 726
+    )
     # the daily series is exactly the one of the file's other values flagged G (hand pipeline)
-    keep = [(pd.Timestamp(f"{r[0]} {r[1]}".replace("/", "-")), float(r[2])) for i, r in enumerate(rows) if i not in bad and r[3] == "G"]
+    keep = [
+        (pd.Timestamp(f"{r[0]} {r[1]}".replace("/", "-")), float(r[2]))
+        for i, r in enumerate(rows)
+        if i not in bad and r[3] == "G"
+    ]
     s = pd.Series([v for _, v in keep], index=pd.DatetimeIndex([t for t, _ in keep]))
     g = s.groupby(s.index.floor("D"))
     expect = g.mean()[g.size() >= 6]

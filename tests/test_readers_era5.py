@@ -29,17 +29,35 @@ def test_cds_classic_netcdf_sample(shared_data):
     raw = xr.open_dataset(shared_data / "era5" / "era5_swvl1_lsm_5deg_2010-01-01.nc")
     sw = era5["swvl1"]
     assert sw.dims == (C.TIME, C.LAT, C.LON)
-    assert np.all(np.diff(sw[C.LAT].values) > 0) and sw[C.LON].values.min() == -180.0 and sw[C.LON].values.max() == 175.0
+    assert (
+        np.all(np.diff(sw[C.LAT].values) > 0) and sw[C.LON].values.min() == -180.0 and sw[C.LON].values.max() == 175.0
+    )
     # the point (lat 45, lon 10) is the same value after flipping latitude and wrapping longitude
-    np.testing.assert_array_equal(sw.sel(latitude=45.0, longitude=10.0).values, raw["swvl1"].sel(latitude=45.0, longitude=10.0).values)
-    np.testing.assert_array_equal(sw.sel(latitude=-30.0, longitude=-60.0).values, raw["swvl1"].sel(latitude=-30.0, longitude=300.0).values)
+    np.testing.assert_array_equal(
+        sw.sel(latitude=45.0, longitude=10.0).values, raw["swvl1"].sel(latitude=45.0, longitude=10.0).values
+    )
+    np.testing.assert_array_equal(
+        sw.sel(latitude=-30.0, longitude=-60.0).values, raw["swvl1"].sel(latitude=-30.0, longitude=300.0).values
+    )
 
 
 def test_five_degree_sample_cannot_make_forcings(shared_data):
     era5 = read_era5([shared_data / "era5" / "era5_swvl1_lsm_5deg_2010-01-01.nc"])
     # give it every variable (copies of swvl1 with the right units) so only the grid is wrong
     full = {}
-    for v, u in {"tp": "m", "t2m": "K", "d2m": "K", "sp": "Pa", "ssr": "J m-2", "str": "J m-2", "ssrd": "J m-2", "skt": "K", "swvl1": "m3 m-3", "swvl2": "m3 m-3", "swvl3": "m3 m-3"}.items():
+    for v, u in {
+        "tp": "m",
+        "t2m": "K",
+        "d2m": "K",
+        "sp": "Pa",
+        "ssr": "J m-2",
+        "str": "J m-2",
+        "ssrd": "J m-2",
+        "skt": "K",
+        "swvl1": "m3 m-3",
+        "swvl2": "m3 m-3",
+        "swvl3": "m3 m-3",
+    }.items():
         full[v] = era5["swvl1"].assign_attrs(units=u)
     with pytest.raises(InputDataError, match=r"era5_swvl1_lsm_5deg_2010-01-01\.nc.*grid is not 0\.25°"):
         build_forcings(full, "2010-01-01", "2010-01-01", (40.0, 41.0), (10.0, 11.0), ("t2m",), with_sm=False)
@@ -60,7 +78,11 @@ def test_grib_samples(shared_data):
         assert np.all(np.diff(era5[v][C.LAT].values) > 0)
     import cfgrib
 
-    raw = {k: d for d in cfgrib.open_datasets(str(shared_data / "era5" / "soil-surface-level-mix.grib"), indexpath="") for k in d.data_vars}
+    raw = {
+        k: d
+        for d in cfgrib.open_datasets(str(shared_data / "era5" / "soil-surface-level-mix.grib"), indexpath="")
+        for k in d.data_vars
+    }
     np.testing.assert_array_equal(era5["swvl2"].isel(time=0).values, raw["swvl2"]["swvl2"].values[::-1])
     t2m = read_era5([shared_data / "era5" / "era5-single-level-scalar-time.grib"])["t2m"]
     assert t2m.sizes == {C.TIME: 1, C.LAT: 121, C.LON: 201}
@@ -77,7 +99,10 @@ def test_cmip_style_daily_names_are_mapped_and_skt_is_reported_missing(shared_da
     np.testing.assert_allclose(era5["str"].values, raw["rls"].values * 86400.0, rtol=1e-6)
     np.testing.assert_array_equal(era5["t2m"].values, raw["tas"].values)
     assert era5["tp"].attrs["units"] == "m"
-    with pytest.raises(InputDataError, match=r"ERA5 variable\(s\) missing: skt \(skin_temperature, CMIP ts\)\. Found \['d2m', 'sp', 'ssr', 'ssrd', 'str', 't2m', 'tp'\]"):
+    with pytest.raises(
+        InputDataError,
+        match=r"ERA5 variable\(s\) missing: skt \(skin_temperature, CMIP ts\)\. Found \['d2m', 'sp', 'ssr', 'ssrd', 'str', 't2m', 'tp'\]",
+    ):
         require(era5, ["tp", "t2m", "d2m", "sp", "ssr", "str", "ssrd", "skt"], [str(path)])
     # with a skin temperature it would still not be a grid
     era5["skt"] = era5["t2m"]
@@ -110,11 +135,16 @@ def test_wrong_units_are_errors(tmp_path):
     ds = era5_dataset(pd.date_range("2001-06-01", periods=3, freq="D"), lats, lons)
     bad = ds.copy()
     bad["t2m"] = (bad["t2m"] - 273.15).assign_attrs(units="degC")
-    with pytest.raises(InputDataError, match=r"t_degc\.nc: variable 't2m' has units 'degC', expected 'K' \(convert with \+273\.15\)"):
+    with pytest.raises(
+        InputDataError, match=r"t_degc\.nc: variable 't2m' has units 'degC', expected 'K' \(convert with \+273\.15\)"
+    ):
         read_era5([_nc(bad, tmp_path / "t_degc.nc")])
     bad = ds.copy()
     bad["tp"] = (bad["tp"] * 1000).assign_attrs(units="mm")
-    with pytest.raises(InputDataError, match=r"tp_mm\.nc: variable 'tp' has units 'mm', expected 'm' \(ERA5 writes precipitation in metres"):
+    with pytest.raises(
+        InputDataError,
+        match=r"tp_mm\.nc: variable 'tp' has units 'mm', expected 'm' \(ERA5 writes precipitation in metres",
+    ):
         read_era5([_nc(bad, tmp_path / "tp_mm.nc")])
 
 
@@ -123,7 +153,10 @@ def test_missing_variable_is_named(tmp_path):
     ds = era5_dataset(pd.date_range("2001-06-01", periods=3, freq="D"), lats, lons).drop_vars("d2m")
     p = _nc(ds, tmp_path / "no_d2m.nc")
     era5 = read_era5([p])
-    with pytest.raises(InputDataError, match=r"ERA5 variable\(s\) missing: d2m \(2m_dewpoint_temperature, CMIP tdps\)\. Found \[.*\] in data\.era5 = \[.*no_d2m\.nc"):
+    with pytest.raises(
+        InputDataError,
+        match=r"ERA5 variable\(s\) missing: d2m \(2m_dewpoint_temperature, CMIP tdps\)\. Found \[.*\] in data\.era5 = \[.*no_d2m\.nc",
+    ):
         require(era5, ["tp", "t2m", "d2m", "sp"], [str(p)])
 
 
@@ -137,7 +170,9 @@ def test_files_split_by_variable_and_year_are_combined(tmp_path):
     era5 = read_era5([str(tmp_path / "*.nc")])
     assert set(era5) == {"t2m", "tp", "d2m", "sp"}
     assert era5["t2m"].sizes[C.TIME] == 4
-    np.testing.assert_array_equal(era5["tp"].values, ds["tp"].values[:, ::-1, :][:, :, np.argsort(((lons + 180) % 360) - 180)])
+    np.testing.assert_array_equal(
+        era5["tp"].values, ds["tp"].values[:, ::-1, :][:, :, np.argsort(((lons + 180) % 360) - 180)]
+    )
     # overlapping files are an error naming the files
     _nc(ds[["t2m"]].sel(valid_time="2001"), tmp_path / "dup.nc")
     with pytest.raises(InputDataError, match="overlap in time"):
@@ -154,7 +189,14 @@ def test_forecast_time_step_axes_are_put_on_validity_time():
     vals = np.arange(24, dtype=np.float32).reshape(2, 12, 1, 1) * np.ones((1, 1, 2, 2), np.float32)
     ds = xr.Dataset(
         {"tp": (("time", "step", "latitude", "longitude"), vals, {"units": "m"})},
-        coords={"time": init, "step": step, "valid_time": (("time", "step"), vt), "latitude": [40.25, 40.0], "longitude": [262.0, 262.25], "surface": 0.0},
+        coords={
+            "time": init,
+            "step": step,
+            "valid_time": (("time", "step"), vt),
+            "latitude": [40.25, 40.0],
+            "longitude": [262.0, 262.25],
+            "surface": 0.0,
+        },
     )
     from somojax.prepare.era5 import standardize
 
@@ -171,7 +213,10 @@ def test_truncated_real_netcdf3_is_named(shared_data, tmp_path, frac):
     raw = (shared_data / "era5" / "era5_swvl1_lsm_5deg_2010-01-01.nc").read_bytes()
     p = tmp_path / "cut.nc"
     p.write_bytes(raw[: int(len(raw) * frac)])
-    with pytest.raises(InputDataError, match=r"cut\.nc: time stamps within this file do not increase \(1900-01-01T00 follows .*\): the file may be truncated or damaged"):
+    with pytest.raises(
+        InputDataError,
+        match=r"cut\.nc: time stamps within this file do not increase \(1900-01-01T00 follows .*\): the file may be truncated or damaged",
+    ):
         read_era5([p])
 
 
@@ -189,5 +234,8 @@ def test_truncated_and_damaged_netcdf4_are_named(tmp_path):
     raw[len(raw) // 2 : len(raw) // 2 + 2000] = bytes(2000)  # damaged compressed chunks: the header still opens
     (tmp_path / "damaged.nc").write_bytes(bytes(raw))
     era5 = read_era5([tmp_path / "damaged.nc"])
-    with pytest.raises(InputDataError, match=r"damaged\.nc: cannot read \w+ \(RuntimeError: NetCDF: HDF error\); the file may be truncated or damaged"):
+    with pytest.raises(
+        InputDataError,
+        match=r"damaged\.nc: cannot read \w+ \(RuntimeError: NetCDF: HDF error\); the file may be truncated or damaged",
+    ):
         screen_era5(era5)

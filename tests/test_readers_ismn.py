@@ -38,7 +38,11 @@ EXTRA_TOP_FOLDER = {"Data_seperate_files_20170810_20180809.zip"}
 # station names that differ: we keep the file header's name, the ismn package the file name's,
 # in which ISMN replaces or drops the `_` that separates the name's fields (docs/real-data.md)
 RENAMED_BY_ISMN = {
-    "zip_archives/multinetwork/header_values/Data_header_values.zip": {("CST_01", "CST-01"), ("CST_02", "CST-02"), ("Adams_Ranch_#1", "AdamsRanch#1")},
+    "zip_archives/multinetwork/header_values/Data_header_values.zip": {
+        ("CST_01", "CST-01"),
+        ("CST_02", "CST-02"),
+        ("Adams_Ranch_#1", "AdamsRanch#1"),
+    },
 }
 
 
@@ -119,7 +123,12 @@ def test_header_values_and_ceop_give_identical_series(shared_data):
         fb = next(f for f in b.files if f.station == station)
         assert (fa.format, fb.format) == ("header_values", "ceop_sep")
         assert fa.key == fb.key
-        assert (fa.latitude, fa.longitude, fa.depth_from, fa.depth_to) == (fb.latitude, fb.longitude, fb.depth_from, fb.depth_to)
+        assert (fa.latitude, fa.longitude, fa.depth_from, fa.depth_to) == (
+            fb.latitude,
+            fb.longitude,
+            fb.depth_from,
+            fb.depth_to,
+        )
         da = read_ismn_file(fa.archive, fa.path)
         db = read_ismn_file(fb.archive, fb.path)
         assert da.sizes["time"] == db.sizes["time"] > 6000
@@ -135,7 +144,9 @@ def test_header_values_matches_plain_parse(shared_data):
     lines = _raw_lines(p)
     head, rows = lines[0], lines[1:]
     assert ds.attrs["network"] == head[1] == "COSMOS" and ds.attrs["station"] == "ARM-1"
-    assert ds.attrs["latitude"] == pytest.approx(float(head[3])) and ds.attrs["longitude"] == pytest.approx(float(head[4]))
+    assert ds.attrs["latitude"] == pytest.approx(float(head[3])) and ds.attrs["longitude"] == pytest.approx(
+        float(head[4])
+    )
     assert (ds.attrs["depth_from"], ds.attrs["depth_to"]) == (0.0, 0.19)
     assert ds.attrs["sensor"] == "Cosmic-ray-Probe"
     assert ds.sizes["time"] == len(rows)
@@ -183,7 +194,9 @@ def test_zip_with_extra_top_folder_matches_unpacked(shared_data):
 
 
 def test_multinetwork_zip(shared_data):
-    scan = scan_ismn(shared_data / "ismn" / "zip_archives" / "multinetwork" / "header_values" / "Data_header_values.zip")
+    scan = scan_ismn(
+        shared_data / "ismn" / "zip_archives" / "multinetwork" / "header_values" / "Data_header_values.zip"
+    )
     nets = sorted((f.network, f.station) for f in scan.files)
     assert [n for n, _ in nets].count("MAQU") == 2
     assert [n for n, _ in nets].count("SCAN") == 3
@@ -207,7 +220,9 @@ def test_every_sample_archive_is_readable(shared_data):
 
 def test_malformed_file_clear_error(shared_data):
     p = shared_data / "ismn" / "malformed" / "mal_formed_file.txt"
-    with pytest.raises(InputDataError, match=r"mal_formed_file\.txt: not a readable ISMN data file .*'no good data here' has 4 field"):
+    with pytest.raises(
+        InputDataError, match=r"mal_formed_file\.txt: not a readable ISMN data file .*'no good data here' has 4 field"
+    ):
         read_ismn_file(p)
 
 
@@ -222,7 +237,11 @@ def test_bad_file_in_archive_is_skipped_and_counted(shared_data, tmp_path):
     other.write_text("x\n")
     scan = scan_ismn(arc)
     assert len(scan.files) == 2
-    assert len(scan.skipped) == 1 and "Broken" in scan.skipped[0]["file"] and "not a readable ISMN data file" in scan.skipped[0]["reason"]
+    assert (
+        len(scan.skipped) == 1
+        and "Broken" in scan.skipped[0]["file"]
+        and "not a readable ISMN data file" in scan.skipped[0]["reason"]
+    )
     assert scan.other_variables == {"ts": 1}
     # the same inside a zip
     zp = tmp_path / "a.zip"
@@ -281,16 +300,24 @@ def test_garbage_lines_cost_only_those_lines(shared_data, tmp_path):
     # in an archive: the file is read, its garbage counted per file, nothing skipped
     scan = scan_ismn(tmp_path / "arc")
     assert len(scan.files) == 1 and scan.skipped == []
-    (_, values, problems), = list(iter_sensors(scan))
+    ((_, values, problems),) = list(iter_sensors(scan))
     assert len(values) == len(good)
-    assert problems == [{"file": str(p), "reason": f"7 of {len(rows) + 6:,} value line(s) do not parse and were skipped (the first: 'this line is text')"}]
+    assert problems == [
+        {
+            "file": str(p),
+            "reason": f"7 of {len(rows) + 6:,} value line(s) do not parse and were skipped (the first: 'this line is text')",
+        }
+    ]
 
 
 def test_truncated_zip_is_an_error_naming_it(shared_data, tmp_path):
     src = (shared_data / "ismn" / "Data_seperate_files_20170810_20180809.zip").read_bytes()
     bad = tmp_path / "ismn_download.zip"
     bad.write_bytes(src[: len(src) // 2])  # a download cut off half-way: no central directory
-    with pytest.raises(InputDataError, match=r"ismn_download\.zip: not a readable zip archive \(File is not a zip file\); the download may be incomplete or damaged: download it again"):
+    with pytest.raises(
+        InputDataError,
+        match=r"ismn_download\.zip: not a readable zip archive \(File is not a zip file\); the download may be incomplete or damaged: download it again",
+    ):
         scan_ismn(bad)
     with pytest.raises(InputDataError, match="not a readable zip archive"):
         read_ismn_file(bad, "x.stm")
@@ -311,7 +338,11 @@ def test_damaged_zip_member_is_skipped_with_the_reason(shared_data, tmp_path):
     got = {files[0].station: (values, problems) for files, values, problems in iter_sensors(scan)}
     values, problems = got["ARM-1"]
     assert values is None and len(problems) == 1
-    assert problems[0]["file"].endswith(info.filename) and "cannot read this file" in problems[0]["reason"] and "archive may be damaged" in problems[0]["reason"]
+    assert (
+        problems[0]["file"].endswith(info.filename)
+        and "cannot read this file" in problems[0]["reason"]
+        and "archive may be damaged" in problems[0]["reason"]
+    )
     assert got["fraye"][0] is not None and len(got["fraye"][0]) == 52045
 
 
@@ -319,8 +350,20 @@ def test_damaged_zip_member_is_skipped_with_the_reason(shared_data, tmp_path):
 @given(
     st.lists(
         st.one_of(
-            st.tuples(st.just("ok"), st.integers(0, 10**5), st.integers(0, 9999), st.sampled_from(["G", "D03", "D03,D05", "U", "C01"]), st.sampled_from(["M", "OK", ""])),
-            st.tuples(st.just("bad"), st.sampled_from(GARBAGE + [b"x", b"2017/08/10", b"2017/08/10 01:00", b"1 2 3 4 5 6 7"]), st.none(), st.none(), st.none()),
+            st.tuples(
+                st.just("ok"),
+                st.integers(0, 10**5),
+                st.integers(0, 9999),
+                st.sampled_from(["G", "D03", "D03,D05", "U", "C01"]),
+                st.sampled_from(["M", "OK", ""]),
+            ),
+            st.tuples(
+                st.just("bad"),
+                st.sampled_from(GARBAGE + [b"x", b"2017/08/10", b"2017/08/10 01:00", b"1 2 3 4 5 6 7"]),
+                st.none(),
+                st.none(),
+                st.none(),
+            ),
         ),
         max_size=40,
     ),

@@ -49,7 +49,8 @@ def test_gldas_soil_fractions_real_sample(shared_data):
     raw = xr.open_dataset(path)
     assert out["clay"].shape == (24, 24)
     np.testing.assert_array_equal(
-        out["sand"].values, raw["GLDAS_soilfraction_sand"].isel(time=0).sel(lat=slice(38, 44), lon=slice(-100, -94)).values
+        out["sand"].values,
+        raw["GLDAS_soilfraction_sand"].isel(time=0).sel(lat=slice(38, 44), lon=slice(-100, -94)).values,
     )
     total = out["clay"] + out["sand"] + out["silt"]
     np.testing.assert_allclose(total.values, 1.0, atol=0.02)
@@ -93,10 +94,15 @@ def test_fraction_in_percent_is_refused(tmp_path):
 
     p = write_statics(tmp_path, (40.0, 41.0), (-98.0, -97.0))
     ds = xr.open_dataset(p["gldas_soil"], mask_and_scale=False).load()
-    ds["GLDAS_soilfraction_clay"] = (ds["GLDAS_soilfraction_clay"] * 100).assign_attrs(ds["GLDAS_soilfraction_clay"].attrs)
+    ds["GLDAS_soilfraction_clay"] = (ds["GLDAS_soilfraction_clay"] * 100).assign_attrs(
+        ds["GLDAS_soilfraction_clay"].attrs
+    )
     ds.to_netcdf(tmp_path / "pct.nc4")
     clay = read_gldas(tmp_path / "pct.nc4", ["clay"], (40.0, 41.0), (-98.0, -97.0))["clay"]
     land = read_land_mask(p["land_mask"], (40.0, 41.0), (-98.0, -97.0))
     _, s = screen_static(clay, "clay", land)
-    with pytest.raises(InputDataError, match=r"pct\.nc4 \(GLDAS_soilfraction_clay\): 'clay' is implausible as a whole: 100\.0% of its 16 values on land lie outside 0\.\.1 1 .*Likely values in percent \(divide by 100\)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"pct\.nc4 \(GLDAS_soilfraction_clay\): 'clay' is implausible as a whole: 100\.0% of its 16 values on land lie outside 0\.\.1 1 .*Likely values in percent \(divide by 100\)",
+    ):
         check_screen(s, "static", where="on land")

@@ -26,14 +26,24 @@ FORCING_COLUMNS = ("t2m", "tp", "log_tp", "snr", "ssrd", "skt", "q")
 def scaler_stats(seed: int = 0) -> dict[str, tuple[float, float]]:
     """Plausible (mean, std) per variable, with the 5 decimals the authors print."""
     rng = np.random.default_rng(seed)
-    base = {"t2m": (287.2, 12.2), "log_tp": (0.58, 0.82), "snr": (8.07, 5.34), "ssrd": (17.7, 7.73), "skt": (287.3, 13.5), "q": (0.0076, 0.0047), "sm": (0.2536, 0.1107)}
+    base = {
+        "t2m": (287.2, 12.2),
+        "log_tp": (0.58, 0.82),
+        "snr": (8.07, 5.34),
+        "ssrd": (17.7, 7.73),
+        "skt": (287.3, 13.5),
+        "q": (0.0076, 0.0047),
+        "sm": (0.2536, 0.1107),
+    }
     base.update({v: (float(rng.uniform(0.1, 900)), float(rng.uniform(0.05, 300))) for v in C.STATIC_INPUTS})
     return {k: (round(m, 5), round(s, 5)) for k, (m, s) in base.items()}
 
 
 def write_scaler(path, stats, columns) -> None:
     """A scaler table as the authors write it: header ',var,...', rows aveK and stdK."""
-    df = pd.DataFrame([[stats[c][0] for c in columns], [stats[c][1] for c in columns]], index=["aveK", "stdK"], columns=list(columns))
+    df = pd.DataFrame(
+        [[stats[c][0] for c in columns], [stats[c][1] for c in columns]], index=["aveK", "stdK"], columns=list(columns)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, sep=",")
 
@@ -43,7 +53,9 @@ def write_bundle(root, sd, stats) -> dict[str, object]:
     import torch
 
     (root / "model").mkdir(parents=True, exist_ok=True)
-    torch.save({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in sd.items()}, root / "model" / "model_epoch15.pt")
+    torch.save(
+        {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in sd.items()}, root / "model" / "model_epoch15.pt"
+    )
     write_scaler(root / "ismn" / "lis" / "scaler_ALL_layer0.dat", stats, SCALER_COLUMNS)
     write_scaler(root / "ismn" / "attri" / "scaler_ALL_statics.dat", stats, C.STATIC_INPUTS)
     return {
@@ -81,11 +93,26 @@ def synthetic_forcing(n_days: int, stats, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    pytest.importorskip("torch", reason="the released weights are a torch.save'd .pt: needs PyTorch (pip install 'somojax[torch]')")
+    pytest.importorskip(
+        "torch", reason="the released weights are a torch.save'd .pt: needs PyTorch (pip install 'somojax[torch]')"
+    )
     root = tmp_path_factory.mktemp("somo_v1")
     sd, stats = long_memory_state_dict(0), scaler_stats(0)
     files = write_bundle(root / "somo_lstm", sd, stats)
-    rc = main(["import-torch", "-c", "somo-v1", f"workdir={root}/run", "--layer", "L1", "--state-dict", str(files["pt"]), "--stats", files["stats"]])
+    rc = main(
+        [
+            "import-torch",
+            "-c",
+            "somo-v1",
+            f"workdir={root}/run",
+            "--layer",
+            "L1",
+            "--state-dict",
+            str(files["pt"]),
+            "--stats",
+            files["stats"],
+        ]
+    )
     assert rc == 0
     return root, sd, stats, load_bundle(root / "run" / "checkpoints" / "L1")
 
@@ -119,10 +146,16 @@ def test_imported_model_predicts_what_the_authors_code_does(imported):
 def test_predicting_with_a_config_that_disagrees_is_an_error(imported):
     root, _, _, b = imported
     demo = load_config("demo", [f"workdir={root}/run"])
-    with pytest.raises(CheckpointError, match=rf"records model\.seq_length=365, but config demo says model\.seq_length={demo.model.seq_length}"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"records model\.seq_length=365, but config demo says model\.seq_length={demo.model.seq_length}",
+    ):
         rollout.check_settings(demo, {"L1": b})
     fewer = load_config("somo-v1", [f"workdir={root}/run", "data.dynamic_inputs=[log_tp,t2m,snr]"])
-    with pytest.raises(CheckpointError, match=r"records data\.dynamic_inputs=\['log_tp', 'q'.*says data\.dynamic_inputs=\['log_tp', 'snr', 't2m'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"records data\.dynamic_inputs=\['log_tp', 'q'.*says data\.dynamic_inputs=\['log_tp', 'snr', 't2m'\]",
+    ):
         rollout.check_settings(fewer, {"L1": b})
     rollout.check_settings(load_config("somo-v1", [f"workdir={root}/run"]), {"L1": b})
 
@@ -132,7 +165,16 @@ def test_import_without_a_window_length_is_an_error(tmp_path, capsys):
     stats = scaler_stats(0)
     write_scaler(tmp_path / "dyn.dat", stats, SCALER_COLUMNS)
     write_scaler(tmp_path / "sta.dat", stats, C.STATIC_INPUTS)
-    args = ["import-torch", f"workdir={tmp_path}", "--layer", "L1", "--state-dict", str(tmp_path / "m.npz"), "--stats", f"{tmp_path}/dyn.dat,{tmp_path}/sta.dat"]
+    args = [
+        "import-torch",
+        f"workdir={tmp_path}",
+        "--layer",
+        "L1",
+        "--state-dict",
+        str(tmp_path / "m.npz"),
+        "--stats",
+        f"{tmp_path}/dyn.dat,{tmp_path}/sta.dat",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "needs the model's window length, which a PyTorch state dict does not record: give --seq-length" in err

@@ -1,6 +1,5 @@
 """The synthetic Earth: deterministic, physically consistent, and written in the real raw formats."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,7 +137,17 @@ def test_era5_files_have_the_cds_layout(written, sim):
     assert ds.longitude.min() >= 0 and ds.longitude.max() < 360
     assert np.allclose(np.mod(ds.latitude * 4, 1), 0) and np.allclose(np.mod(ds.longitude * 4, 1), 0)  # native points
     units = {v: ds[v].attrs["units"] for v in ("tp", "t2m", "d2m", "sp", "ssr", "str", "ssrd", "skt", "swvl1")}
-    assert units == {"tp": "m", "t2m": "K", "d2m": "K", "sp": "Pa", "ssr": "J m**-2", "str": "J m**-2", "ssrd": "J m**-2", "skt": "K", "swvl1": "m**3 m**-3"}
+    assert units == {
+        "tp": "m",
+        "t2m": "K",
+        "d2m": "K",
+        "sp": "Pa",
+        "ssr": "J m**-2",
+        "str": "J m**-2",
+        "ssrd": "J m**-2",
+        "skt": "K",
+        "swvl1": "m**3 m**-3",
+    }
     assert ds["tp"].attrs["cell_methods"] == "valid_time: sum"
     # the mean of a cell's four corners is the [1 2 1]/4-smoothed cell field of the reanalysis weather
     w = sim["era5_weather"]

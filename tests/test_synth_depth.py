@@ -62,7 +62,9 @@ def test_diffusion_never_overshoots_equal_moisture():
 def test_bypass_one_day_by_hand():
     # 30 mm of rain on an empty-enough top layer: runoff 30·(20/40)³, then macropores carry
     # 0.5·(infiltration − 10 mm) straight into layer 2
-    p = _two_layers(bypass_fraction=0.5, bypass_above=10.0, bypass_split=np.array([0.0, 1.0]), runoff_exp=3.0, degree_day=0.0)
+    p = _two_layers(
+        bypass_fraction=0.5, bypass_above=10.0, bypass_split=np.array([0.0, 1.0]), runoff_exp=3.0, degree_day=0.0
+    )
     out = soil.run(p, np.array([[30.0]]), np.array([[290.0]]), np.zeros((1, 1)), initial=np.array([[20.0], [30.0]]))
     runoff = 30.0 * (20.0 / 40.0) ** 3
     infiltration = 30.0 - runoff
@@ -175,13 +177,24 @@ def test_prepared_targets_vary_like_the_truth_in_every_layer(tiny_prepared):
 def test_value_lines_are_ismn_records():
     times = pd.DatetimeIndex(["2001-03-04 00:00", "2001-03-04 03:00", "2001-12-31 21:00"])
     s = stations.Sensor(
-        "S1", 0, 0, 40.0, -97.0, 300.0, 0.05, 0.05, "EC5", 0.0, 1.0, times,
-        np.array([0.25004, -0.0123, 0.123449]), np.array(["G", "C01", "D03,D05"]), np.zeros(3),
+        "S1",
+        0,
+        0,
+        40.0,
+        -97.0,
+        300.0,
+        0.05,
+        0.05,
+        "EC5",
+        0.0,
+        1.0,
+        times,
+        np.array([0.25004, -0.0123, 0.123449]),
+        np.array(["G", "C01", "D03,D05"]),
+        np.zeros(3),
     )
     assert stations.value_lines(s) == (
-        "2001/03/04 00:00   0.2500 G M\n"
-        "2001/03/04 03:00  -0.0123 C01 M\n"
-        "2001/12/31 21:00   0.1234 D03,D05 M"
+        "2001/03/04 00:00   0.2500 G M\n2001/03/04 03:00  -0.0123 C01 M\n2001/12/31 21:00   0.1234 D03,D05 M"
     )
 
 

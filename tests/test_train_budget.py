@@ -24,9 +24,19 @@ from tests.train_fixtures import metric_records, tiny_config
 
 def make_budget(**kw) -> schedule.Budget:
     base = dict(
-        schedule="plateau", max_updates=10_000, validate_every=100, min_updates=0, patience=None, learning_rate=1e-2,
-        learning_rates=((0, 1e-3), (10, 5e-4), (25, 1e-4)), steps_per_epoch=37, lr_decay=0.5, lr_patience=2, min_lr=2.5e-3,
-        min_improvement=0.01, warmup_updates=0,
+        schedule="plateau",
+        max_updates=10_000,
+        validate_every=100,
+        min_updates=0,
+        patience=None,
+        learning_rate=1e-2,
+        learning_rates=((0, 1e-3), (10, 5e-4), (25, 1e-4)),
+        steps_per_epoch=37,
+        lr_decay=0.5,
+        lr_patience=2,
+        min_lr=2.5e-3,
+        min_improvement=0.01,
+        warmup_updates=0,
     )
     base.update(kw)
     return schedule.Budget(**base)
@@ -117,7 +127,11 @@ def test_the_shipped_configs_budgets():
     assert schedule.rate(b, schedule.Tracker(lr=0.0), 10 * 1000) == 5e-4
     demo = load_config("demo")
     b = schedule.budget(demo.train, 35)  # a small world: 35 updates per pass over its samples
-    assert b.schedule == "plateau" and b.max_updates == demo.train.max_updates and b.validate_every == demo.train.validate_every_updates
+    assert (
+        b.schedule == "plateau"
+        and b.max_updates == demo.train.max_updates
+        and b.validate_every == demo.train.validate_every_updates
+    )
     tiny = load_config("tiny")
     assert schedule.budget(tiny.train, 7).max_updates <= 20
 
@@ -158,8 +172,18 @@ def test_a_budget_that_cuts_an_improving_run_warns_then_a_larger_budget_goes_on(
 
 def test_a_plateau_decayed_run_interrupted_resumes_bitwise(tmp_path):
     # every validation is "no improvement" (min_improvement 0.9), so the rate halves at each one
-    kw = dict(lr_schedule="plateau", learning_rate=2e-2, lr_patience=1, lr_decay=0.5, min_lr=1e-4, min_improvement=0.9,
-              max_updates=12, validate_every_updates=3, checkpoint_every_steps=4, log_every_steps=2)
+    kw = dict(
+        lr_schedule="plateau",
+        learning_rate=2e-2,
+        lr_patience=1,
+        lr_decay=0.5,
+        min_lr=1e-4,
+        min_improvement=0.9,
+        max_updates=12,
+        validate_every_updates=3,
+        checkpoint_every_steps=4,
+        log_every_steps=2,
+    )
     ref = make_trainer(tiny_config(tmp_path / "a", **kw), tmp_path / "a").fit()
     assert [h["lr"] for h in ref.loop.history] == [2e-2, 2e-2, 1e-2, 5e-3]  # each the rate of the updates before it
     cfg = tiny_config(tmp_path / "b", **kw)

@@ -88,7 +88,9 @@ def _collectives_in_loops(hlo: str) -> list[str]:
             continue
         seen.add(c)
         text = comps[c]
-        found += re.findall(r"= [^=]*? (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)[-\w]*\(", text)
+        found += re.findall(
+            r"= [^=]*? (all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)[-\w]*\(", text
+        )
         todo += re.findall(r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)", text)
     return found
 
@@ -147,7 +149,9 @@ def test_configure_sets_the_device_count_before_jax_starts(requested):
     code = (
         "from somojax.utils.devices import configure_cpu_devices, cpu_device_count;"
         f"n = configure_cpu_devices({requested}, 256);"
-        "import jax; print(n, cpu_device_count({requested}, 256), jax.device_count())".replace("{requested}", str(requested))
+        "import jax; print(n, cpu_device_count({requested}, 256), jax.device_count())".replace(
+            "{requested}", str(requested)
+        )
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     n, want, got = map(int, out.stdout.split())

@@ -230,7 +230,10 @@ def test_any_device_count_gives_the_same_training(tmp_path):
             state, _ = tr.train_step(state, tr.put_batch(next(it), tr.batch_sharding), jnp.float32(1e-2))
         results[n] = (dict(tr.mesh.shape), jax.device_get(state["params"]))
     assert [results[n][0] for n in (1, 2, 3, 8)] == [
-        {"member": 1, "data": 1}, {"member": 2, "data": 1}, {"member": 1, "data": 3}, {"member": 2, "data": 4}
+        {"member": 1, "data": 1},
+        {"member": 2, "data": 1},
+        {"member": 1, "data": 3},
+        {"member": 2, "data": 4},
     ]
     for n in (2, 3, 8):
         for k, v in results[n][1].items():
@@ -246,7 +249,9 @@ def test_batch_must_divide_the_data_axis(tmp_path):
 
 
 def test_shared_batches_train_all_members_on_the_same_samples(tmp_path):
-    cfg = tiny_config(tmp_path, members=3, shared_batches=True, epochs=1, max_updates_per_epoch=3, learning_rates=((0, 0.0),))
+    cfg = tiny_config(
+        tmp_path, members=3, shared_batches=True, epochs=1, max_updates_per_epoch=3, learning_rates=((0, 0.0),)
+    )
     tr = make_trainer(cfg, tmp_path)
     batch = next(tr.data.train_iterator())
     assert batch["x_d"].shape == (16, 20, 3)  # one batch for all members
@@ -281,4 +286,3 @@ def test_validation_loss_matches_numpy_float64(tmp_path):
     assert got["val_targets"] == len(ws) and len(ws) % cfg.train.batch_size != 0  # a padded last batch
     np.testing.assert_allclose(got["val_loss_members"], members, rtol=2e-5)
     np.testing.assert_allclose(got["val_loss"], mean, rtol=2e-5)
-

@@ -37,12 +37,14 @@ def _batches(shared: bool, last_n: int, n: int = 2):
     for _ in range(n):
         y = rng.standard_normal(lead + (B, last_n)).astype(np.float32)
         y[..., 0, -1] = np.nan  # a missing target is masked, not zero-filled
-        out.append({
-            "x_d": rng.standard_normal(lead + (B, T, D)).astype(np.float32),
-            "x_s": rng.standard_normal(lead + (B, S)).astype(np.float32),
-            "y": y,
-            "sigma": rng.uniform(0.05, 0.3, lead + (B,)).astype(np.float32),
-        })
+        out.append(
+            {
+                "x_d": rng.standard_normal(lead + (B, T, D)).astype(np.float32),
+                "x_s": rng.standard_normal(lead + (B, S)).astype(np.float32),
+                "y": y,
+                "sigma": rng.uniform(0.05, 0.3, lead + (B,)).astype(np.float32),
+            }
+        )
     return out
 
 

@@ -34,7 +34,9 @@ def _groups(cfg, tmp_path, tag):
     out = []
     for g, (seed, val, scale, n) in enumerate(GROUPS):
         a = learnable_arrays(seed=seed)
-        a = dataclasses.replace(a, dynamic=a.dynamic[:n], static=a.static[:n], target=a.target[:n], sigma=a.sigma[:n], cells=a.cells[:n])
+        a = dataclasses.replace(
+            a, dynamic=a.dynamic[:n], static=a.static[:n], target=a.target[:n], sigma=a.sigma[:n], cells=a.cells[:n]
+        )
         data = array_data(cfg, a, val_cells=val)
         meta = bundle_meta("L1", cfg.model, STATS, ("a", "b", "c"), ("s1", "s2"), None, train_cells=[g])
         out.append(Group(f"g{g}", data, tmp_path / tag / f"g{g}", meta, scale))
@@ -44,13 +46,29 @@ def _groups(cfg, tmp_path, tag):
 def _alone(cfg, tmp_path, group):
     """The group trained alone by the ordinary loop (σ scale through StepOptions, as training does)."""
     opts = dataclasses.replace(step_options(cfg.model, cfg.train), sigma_scale=group.sigma_scale)
-    t = Trainer(cfg, group.data, n_dynamic=3, n_static=2, checkpoint_dir=tmp_path / "alone" / group.name, opts=opts, meta=group.meta)
+    t = Trainer(
+        cfg,
+        group.data,
+        n_dynamic=3,
+        n_static=2,
+        checkpoint_dir=tmp_path / "alone" / group.name,
+        opts=opts,
+        meta=group.meta,
+    )
     return t.fit()
 
 
 def _stacked(cfg, tmp_path):
     groups = _groups(cfg, tmp_path, "stacked")
-    t = GroupTrainer(cfg, groups, n_dynamic=3, n_static=2, checkpoint_dir=tmp_path / "stack", opts=step_options(cfg.model, cfg.train), layer="L1")
+    t = GroupTrainer(
+        cfg,
+        groups,
+        n_dynamic=3,
+        n_static=2,
+        checkpoint_dir=tmp_path / "stack",
+        opts=step_options(cfg.model, cfg.train),
+        layer="L1",
+    )
     return groups, t.fit()
 
 
@@ -62,8 +80,12 @@ def _compare(cfg, tmp_path):
         assert loop.tracker.best_step == alone.tracker.best_step and loop.tracker.lr == alone.tracker.lr
         assert [h["step"] for h in loop.history] == [h["step"] for h in alone.history]
         assert [h["lr"] for h in loop.history] == pytest.approx([h["lr"] for h in alone.history], rel=1e-7)
-        np.testing.assert_allclose([h["val_loss"] for h in loop.history], [h["val_loss"] for h in alone.history], rtol=1e-4)
-        np.testing.assert_allclose([h["val_loss_members"] for h in loop.history], [h["val_loss_members"] for h in alone.history], rtol=1e-4)
+        np.testing.assert_allclose(
+            [h["val_loss"] for h in loop.history], [h["val_loss"] for h in alone.history], rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            [h["val_loss_members"] for h in loop.history], [h["val_loss_members"] for h in alone.history], rtol=1e-4
+        )
         a, b = load_bundle(g.checkpoint_dir), load_bundle(tmp_path / "alone" / g.name)
         for k in a.params:
             np.testing.assert_allclose(a.params[k], b.params[k], rtol=1e-4, atol=2e-6, err_msg=f"{g.name} {k}")
@@ -72,15 +94,30 @@ def _compare(cfg, tmp_path):
 
 
 def test_plateau_and_early_stopping_per_group(tmp_path):
-    cfg = tiny_config(tmp_path, lr_schedule="plateau", learning_rate=1e-2, max_updates=32, validate_every_updates=4,
-                      patience=2, lr_patience=1, lr_decay=0.5, min_lr=1e-3, min_improvement=0.03, max_updates_per_epoch=None)
+    cfg = tiny_config(
+        tmp_path,
+        lr_schedule="plateau",
+        learning_rate=1e-2,
+        max_updates=32,
+        validate_every_updates=4,
+        patience=2,
+        lr_patience=1,
+        lr_decay=0.5,
+        min_lr=1e-3,
+        min_improvement=0.03,
+        max_updates_per_epoch=None,
+    )
     groups, loops = _compare(cfg, tmp_path)
     # the groups decided differently, or this test would not show that each has its own tracker
-    assert len({(l.step, l.tracker.lr, l.tracker.best_step) for l in loops}) > 1, [(l.step, l.tracker.lr, l.tracker.best_step) for l in loops]
+    assert len({(l.step, l.tracker.lr, l.tracker.best_step) for l in loops}) > 1, [
+        (l.step, l.tracker.lr, l.tracker.best_step) for l in loops
+    ]
 
 
 def test_paper_epochs_of_different_length_per_group(tmp_path):
-    cfg = tiny_config(tmp_path, epochs=3, batch_size=32, max_updates_per_epoch=None, learning_rates=((0, 5e-3), (2, 1e-3)))
+    cfg = tiny_config(
+        tmp_path, epochs=3, batch_size=32, max_updates_per_epoch=None, learning_rates=((0, 5e-3), (2, 1e-3))
+    )
     groups, loops = _compare(cfg, tmp_path)
     assert len({g.data.steps_per_epoch for g in groups}) == len(groups)
     assert [l.step for l in loops] == [3 * g.data.steps_per_epoch for g in groups]
@@ -126,14 +163,28 @@ def test_a_stopped_stacked_run_resumes_to_the_same_result(tmp_path):
 
     from somojax.utils import signals
 
-    cfg = tiny_config(tmp_path, lr_schedule="plateau", learning_rate=1e-2, max_updates=12, validate_every_updates=4,
-                      patience=None, max_updates_per_epoch=None)
+    cfg = tiny_config(
+        tmp_path,
+        lr_schedule="plateau",
+        learning_rate=1e-2,
+        max_updates=12,
+        validate_every_updates=4,
+        patience=None,
+        max_updates_per_epoch=None,
+    )
     _, whole = _stacked(cfg, tmp_path / "whole")
     groups = _groups(cfg, tmp_path / "stopped", "stacked")
 
     def trainer():
-        return GroupTrainer(cfg, groups, n_dynamic=3, n_static=2, checkpoint_dir=tmp_path / "stopped" / "stack",
-                            opts=step_options(cfg.model, cfg.train), layer="L1")
+        return GroupTrainer(
+            cfg,
+            groups,
+            n_dynamic=3,
+            n_static=2,
+            checkpoint_dir=tmp_path / "stopped" / "stack",
+            opts=step_options(cfg.model, cfg.train),
+            layer="L1",
+        )
 
     t = trainer()
 

@@ -34,7 +34,12 @@ def reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("straight")
     res = make_trainer(tiny_config(tmp, **KW), tmp, name="run").fit()
     d = tmp / "ckpt" / "run"
-    return {"state": jax.device_get(res.state), "ckpt": checkpoint_params(d), "metrics": metric_records(d / "metrics.jsonl"), "loop": res.loop}
+    return {
+        "state": jax.device_get(res.state),
+        "ckpt": checkpoint_params(d),
+        "metrics": metric_records(d / "metrics.jsonl"),
+        "loop": res.loop,
+    }
 
 
 def assert_same_as_reference(reference, tmp_path, res):
@@ -47,7 +52,10 @@ def assert_same_as_reference(reference, tmp_path, res):
     assert got["best_steps"] == ref["best_steps"]
     assert leaves_equal(got["latest"], ref["latest"]) and leaves_equal(got["best"], ref["best"])
     assert metric_records(d / "metrics.jsonl") == reference["metrics"]
-    assert res.loop.history == reference["loop"].history and res.loop.to_json()["tracker"] == reference["loop"].to_json()["tracker"]
+    assert (
+        res.loop.history == reference["loop"].history
+        and res.loop.to_json()["tracker"] == reference["loop"].to_json()["tracker"]
+    )
     assert not list(d.rglob("*orbax-checkpoint-tmp*")), "a temporary directory of a killed save was left"
 
 
@@ -80,10 +88,16 @@ def test_sigkill_at_a_dangerous_point_then_resume_is_bitwise(reference, tmp_path
 @pytest.mark.parametrize(
     "fault, rc, resumed_from",
     [
-        pytest.param("after_step@6:sigint", 130, 6, marks=pytest.mark.slow),  # mid-epoch: a checkpoint at the current step
-        pytest.param("inside_state_save@8:sigterm", 143, 8, marks=pytest.mark.slow),  # in the epoch-end save: it completes first
+        pytest.param(
+            "after_step@6:sigint", 130, 6, marks=pytest.mark.slow
+        ),  # mid-epoch: a checkpoint at the current step
+        pytest.param(
+            "inside_state_save@8:sigterm", 143, 8, marks=pytest.mark.slow
+        ),  # in the epoch-end save: it completes first
         pytest.param("between_saves@4:sigint", 130, 4, marks=pytest.mark.slow),
-        pytest.param("inside_state_save@3:sigint2", 130, None, marks=pytest.mark.slow),  # second Ctrl-C: os._exit at once
+        pytest.param(
+            "inside_state_save@3:sigint2", 130, None, marks=pytest.mark.slow
+        ),  # second Ctrl-C: os._exit at once
     ],
 )
 def test_sigint_and_sigterm_stop_cleanly_and_resume_bitwise(reference, tmp_path, fault, rc, resumed_from):
@@ -149,7 +163,14 @@ def _layout():
 
     from somojax.infer.store import Layout
 
-    return Layout(("L1",), pd.date_range("2000-01-01", periods=4), np.arange(2) + 40.125, np.arange(2) - 97.875, (4, 2, 2), (2, 2, 2))
+    return Layout(
+        ("L1",),
+        pd.date_range("2000-01-01", periods=4),
+        np.arange(2) + 40.125,
+        np.arange(2) - 97.875,
+        (4, 2, 2),
+        (2, 2, 2),
+    )
 
 
 def test_prediction_store_created_then_stopped_before_anything_else_resumes(tmp_path, monkeypatch):
@@ -206,8 +227,21 @@ def test_kill_resume_benchmark_with_a_few_stops(tmp_path):
 
     repo = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "kill_resume.py"), "--kills", "3", "--seed", "5", "--workdir", str(tmp_path), "--out", "-"],
-        capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            str(repo / "benchmarks" / "kill_resume.py"),
+            "--kills",
+            "3",
+            "--seed",
+            "5",
+            "--workdir",
+            str(tmp_path),
+            "--out",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     assert "train: 3 stops" in out.stdout and "predict: 3 stops" in out.stdout

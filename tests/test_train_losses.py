@@ -20,7 +20,9 @@ def test_nse_star_matches_numpy_float64():
     pred, y, sigma = _data()
     ok = np.isfinite(y)
     want = np.sum(((pred - np.nan_to_num(y)) ** 2 / (sigma[:, None] + 0.1) ** 2)[ok]) / ok.sum()
-    got = losses.nse_star(jnp.asarray(pred, jnp.float32), jnp.asarray(y, jnp.float32), jnp.asarray(sigma, jnp.float32), 0.1)
+    got = losses.nse_star(
+        jnp.asarray(pred, jnp.float32), jnp.asarray(y, jnp.float32), jnp.asarray(sigma, jnp.float32), 0.1
+    )
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 

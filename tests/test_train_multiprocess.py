@@ -54,7 +54,9 @@ def test_two_processes_train_like_one(tmp_path):
     env = {**os.environ, "COORD_PORT": str(portpicker.pick_unused_port()), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(i)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, str(script), str(i)], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         for i in range(2)
     ]
     try:

@@ -27,8 +27,13 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = [
-    "data.forcing_start=2000-01-01", "data.forcing_end=2000-10-26", "data.target_start=2000-03-01",
-    "data.target_end=2000-10-26", "data.val_fraction=0.25", "model.hidden_size=8", "model.seq_length=20",
+    "data.forcing_start=2000-01-01",
+    "data.forcing_end=2000-10-26",
+    "data.target_start=2000-03-01",
+    "data.target_end=2000-10-26",
+    "data.val_fraction=0.25",
+    "model.hidden_size=8",
+    "model.seq_length=20",
 ]
 TIMEOUT = 300
 
@@ -44,14 +49,33 @@ def train(workdir: Path, stores: Path, processes: int, max_updates: int, devices
     base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith(("SOMOJAX_", "SLURM_"))}
     base.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     port = _free_port()
-    args = [sys.executable, "-m", "somojax", "train", "-c", "tiny", f"workdir={workdir}", f"data.store_dir={stores}", *DATA,
-            f"cpu_devices={devices // processes}", f"train.max_updates={max_updates}", "--layers", "L1"]
+    args = [
+        sys.executable,
+        "-m",
+        "somojax",
+        "train",
+        "-c",
+        "tiny",
+        f"workdir={workdir}",
+        f"data.store_dir={stores}",
+        *DATA,
+        f"cpu_devices={devices // processes}",
+        f"train.max_updates={max_updates}",
+        "--layers",
+        "L1",
+    ]
     procs = []
     for pid in range(processes):
         env = dict(base)
         if processes > 1:
-            env.update(SOMOJAX_COORDINATOR=f"127.0.0.1:{port}", SOMOJAX_NUM_PROCESSES=str(processes), SOMOJAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen(args, env=env, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            env.update(
+                SOMOJAX_COORDINATOR=f"127.0.0.1:{port}",
+                SOMOJAX_NUM_PROCESSES=str(processes),
+                SOMOJAX_PROCESS_ID=str(pid),
+            )
+        procs.append(
+            subprocess.Popen(args, env=env, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
     try:
         outs = [(p.wait(timeout=TIMEOUT), p.communicate()[0]) for p in procs]
     finally:  # never leave a hung process behind
@@ -90,7 +114,6 @@ def test_resume_onto_another_process_count_is_bitwise(world, first, then):
     assert got["best_steps"] == ref["best_steps"]
     assert leaves_equal(got["latest"], ref["latest"]) and leaves_equal(got["best"], ref["best"])
     assert got["metrics"] == ref["metrics"]
-
 
 
 def _close(got, want, rtol=1e-5):

@@ -12,7 +12,10 @@ from somojax.models.recurrence import recurrence_vjp
 
 def _params(seed, d, s, h, scale=0.3):
     rng = np.random.default_rng(seed)
-    return {k: jnp.asarray(rng.standard_normal(shape) * scale, jnp.float32) for k, shape in ealstm.param_shapes(d, s, h).items()}
+    return {
+        k: jnp.asarray(rng.standard_normal(shape) * scale, jnp.float32)
+        for k, shape in ealstm.param_shapes(d, s, h).items()
+    }
 
 
 def _numpy_grads(p, x_d, x_s, w):
@@ -108,7 +111,11 @@ def test_grads_match_numpy_float64_finite_differences():
     x_d = rng.standard_normal((b, t, d))
     x_s = rng.standard_normal((b, s))
     w = rng.standard_normal((b, h))
-    g = jax.grad(lambda p: jnp.sum(recurrence_vjp(p, jnp.asarray(x_d, jnp.float32), jnp.asarray(x_s, jnp.float32), block=4)[:, 0] * w))(p)
+    g = jax.grad(
+        lambda p: jnp.sum(
+            recurrence_vjp(p, jnp.asarray(x_d, jnp.float32), jnp.asarray(x_s, jnp.float32), block=4)[:, 0] * w
+        )
+    )(p)
     want = _numpy_grads(p, x_d, x_s, w)
     for k, v in want.items():
         np.testing.assert_allclose(np.asarray(g[k]), v, atol=2e-5, rtol=1e-4, err_msg=k)
@@ -170,7 +177,9 @@ def test_stacked_members_equal_each_member(last_n, hoist):
             np.testing.assert_allclose(np.asarray(out[m]), np.asarray(ref), atol=1e-6, rtol=1e-5)
             gm = jax.grad(loss)(ps[m], xm, sm, w[m])
             for k in ("W_hh", "W_ih", "b", "W_sh", "b_s"):
-                np.testing.assert_allclose(np.asarray(g[k][m]), np.asarray(gm[k]), atol=1e-6, rtol=1e-5, err_msg=f"{k} {m}")
+                np.testing.assert_allclose(
+                    np.asarray(g[k][m]), np.asarray(gm[k]), atol=1e-6, rtol=1e-5, err_msg=f"{k} {m}"
+                )
 
 
 def test_stacked_members_must_match_the_inputs():

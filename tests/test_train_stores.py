@@ -34,7 +34,11 @@ def test_cascade_trains_every_layer_and_lowers_validation_loss(trained):
     for layer, b in bundles.items():
         assert b.n_members == 2
         assert set(b.stats.cells) <= set(int(c) for c in cells)
-        val = [r["val/val_loss"] for r in read_metrics(cfg.run_dir / "metrics" / layer / "metrics.jsonl") if "val/val_loss" in r]
+        val = [
+            r["val/val_loss"]
+            for r in read_metrics(cfg.run_dir / "metrics" / layer / "metrics.jsonl")
+            if "val/val_loss" in r
+        ]
         assert len(val) == cfg.train.epochs
         assert min(val[1:]) < val[0], (layer, val)
     # upper-layer input statistics are those of the upper layer's predictions, not of its targets
@@ -60,7 +64,9 @@ def test_training_cells_restrict_the_data(trained, tmp_path):
     import dataclasses
 
     sub = [int(c) for c in cells[: len(cells) // 2 + 1]]
-    cfg2 = dataclasses.replace(cfg, workdir=str(tmp_path / "fold"), data=dataclasses.replace(cfg.data, store_dir=str(cfg.store_dir)))
+    cfg2 = dataclasses.replace(
+        cfg, workdir=str(tmp_path / "fold"), data=dataclasses.replace(cfg.data, store_dir=str(cfg.store_dir))
+    )
     cfg2 = dataclasses.replace(cfg2, train=dataclasses.replace(cfg2.train, epochs=1, max_updates_per_epoch=2))
     b = train(cfg2, layers=["L1"], cells=sub)["L1"]
     meta_cells = set(b.stats.cells)
@@ -83,7 +89,10 @@ def test_exact_rollout_matches_per_window_forward(trained):
     mean, std = b.stats.target_mean["L1"], b.stats.target_std["L1"]
     fwd = jax.jit(lambda p, x, s: ealstm.forward(p, x, s))
     for e in range(L - 1, 45):
-        preds = [np.asarray(fwd({k: v[m] for k, v in b.params.items()}, x_d[:, e - L + 1 : e + 1], x_s))[:, 0] for m in range(b.n_members)]
+        preds = [
+            np.asarray(fwd({k: v[m] for k, v in b.params.items()}, x_d[:, e - L + 1 : e + 1], x_s))[:, 0]
+            for m in range(b.n_members)
+        ]
         want[:, e] = np.mean([np.maximum(p * std + mean, 0.0) for p in preds], axis=0)
     np.testing.assert_allclose(got, want, atol=1e-5, equal_nan=True)
     assert np.array_equal(np.isfinite(got), valid_windows(x_d, L))  # NaN exactly where a window is incomplete
@@ -95,13 +104,27 @@ def test_cli_train_resumes_the_finished_run(trained):
     cfg, _, bundles = trained
     t = cfg.train
     args = [
-        "train", "-c", "tiny", f"workdir={cfg.workdir}",
-        f"data.forcing_start={cfg.data.forcing_start}", f"data.forcing_end={cfg.data.forcing_end}",
-        f"data.target_start={cfg.data.target_start}", f"data.target_end={cfg.data.target_end}",
-        f"data.val_fraction={cfg.data.val_fraction}", "model.hidden_size=8", "model.seq_length=20", "model.dropout=0.0",
-        f"train.members={t.members}", f"train.batch_size={t.batch_size}", f"train.epochs={t.epochs}",
-        f"train.max_updates_per_epoch={t.max_updates_per_epoch}", "train.learning_rates=[[0, 0.02]]",
-        "train.lr_schedule=paper", "train.max_updates=null", "--layers", "L1",
+        "train",
+        "-c",
+        "tiny",
+        f"workdir={cfg.workdir}",
+        f"data.forcing_start={cfg.data.forcing_start}",
+        f"data.forcing_end={cfg.data.forcing_end}",
+        f"data.target_start={cfg.data.target_start}",
+        f"data.target_end={cfg.data.target_end}",
+        f"data.val_fraction={cfg.data.val_fraction}",
+        "model.hidden_size=8",
+        "model.seq_length=20",
+        "model.dropout=0.0",
+        f"train.members={t.members}",
+        f"train.batch_size={t.batch_size}",
+        f"train.epochs={t.epochs}",
+        f"train.max_updates_per_epoch={t.max_updates_per_epoch}",
+        "train.learning_rates=[[0, 0.02]]",
+        "train.lr_schedule=paper",
+        "train.max_updates=null",
+        "--layers",
+        "L1",
     ]
     assert main(args) == 0
     assert (cfg.run_dir / "config.yaml").exists()

@@ -27,7 +27,9 @@ def tiny_stores(tmp_path_factory):
 
 def test_tiny_l1_validation_loss_decreases(tiny_stores):
     cfg = tiny_stores
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_updates=40, validate_every_updates=10, patience=None))
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, max_updates=40, validate_every_updates=10, patience=None)
+    )
     li = layer_inputs(cfg, "L1")
     assert len(li.train_samples) > 0 and len(li.val_samples) > 0
     assert not set(li.train_cells) & set(li.val_cells)

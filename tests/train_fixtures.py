@@ -10,7 +10,9 @@ from somojax.config import Config, load_config
 from somojax.data.pipeline import ArrayTrainData, WindowArrays
 
 
-def learnable_arrays(n_cells: int = 12, n_days: int = 160, n_dynamic: int = 3, n_static: int = 2, seed: int = 0, gap_frac: float = 0.2) -> WindowArrays:
+def learnable_arrays(
+    n_cells: int = 12, n_days: int = 160, n_dynamic: int = 3, n_static: int = 2, seed: int = 0, gap_frac: float = 0.2
+) -> WindowArrays:
     """Targets that an LSTM can learn: a leaky bucket filled by input 0, scaled by a static.
 
     y_t = a_c · s_t,  s_t = 0.9 s_{t-1} + 0.1 x0_t,  a_c = 1 + 0.5 static0_c; 20% of days missing.
@@ -34,10 +36,22 @@ def samples(arrays: WindowArrays, seq_length: int, cells, days) -> np.ndarray:
 
 
 def tiny_config(tmp_path, **train) -> Config:
-    cfg = load_config("tiny", [f"workdir={tmp_path}", "model.hidden_size=8", "model.seq_length=20", "model.dropout=0.1"])
+    cfg = load_config(
+        "tiny", [f"workdir={tmp_path}", "model.hidden_size=8", "model.seq_length=20", "model.dropout=0.1"]
+    )
     # the paper's epoch schedule unless a test asks for another (epochs x max_updates_per_epoch updates)
-    t = dict(members=2, batch_size=16, epochs=3, max_updates_per_epoch=4, learning_rates=((0, 1e-2),), log_every_steps=2,
-             lr_schedule="paper", max_updates=None, validate_every_updates=None, patience=None)
+    t = dict(
+        members=2,
+        batch_size=16,
+        epochs=3,
+        max_updates_per_epoch=4,
+        learning_rates=((0, 1e-2),),
+        log_every_steps=2,
+        lr_schedule="paper",
+        max_updates=None,
+        validate_every_updates=None,
+        patience=None,
+    )
     t.update(train)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t))
 
@@ -61,7 +75,9 @@ def array_data(cfg: Config, arrays: WindowArrays | None = None, val_cells=(10, 1
     )
 
 
-def write_learnable_stores(store_dir, n_days: int = 300, n_target_cells: int = 12, seed: int = 0, start: str = "2000-01-01"):
+def write_learnable_stores(
+    store_dir, n_days: int = 300, n_target_cells: int = 12, seed: int = 0, start: str = "2000-01-01"
+):
     """Forcings, statics and targets stores on a 2°x2° grid whose L1/L2/L3 targets are learnable.
 
     L1 is a leaky bucket filled by `log_tp`, L2 a slower bucket filled by L1, L3 slower still;
@@ -89,7 +105,11 @@ def write_learnable_stores(store_dir, n_days: int = 300, n_target_cells: int = 1
     st[C.LAND_MASK] = np.ones((lat.size, lon.size), np.float32)
     stat = xr.Dataset({v: ((C.LAT, C.LON), a) for v, a in st.items()}, coords={C.LAT: lat, C.LON: lon})
     iy = rng.choice(lat.size, n_target_cells)
-    ix = rng.choice(lon.size, n_target_cells, replace=False) if n_target_cells <= lon.size else rng.choice(lon.size, n_target_cells)
+    ix = (
+        rng.choice(lon.size, n_target_cells, replace=False)
+        if n_target_cells <= lon.size
+        else rng.choice(lon.size, n_target_cells)
+    )
     pairs = sorted(set(zip(iy.tolist(), ix.tolist())))
     iy, ix = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     cells = grid.cell_id(lat[iy], lon[ix])
@@ -111,7 +131,13 @@ def write_learnable_stores(store_dir, n_days: int = 300, n_target_cells: int = 1
             "n_series": ((C.LAYER, C.CELL), np.ones((3, len(cells)), np.int32)),
             "provenance": ((C.LAYER, C.CELL), np.full((3, len(cells)), "test/station/sensor@0.05", dtype=object)),
         },
-        coords={C.LAYER: np.asarray(C.LAYERS, dtype=object), C.CELL: cells, C.TIME: time, C.LAT: (C.CELL, lat[iy]), C.LON: (C.CELL, lon[ix])},
+        coords={
+            C.LAYER: np.asarray(C.LAYERS, dtype=object),
+            C.CELL: cells,
+            C.TIME: time,
+            C.LAT: (C.CELL, lat[iy]),
+            C.LON: (C.CELL, lon[ix]),
+        },
     )
     stores.write_store(forc, stores.store_path(store_dir, "forcings"), "forcings")
     stores.write_store(stat, stores.store_path(store_dir, "statics"), "statics")
@@ -138,8 +164,18 @@ def store_config(tmp_path, n_days: int = 300, **train) -> Config:
             "model.dropout=0.0",
         ],
     )
-    t = dict(members=2, batch_size=16, epochs=4, max_updates_per_epoch=8, learning_rates=((0, 2e-2),), log_every_steps=4,
-             lr_schedule="paper", max_updates=None, validate_every_updates=None, patience=None)
+    t = dict(
+        members=2,
+        batch_size=16,
+        epochs=4,
+        max_updates_per_epoch=8,
+        learning_rates=((0, 2e-2),),
+        log_every_steps=4,
+        lr_schedule="paper",
+        max_updates=None,
+        validate_every_updates=None,
+        patience=None,
+    )
     t.update(train)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t))
 
@@ -178,7 +214,12 @@ def run_child(tmp_path, kw: dict, fault: str, name: str = "run", timeout: float 
     repo = Path(__file__).resolve().parent.parent
     script = Path(tmp_path) / f"child-{name}.py"
     script.write_text(_CHILD.format(repo=str(repo), tmp=str(tmp_path), kw=kw, name=name))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu", "SOMOJAX_FAULT": fault}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+        "SOMOJAX_FAULT": fault,
+    }
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -51,8 +51,13 @@ def matmul_fns(rows: int, k: int, n: int, target_flop: float = 2e10) -> tuple[di
     if len(devices) > 1 and rows % len(devices) == 0:
         mesh = Mesh(np.asarray(devices), ("rows",))
         split = jax.jit(
-            jax.shard_map(lambda a, b: _chain(a, b, reps), mesh=mesh, in_specs=(P("rows"), P()), out_specs=P("rows"),
-                          check_vma=False)
+            jax.shard_map(
+                lambda a, b: _chain(a, b, reps),
+                mesh=mesh,
+                in_specs=(P("rows"), P()),
+                out_specs=P("rows"),
+                check_vma=False,
+            )
         )
         xs = jax.device_put(x, NamedSharding(mesh, P("rows")))
         ws = jax.device_put(w, NamedSharding(mesh, P()))

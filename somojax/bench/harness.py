@@ -53,7 +53,14 @@ def round_robin(fns: dict[str, Callable[[], Any]], warmup: int = 2, repeats: int
     out = {}
     for name, ts in times.items():
         q1, q3 = np.percentile(ts, [25, 75])
-        out[name] = {"median_s": statistics.median(ts), "iqr_s": float(q3 - q1), "min_s": min(ts), "first_call_s": first[name], "repeats": repeats, "times_s": [round(t, 6) for t in ts]}
+        out[name] = {
+            "median_s": statistics.median(ts),
+            "iqr_s": float(q3 - q1),
+            "min_s": min(ts),
+            "first_call_s": first[name],
+            "repeats": repeats,
+            "times_s": [round(t, 6) for t in ts],
+        }
     return out
 
 
@@ -79,7 +86,12 @@ def gpu_models() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return [l.strip() for l in out.stdout.splitlines() if l.strip()]
     except (OSError, subprocess.SubprocessError):
         return []
@@ -103,7 +115,21 @@ def machine() -> dict:
         "jax_devices": [str(d) for d in devs],
         "device_kind": devs[0].device_kind,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "versions": {p: _version(p) for p in ("somojax", "jax", "jaxlib", "flax", "optax", "numpy", "zarr", "xarray", "torch", "neuralhydrology")},
+        "versions": {
+            p: _version(p)
+            for p in (
+                "somojax",
+                "jax",
+                "jaxlib",
+                "flax",
+                "optax",
+                "numpy",
+                "zarr",
+                "xarray",
+                "torch",
+                "neuralhydrology",
+            )
+        },
     }
 
 

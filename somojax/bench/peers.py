@@ -36,7 +36,7 @@ def _torch():
 
 
 def peer_device() -> str:
-    """"cuda" when JAX computes on a GPU and torch has CUDA, else "cpu" (env SOMOJAX_PEER_DEVICE wins)."""
+    """ "cuda" when JAX computes on a GPU and torch has CUDA, else "cpu" (env SOMOJAX_PEER_DEVICE wins)."""
     forced = os.environ.get("SOMOJAX_PEER_DEVICE")
     if forced:
         return forced
@@ -130,7 +130,9 @@ def regional_train_step(batch: int, days: int, n_dynamic: int, n_static: int, hi
     return step
 
 
-def regional_sliding_inference(days: int, seq_length: int, n_dynamic: int, n_static: int, hidden: int, batch: int = 1024) -> Callable[[], Any]:
+def regional_sliding_inference(
+    days: int, seq_length: int, n_dynamic: int, n_static: int, hidden: int, batch: int = 1024
+) -> Callable[[], Any]:
     """SoMo.ml-style inference of one cell: every day's window materialised, 1024 per batch."""
     torch = _torch()
     dev = peer_device()
@@ -194,10 +196,15 @@ def load_neuralhydrology_params(model, params: Mapping[str, np.ndarray]) -> None
 def neuralhydrology_inputs(x_d: np.ndarray, x_s: np.ndarray, names: list[str]) -> dict:
     """neuralhydrology's input dict: one [B, T, 1] tensor per dynamic input, statics [B, S]."""
     torch = _torch()
-    return {"x_d": {k: torch.as_tensor(np.ascontiguousarray(x_d[..., i : i + 1], np.float32)) for i, k in enumerate(names)}, "x_s": torch.as_tensor(np.asarray(x_s, np.float32))}
+    return {
+        "x_d": {k: torch.as_tensor(np.ascontiguousarray(x_d[..., i : i + 1], np.float32)) for i, k in enumerate(names)},
+        "x_s": torch.as_tensor(np.asarray(x_s, np.float32)),
+    }
 
 
-def neuralhydrology_steps(batch: int, days: int, n_dynamic: int, n_static: int, hidden: int) -> tuple[Callable[[], Any], Callable[[], Any]]:
+def neuralhydrology_steps(
+    batch: int, days: int, n_dynamic: int, n_static: int, hidden: int
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """(training step, forward pass) of neuralhydrology's EALSTM on random data."""
     torch = _torch()
     dev = peer_device()
@@ -205,7 +212,10 @@ def neuralhydrology_steps(batch: int, days: int, n_dynamic: int, n_static: int, 
     model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    data = {"x_d": {k: torch.randn(batch, days, 1, generator=g).to(dev) for k in dyn}, "x_s": torch.randn(batch, n_static, generator=g).to(dev)}
+    data = {
+        "x_d": {k: torch.randn(batch, days, 1, generator=g).to(dev) for k in dyn},
+        "x_s": torch.randn(batch, n_static, generator=g).to(dev),
+    }
     y = torch.randn(batch, 1, generator=g).to(dev)
     sigma = torch.rand(batch, 1, generator=g).to(dev)
 

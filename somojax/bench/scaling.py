@@ -26,14 +26,24 @@ def main() -> None:
     from somojax.bench.suite import _engine_step
     from somojax.config import load_config
 
-    cfg = load_config("paper", [f"bench.batch_size={a.batch}", f"bench.seq_length={a.days}", f"bench.hidden_size={a.hidden}"])
+    cfg = load_config(
+        "paper", [f"bench.batch_size={a.batch}", f"bench.seq_length={a.days}", f"bench.hidden_size={a.hidden}"]
+    )
     devices = jax.devices()[: a.devices]
     if len(devices) < a.devices:
         raise SystemExit(f"only {len(devices)} devices available, asked for {a.devices}")
     run, mesh = _engine_step(cfg, 5, devices)
     t = harness.measure(run, warmup=1, repeats=a.repeats)
     with open(a.json, "w") as f:
-        json.dump({"devices": a.devices, "mesh": str(tuple(mesh.shape.values())), "ms": t["median_s"] * 1e3, "iqr_ms": t["iqr_s"] * 1e3}, f)
+        json.dump(
+            {
+                "devices": a.devices,
+                "mesh": str(tuple(mesh.shape.values())),
+                "ms": t["median_s"] * 1e3,
+                "iqr_ms": t["iqr_s"] * 1e3,
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ PRODUCT = {"cells": 243_883, "days": 7_305, "layers": 3, "members": 5}
 def _peers_available() -> dict[str, bool]:
     import importlib.util
 
-    return {"torch": importlib.util.find_spec("torch") is not None, "neuralhydrology": importlib.util.find_spec("neuralhydrology") is not None}
+    return {
+        "torch": importlib.util.find_spec("torch") is not None,
+        "neuralhydrology": importlib.util.find_spec("neuralhydrology") is not None,
+    }
 
 
 def _report(name: str, result: dict, columns, cfg: Config) -> dict:
@@ -46,7 +49,9 @@ def _report(name: str, result: dict, columns, cfg: Config) -> dict:
 
         result["machine"]["peer_device"] = peer_device()
     path = harness.save(name, result, cfg.bench.output_dir)
-    print(f"\n## {name} ({result['machine']['cpu'] if result['machine']['jax_backend'] == 'cpu' else result['machine']['device_kind']})\n")
+    print(
+        f"\n## {name} ({result['machine']['cpu'] if result['machine']['jax_backend'] == 'cpu' else result['machine']['device_kind']})\n"
+    )
     print(harness.table(result["rows"], columns))
     if result.get("ratios"):
         print("\nratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in result["ratios"].items() if v is not None))
@@ -79,12 +84,20 @@ def bench_floor(cfg: Config) -> dict:
     rows = []
     for m, k, n in shapes:
         r = floor.matmul_rate(m, k, n, repeats=b.repeats)
-        rows.append({
-            "shape": f"[{m}, {k}] x [{k}, {n}]", "gflops": r["gflops"], "one_device": r["gflops_one_device"],
-            "data_parallel": r.get("gflops_data_parallel"),
-        })
-    cols = [("shape", "matmul (fp32)", "s"), ("gflops", "GFLOP/s (best)", ".0f"), ("one_device", "one device", ".0f"),
-            ("data_parallel", f"rows over {len(jax.local_devices())} devices", ".0f")]
+        rows.append(
+            {
+                "shape": f"[{m}, {k}] x [{k}, {n}]",
+                "gflops": r["gflops"],
+                "one_device": r["gflops_one_device"],
+                "data_parallel": r.get("gflops_data_parallel"),
+            }
+        )
+    cols = [
+        ("shape", "matmul (fp32)", "s"),
+        ("gflops", "GFLOP/s (best)", ".0f"),
+        ("one_device", "one device", ".0f"),
+        ("data_parallel", f"rows over {len(jax.local_devices())} devices", ".0f"),
+    ]
     return _report("floor", {"rows": rows}, cols, cfg)
 
 
@@ -93,7 +106,14 @@ def _engine_step(cfg: Config, members: int, devices=None):
     """The training engine's real jitted step (shardings, donation) and a random batch."""
     from somojax import sharding as shd
     from somojax.checkpoint import state_shardings
-    from somojax.train.step import BATCH_KEYS, init_state, make_optimizer, make_train_step, resolve_ensemble_mode, step_options
+    from somojax.train.step import (
+        BATCH_KEYS,
+        init_state,
+        make_optimizer,
+        make_train_step,
+        resolve_ensemble_mode,
+        step_options,
+    )
 
     b = cfg.bench
     model = dataclasses.replace(cfg.model, hidden_size=b.hidden_size, seq_length=b.seq_length)
@@ -105,7 +125,9 @@ def _engine_step(cfg: Config, members: int, devices=None):
     st_sh = state_shardings(shapes, mesh)
     state = jax.jit(lambda: init_state(key, members, D, S, model, tx), out_shardings=st_sh)()
     bsh = shd.batch_sharding(mesh, per_member=True)
-    mode = resolve_ensemble_mode(cfg.train.ensemble_mode, members, mesh.shape[C.MEMBER_AXIS], opts, mesh.shape[C.DATA_AXIS])
+    mode = resolve_ensemble_mode(
+        cfg.train.ensemble_mode, members, mesh.shape[C.MEMBER_AXIS], opts, mesh.shape[C.DATA_AXIS]
+    )
     step = jax.jit(
         make_train_step(opts, tx, shared_batches=False, mode=mode, mesh=mesh),
         in_shardings=(st_sh, {k: bsh for k in BATCH_KEYS}, NamedSharding(mesh, P())),
@@ -178,9 +200,23 @@ def bench_train(cfg: Config) -> dict:
             ratios[f"speed-up vs {peer} (target >= 2)"] = times[peer]["median_s"] / ours
     return _report(
         "train_step",
-        {"sizes": {"batch": B, "days": T, "hidden": H, "dynamic": D, "static": S}, "rows": rows, "ratios": ratios, "recurrent_matmul_gflops": rate,
-         "matmul_floor": measured, "measurement_failures": _failures(rows)},
-        [("variant", "training step", "s"), ("ms", "ms", ".1f"), ("iqr_ms", "IQR", ".1f"), ("ms_per_member", "ms/member", ".1f"), ("samples_per_s", "samples/s", ".0f"), ("cell_steps_per_s", "cell-steps/s", ".3g"), ("floor_ms", "floor ms", ".1f")],
+        {
+            "sizes": {"batch": B, "days": T, "hidden": H, "dynamic": D, "static": S},
+            "rows": rows,
+            "ratios": ratios,
+            "recurrent_matmul_gflops": rate,
+            "matmul_floor": measured,
+            "measurement_failures": _failures(rows),
+        },
+        [
+            ("variant", "training step", "s"),
+            ("ms", "ms", ".1f"),
+            ("iqr_ms", "IQR", ".1f"),
+            ("ms_per_member", "ms/member", ".1f"),
+            ("samples_per_s", "samples/s", ".0f"),
+            ("cell_steps_per_s", "cell-steps/s", ".3g"),
+            ("floor_ms", "floor ms", ".1f"),
+        ],
         cfg,
     )
 
@@ -197,7 +233,23 @@ def bench_scaling(cfg: Config, device_counts=(1, 2, 4, 8)) -> dict:
         if jax.default_backend() == "cpu":
             env["XLA_FLAGS"] = with_device_count(env.get("XLA_FLAGS", ""), n)
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            cmd = [sys.executable, "-m", "somojax.bench.scaling", "--devices", str(n), "--json", f.name, "--batch", str(cfg.bench.batch_size), "--days", str(cfg.bench.seq_length), "--hidden", str(cfg.bench.hidden_size), "--repeats", str(cfg.bench.repeats)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "somojax.bench.scaling",
+                "--devices",
+                str(n),
+                "--json",
+                f.name,
+                "--batch",
+                str(cfg.bench.batch_size),
+                "--days",
+                str(cfg.bench.seq_length),
+                "--hidden",
+                str(cfg.bench.hidden_size),
+                "--repeats",
+                str(cfg.bench.repeats),
+            ]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode:
                 raise RuntimeError(f"scaling run with {n} devices failed:\n{out.stderr[-2000:]}")
@@ -205,7 +257,17 @@ def bench_scaling(cfg: Config, device_counts=(1, 2, 4, 8)) -> dict:
     base = rows[0]["ms"]
     for r in rows:
         r["relative_time"] = r["ms"] / base
-    return _report("train_scaling", {"rows": rows}, [("devices", "devices", "d"), ("mesh", "mesh (member, data)", "s"), ("ms", "5-member step ms", ".1f"), ("relative_time", "vs 1 device", ".2f")], cfg)
+    return _report(
+        "train_scaling",
+        {"rows": rows},
+        [
+            ("devices", "devices", "d"),
+            ("mesh", "mesh (member, data)", "s"),
+            ("ms", "5-member step ms", ".1f"),
+            ("relative_time", "vs 1 device", ".2f"),
+        ],
+        cfg,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -233,7 +295,14 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
         if cells % len(devices) == 0 and len(devices) > 1:  # cells over `data`, as `somojax predict` does
             cell_sharding = shd.batch_sharding(shd.make_mesh(1, 0, devices), per_member=False)
             x, xs = jax.device_put(x, cell_sharding), jax.device_put(xs, cell_sharding)
-        kw = dict(seq_length=L, mode=mode, last_n=k, rows_per_step=opts.resolved_rows(H), hoist=opts.resolved_hoist(), member_map=opts.resolved_member_map())
+        kw = dict(
+            seq_length=L,
+            mode=mode,
+            last_n=k,
+            rows_per_step=opts.resolved_rows(H),
+            hoist=opts.resolved_hoist(),
+            member_map=opts.resolved_member_map(),
+        )
         fns[name] = lambda x=x, xs=xs, kw=kw: kernels.predict_normalised(params, x, xs, **kw).block_until_ready()
         work[name] = (cells, n_out, kernels.cost_per_output(mode, L, k))
     times, measured = _timed_with_floor(fns, (opts.resolved_rows(H), H + D, 3 * H), b)
@@ -264,7 +333,15 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
 
         run = pp.regional_sliding_inference(days, L, D, S, H)
         t = harness.measure(run, warmup=0, repeats=1)
-        rows.append({"variant": "PyTorch SoMo.ml-style sliding windows, 1 cell", "s": t["median_s"], "s_per_cell_20y": t["median_s"], "cell_steps_per_s": days * L / t["median_s"], "floor_s": rows[0]["floor_s"]})
+        rows.append(
+            {
+                "variant": "PyTorch SoMo.ml-style sliding windows, 1 cell",
+                "s": t["median_s"],
+                "s_per_cell_20y": t["median_s"],
+                "cell_steps_per_s": days * L / t["median_s"],
+                "floor_s": rows[0]["floor_s"],
+            }
+        )
         ratios["speed-up vs SoMo.ml-style PyTorch (target >= 40)"] = t["median_s"] / exact
     ratios["speed-up vs DESIGN anchor 46.7 s"] = 46.7 / exact if days == 7305 else None
     return _report(
@@ -283,7 +360,13 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
                 "hours_at_matmul_floor": product_steps * floor.cell_step_flop(H) / (rate * 1e9) / 3600,
             },
         },
-        [("variant", "rollout (1 member, 1 layer)", "s"), ("s", "s", ".2f"), ("s_per_cell_20y", "s per cell x 20 y", ".3f"), ("cell_steps_per_s", "cell-steps/s", ".3g"), ("floor_s", "floor s", ".2f")],
+        [
+            ("variant", "rollout (1 member, 1 layer)", "s"),
+            ("s", "s", ".2f"),
+            ("s_per_cell_20y", "s per cell x 20 y", ".3f"),
+            ("cell_steps_per_s", "cell-steps/s", ".3g"),
+            ("floor_s", "floor s", ".2f"),
+        ],
         cfg,
     )
 
@@ -324,13 +407,35 @@ def bench_zarr(cfg: Config) -> dict:
         for blk in blocks:
             for ti, tile in enumerate(tiles):
                 n = blk.stop - blk.start
-                vals = {v: {l: a[:n, : tile[0].stop - tile[0].start, : tile[1].stop - tile[1].start] for l, a in d.items()} for v, d in values.items()}
+                vals = {
+                    v: {l: a[:n, : tile[0].stop - tile[0].start, : tile[1].stop - tile[1].start] for l, a in d.items()}
+                    for v, d in values.items()
+                }
                 pstore.write_block(path, layout, tile, blk, vals)
                 n_bytes += sum(x.nbytes for d in vals.values() for x in d.values())
         wall = time.perf_counter() - t0
         stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    rows = [{"what": f"{len(C.LAYERS)} layers x {days} days x {n_lat} x {n_lon} cells, 2 variables, 30% land", "MB": n_bytes / 1e6, "s": wall, "MB_per_s": n_bytes / 1e6 / wall, "compression": n_bytes / stored}]
-    return _report("zarr_write", {"layout": {"shard": layout.shard, "chunk": layout.chunk}, "rows": rows}, [("what", "prediction store write", "s"), ("MB", "MB (raw)", ".0f"), ("s", "s", ".2f"), ("MB_per_s", "MB/s", ".0f"), ("compression", "compression", ".1f")], cfg)
+    rows = [
+        {
+            "what": f"{len(C.LAYERS)} layers x {days} days x {n_lat} x {n_lon} cells, 2 variables, 30% land",
+            "MB": n_bytes / 1e6,
+            "s": wall,
+            "MB_per_s": n_bytes / 1e6 / wall,
+            "compression": n_bytes / stored,
+        }
+    ]
+    return _report(
+        "zarr_write",
+        {"layout": {"shard": layout.shard, "chunk": layout.chunk}, "rows": rows},
+        [
+            ("what", "prediction store write", "s"),
+            ("MB", "MB (raw)", ".0f"),
+            ("s", "s", ".2f"),
+            ("MB_per_s", "MB/s", ".0f"),
+            ("compression", "compression", ".1f"),
+        ],
+        cfg,
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -355,15 +460,26 @@ def bench_peer_forward(cfg: Config) -> dict:
     rows = [{"variant": n, "ms": t["median_s"] * 1e3, "samples_per_s": B / t["median_s"]} for n, t in times.items()]
     ratios = {}
     if "neuralhydrology EALSTM forward" in times:
-        ratios["speed-up vs neuralhydrology forward"] = times["neuralhydrology EALSTM forward"]["median_s"] / times["somojax forward"]["median_s"]
-    return _report("forward", {"sizes": {"batch": B, "days": T, "hidden": H}, "rows": rows, "ratios": ratios}, [("variant", "forward pass", "s"), ("ms", "ms", ".1f"), ("samples_per_s", "samples/s", ".0f")], cfg)
+        ratios["speed-up vs neuralhydrology forward"] = (
+            times["neuralhydrology EALSTM forward"]["median_s"] / times["somojax forward"]["median_s"]
+        )
+    return _report(
+        "forward",
+        {"sizes": {"batch": B, "days": T, "hidden": H}, "rows": rows, "ratios": ratios},
+        [("variant", "forward pass", "s"), ("ms", "ms", ".1f"), ("samples_per_s", "samples/s", ".0f")],
+        cfg,
+    )
 
 
 def bench_demo(cfg: Config) -> dict:
     """End-to-end time of `somojax run -c demo` in a temporary work directory (minutes)."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "somojax", "run", "-c", "demo", f"workdir={tmp}/demo"], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "somojax", "run", "-c", "demo", f"workdir={tmp}/demo"],
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         if out.returncode:
             raise RuntimeError(f"somojax run -c demo failed:\n{out.stderr[-3000:]}")

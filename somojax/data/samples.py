@@ -125,7 +125,9 @@ def valid_windows(dynamic: np.ndarray, seq_length: int) -> np.ndarray:
     return ok
 
 
-def sample_table(ok_window: np.ndarray, target: np.ndarray, day_mask: np.ndarray, cell_mask: np.ndarray, last_n: int) -> np.ndarray:
+def sample_table(
+    ok_window: np.ndarray, target: np.ndarray, day_mask: np.ndarray, cell_mask: np.ndarray, last_n: int
+) -> np.ndarray:
     """[n, 2] (cell index, end day) of the valid samples among the masked cells and end days."""
     has = np.isfinite(target)
     if last_n > 1:  # any valid target among the last n days
@@ -161,14 +163,22 @@ def layer_inputs(
     days = pd.DatetimeIndex(forcings[C.TIME].values)
     ids = layer_cells(targets, layer, d.target_start, d.target_end, cells)
     if ids.size == 0:
-        raise InputDataError(f"no cell has targets of {layer} in {d.target_start}..{d.target_end}" + (" among the given cells" if cells is not None else ""))
+        raise InputDataError(
+            f"no cell has targets of {layer} in {d.target_start}..{d.target_end}"
+            + (" among the given cells" if cells is not None else "")
+        )
     dyn_names = tuple(d.dynamic_inputs) + C.UPPER_LAYER_INPUTS[layer]
     st_names = tuple(d.static_inputs)
     static = cell_static(statics, ids, st_names)
     good = np.all(np.isfinite(static), axis=1)
     report: dict = {"cells": int(ids.size)}
     if not good.all():
-        log.warning("%s: %d cells have non-finite statics and are not used: %s", layer, int((~good).sum()), ids[~good][:20].tolist())
+        log.warning(
+            "%s: %d cells have non-finite statics and are not used: %s",
+            layer,
+            int((~good).sum()),
+            ids[~good][:20].tolist(),
+        )
         report["dropped_cells_bad_statics"] = ids[~good].tolist()
         ids, static = ids[good], static[good]
     dynamic = cell_dynamic(forcings, ids, d.dynamic_inputs)
@@ -184,7 +194,11 @@ def layer_inputs(
     if d.split == "period":
         in_val = (days >= pd.Timestamp(d.val_start)) & (days <= pd.Timestamp(d.val_end))
         train_days, val_days = in_target & ~in_val, in_target & in_val
-        period = (str(days[train_days][0].date()), str(days[train_days][-1].date())) if train_days.any() else (d.target_start, d.target_end)
+        period = (
+            (str(days[train_days][0].date()), str(days[train_days][-1].date()))
+            if train_days.any()
+            else (d.target_start, d.target_end)
+        )
     else:
         train_days = val_days = in_target
         period = (d.target_start, d.target_end)
@@ -241,4 +255,15 @@ def layer_inputs(
         report["target_days_without_full_window"],
         m.seq_length,
     )
-    return LayerInputs(arrays, tr, va, stats, dyn_names, st_names, days, train_ids, val_ids if d.split == "cell" else np.empty(0, np.int64), report)
+    return LayerInputs(
+        arrays,
+        tr,
+        va,
+        stats,
+        dyn_names,
+        st_names,
+        days,
+        train_ids,
+        val_ids if d.split == "cell" else np.empty(0, np.int64),
+        report,
+    )

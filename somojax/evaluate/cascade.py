@@ -33,12 +33,16 @@ def train_fold(cfg: Config, cells: np.ndarray, layers: Sequence[str], fresh: boo
     return train(cfg, layers=list(layers), fresh=fresh, cells=[int(c) for c in cells])
 
 
-def train_folds(cfgs: Mapping[int, Config], cells: Mapping[int, np.ndarray], layers: Sequence[str], fresh: bool, stack_dir: Path) -> dict[int, dict[str, Bundle]]:
+def train_folds(
+    cfgs: Mapping[int, Config], cells: Mapping[int, np.ndarray], layers: Sequence[str], fresh: bool, stack_dir: Path
+) -> dict[int, dict[str, Bundle]]:
     """Trains (or resumes) the folds' cascades together, each layer one stacked ensemble
     (`somojax.train.train_folds`); {fold: {layer: Bundle}}."""
     from somojax.train.run import train_folds as train_stacked
 
-    return train_stacked(cfgs, {k: [int(c) for c in v] for k, v in cells.items()}, stack_dir, layers=list(layers), fresh=fresh)
+    return train_stacked(
+        cfgs, {k: [int(c) for c in v] for k, v in cells.items()}, stack_dir, layers=list(layers), fresh=fresh
+    )
 
 
 def cascade_predict(
@@ -68,7 +72,9 @@ def cascade_predict(
     columns = {n: np.asarray(raw_dynamic[..., k], np.float32) for k, n in enumerate(dynamic_names)}
     static = {n: np.asarray(raw_static[:, k], np.float32) for k, n in enumerate(static_names)}
     for b in bundles.values():
-        missing = [v for v in b.dynamic_inputs if v not in columns and not v.startswith("sm_")] + [v for v in b.static_inputs if v not in static]
+        missing = [v for v in b.dynamic_inputs if v not in columns and not v.startswith("sm_")] + [
+            v for v in b.static_inputs if v not in static
+        ]
         if missing:
             raise CheckpointError(f"the {b.layer} model needs inputs {missing}, which the stores do not give")
     out = engine.cascade(bundles, columns, static, layers=[l for l in C.LAYERS if l in bundles], mode=mode)
@@ -107,5 +113,10 @@ def predict_fold(cfg: Config, bundles: Mapping[str, Bundle], cells: np.ndarray, 
         if first.any():
             d0 = pd.Timestamp(da[C.TIME].values[int(np.argmax(first.values))]).date()
             if str(d0) > start:
-                log.info("%s: cross-validated series start on %s (the cascade needs %s days of forcing spin-up)", l, d0, "k·(seq_length−1)")
+                log.info(
+                    "%s: cross-validated series start on %s (the cascade needs %s days of forcing spin-up)",
+                    l,
+                    d0,
+                    "k·(seq_length−1)",
+                )
     return da

@@ -110,7 +110,9 @@ def save_folds(folds: pd.DataFrame, out_dir: Path, k: int, seed: int) -> tuple[P
         "fold_seed": seed,
         "n_cells": int(len(folds)),
         "cells": {str(f): [int(c) for c in folds.index[folds["fold"] == f]] for f in range(k)},
-        "cells_per_layer": {str(f): {l: int(folds[f"has_{l}"][folds["fold"] == f].sum()) for l in C.LAYERS} for f in range(k)},
+        "cells_per_layer": {
+            str(f): {l: int(folds[f"has_{l}"][folds["fold"] == f].sum()) for l in C.LAYERS} for f in range(k)
+        },
     }
     js.with_suffix(".tmp").write_text(json.dumps(payload, indent=1))
     js.with_suffix(".tmp").replace(js)
@@ -162,7 +164,9 @@ def prediction_period(cfg: Config, targets: xr.Dataset) -> tuple[str, str]:
     start = max(pd.Timestamp(cfg.data.target_start), t[0])
     end = min(pd.Timestamp(cfg.data.target_end), t[-1])
     if end < start:
-        raise ConfigError(f"data.target_start..target_end ({cfg.data.target_start}..{cfg.data.target_end}) does not overlap the targets store ({t[0].date()}..{t[-1].date()})")
+        raise ConfigError(
+            f"data.target_start..target_end ({cfg.data.target_start}..{cfg.data.target_end}) does not overlap the targets store ({t[0].date()}..{t[-1].date()})"
+        )
     return str(start.date()), str(end.date())
 
 
@@ -222,11 +226,17 @@ def train_stacked(cfg: Config, plans: list[FoldPlan], train_fn: TrainFn) -> tupl
         fold_dir(cfg, p.k).mkdir(parents=True, exist_ok=True)
         (fold_dir(cfg, p.k) / FOLD_TRAINED).unlink(missing_ok=True)
     t0 = _time.perf_counter()
-    log.info("cross-validation: training folds %s together (%s)", ",".join(str(p.k + 1) for p in plans), "from scratch" if fresh else "resuming")
+    log.info(
+        "cross-validation: training folds %s together (%s)",
+        ",".join(str(p.k + 1) for p in plans),
+        "from scratch" if fresh else "resuming",
+    )
     bundles = train_fn(cfgs, {p.k: p.train_cells for p in plans}, tuple(cfg.train.layers), fresh, sd)
     seconds = _time.perf_counter() - t0
     for p in plans:
-        (fold_dir(cfg, p.k) / FOLD_TRAINED).write_text(json.dumps({"fingerprint": p.fingerprint, "trained_with": [q.k for q in plans]}))
+        (fold_dir(cfg, p.k) / FOLD_TRAINED).write_text(
+            json.dumps({"fingerprint": p.fingerprint, "trained_with": [q.k for q in plans]})
+        )
     return bundles, seconds
 
 
@@ -237,7 +247,9 @@ def load_fold_bundles(cfg: Config, k: int) -> dict:
     return {layer: load_bundle(fold_config(cfg, k).checkpoint_dir / layer) for layer in cfg.train.layers}
 
 
-def predict_fold(cfg: Config, plan: FoldPlan, bundles: dict, period: tuple[str, str], predict_fn: PredictFn, train_seconds: float) -> xr.DataArray:
+def predict_fold(
+    cfg: Config, plan: FoldPlan, bundles: dict, period: tuple[str, str], predict_fn: PredictFn, train_seconds: float
+) -> xr.DataArray:
     """Checks fold k's models for leaked test cells, predicts its test cells, writes `done.json`.
 
     `done.json` records the training cells each layer's model was trained on (from the
@@ -251,7 +263,9 @@ def predict_fold(cfg: Config, plan: FoldPlan, bundles: dict, period: tuple[str, 
     leaked = {layer: sorted((set(s) | set(validated[layer])) & set(test.tolist())) for layer, s in seen.items()}
     leaked = {l: v for l, v in leaked.items() if v}
     if leaked:
-        raise CheckpointError(f"fold {k}: models in {d} were trained on test cells {leaked}; delete {d} and run evaluate again")
+        raise CheckpointError(
+            f"fold {k}: models in {d} were trained on test cells {leaked}; delete {d} and run evaluate again"
+        )
     t0 = _time.perf_counter()
     pred = predict_fn(fcfg, bundles, test, period[0], period[1])
     pred = pred.transpose(C.LAYER, C.CELL, C.TIME).astype(np.float32)
@@ -285,7 +299,9 @@ def checkpoint_cells(layer_dir: Path, key: str) -> list[int]:
         try:
             cells |= {int(c) for c in json.loads(f.read_text()).get(key, [])}
         except (ValueError, TypeError, AttributeError):
-            raise CheckpointError(f"{f}: unreadable checkpoint metadata; delete {layer_dir} and run evaluate again") from None
+            raise CheckpointError(
+                f"{f}: unreadable checkpoint metadata; delete {layer_dir} and run evaluate again"
+            ) from None
     return sorted(cells)
 
 
@@ -302,8 +318,15 @@ def assemble(parts: list[xr.DataArray], folds: pd.DataFrame, targets: xr.Dataset
     )
     # variable-length strings: Zarr v3 has a specified dtype for them, not for fixed-width unicode
     ds = ds.assign_coords({C.LAYER: np.asarray([str(x) for x in ds[C.LAYER].values], dtype=object)})
-    ds[C.SM].attrs.update({"units": C.UNITS[C.SM], "long_name": "cross-validated soil moisture (each cell predicted by the fold model that never saw it)"})
-    ds.attrs.update({"somojax_product": "cross-validation", "description": "SoMo.ml*-style series: k-fold CV over target cells"})
+    ds[C.SM].attrs.update(
+        {
+            "units": C.UNITS[C.SM],
+            "long_name": "cross-validated soil moisture (each cell predicted by the fold model that never saw it)",
+        }
+    )
+    ds.attrs.update(
+        {"somojax_product": "cross-validation", "description": "SoMo.ml*-style series: k-fold CV over target cells"}
+    )
     return ds
 
 

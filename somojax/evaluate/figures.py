@@ -30,7 +30,11 @@ from somojax.evaluate.metrics import METRICS  # noqa: E402
 
 DPI = 110
 # matplotlib >= 3.10 names box plot orientation explicitly (`vert` is deprecated there)
-_HORIZONTAL = {"orientation": "horizontal"} if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10) else {"vert": False}
+_HORIZONTAL = (
+    {"orientation": "horizontal"}
+    if tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+    else {"vert": False}
+)
 LAYER_TITLES = {k: f"{k}: {int(a)}–{int(b)} cm" for k, (a, b) in C.LAYER_BOUNDS_CM.items()}
 SM_LABEL = "soil moisture [m³ m⁻³]"
 
@@ -53,7 +57,14 @@ def _land_background(ax: plt.Axes, land: xr.DataArray | None) -> None:
         return
     lat, lon = land[C.LAT].values, land[C.LON].values
     ax.pcolormesh(
-        lon, lat, np.where(np.asarray(land.values) > 0, 1.0, np.nan), cmap="Greys", vmin=0, vmax=4, shading="nearest", rasterized=True
+        lon,
+        lat,
+        np.where(np.asarray(land.values) > 0, 1.0, np.nan),
+        cmap="Greys",
+        vmin=0,
+        vmax=4,
+        shading="nearest",
+        rasterized=True,
     )
 
 
@@ -87,7 +98,17 @@ def fig_target_cells(n_days: xr.DataArray, path: Path, land: xr.DataArray | None
         v = n_days.sel({C.LAYER: layer}).values
         has = v > 0
         _land_background(ax, land)
-        sc = ax.scatter(lon[has], lat[has], c=v[has] / 365.25, s=22, cmap="viridis", vmin=0, vmax=vmax / 365.25, edgecolors="k", linewidths=0.3)
+        sc = ax.scatter(
+            lon[has],
+            lat[has],
+            c=v[has] / 365.25,
+            s=22,
+            cmap="viridis",
+            vmin=0,
+            vmax=vmax / 365.25,
+            edgecolors="k",
+            linewidths=0.3,
+        )
         _geo_axes(ax, f"{LAYER_TITLES.get(layer, layer)} ({int(has.sum())} cells)", ylabel=ax is axes[0, 0])
         if land is None and lat.size:
             x0, x1, y0, y1 = _extent(lat, lon)
@@ -128,7 +149,9 @@ def fig_metric_boxplots(
     layers = [l for l in C.LAYERS if l in set(table["layer"])]
     has_climate = primary is not None and {"arid", "t2m_c"} <= set(table.columns)
     ncols = 2 if has_climate else 1
-    fig, axes = plt.subplots(len(layers), ncols, figsize=(5.2 * ncols + 1, 2.6 * max(len(layers), 1) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        len(layers), ncols, figsize=(5.2 * ncols + 1, 2.6 * max(len(layers), 1) + 0.6), squeeze=False
+    )
     lo, hi = sorted(quantiles)
     for row, layer in enumerate(layers):
         sub = table[table["layer"] == layer]
@@ -138,7 +161,18 @@ def fig_metric_boxplots(
             v = v[np.isfinite(v)]
             if v.size:
                 q = np.quantile(v, [lo, 0.25, 0.5, 0.75, hi])
-                stats.append({"label": f"{name} (n={v.size})", "whislo": q[0], "q1": q[1], "med": q[2], "q3": q[3], "whishi": q[4], "fliers": [], "_k": _rank_key(v, info.better)})
+                stats.append(
+                    {
+                        "label": f"{name} (n={v.size})",
+                        "whislo": q[0],
+                        "q1": q[1],
+                        "med": q[2],
+                        "q3": q[3],
+                        "whishi": q[4],
+                        "fliers": [],
+                        "_k": _rank_key(v, info.better),
+                    }
+                )
                 names.append(name)
         ax = axes[row, -1]
         if stats:
@@ -164,7 +198,15 @@ def fig_metric_boxplots(
             p = sub[(sub["dataset"] == primary) & np.isfinite(sub[metric])]
             arid = p["arid"].to_numpy(np.float64)
             ok = np.isfinite(arid) & (arid > 0)
-            sc = ax0.scatter(arid[ok], p["t2m_c"].to_numpy()[ok], c=p[metric].to_numpy()[ok], cmap="viridis_r" if info.better == "lower" else "viridis", s=16, edgecolors="k", linewidths=0.2)
+            sc = ax0.scatter(
+                arid[ok],
+                p["t2m_c"].to_numpy()[ok],
+                c=p[metric].to_numpy()[ok],
+                cmap="viridis_r" if info.better == "lower" else "viridis",
+                s=16,
+                edgecolors="k",
+                linewidths=0.2,
+            )
             ax0.set_xscale("log")
             ax0.set_xlabel("aridity: net radiation / precipitation [1]")
             ax0.set_ylabel("mean 2 m temperature [°C]")
@@ -189,15 +231,34 @@ def fig_median_map(median: xr.DataArray, path: Path, title: str, land: xr.DataAr
     fig, axes = plt.subplots(1, len(layers), figsize=(4.6 * len(layers), 4.2), squeeze=False, layout="constrained")
     vals = np.asarray(median.values, np.float64)
     finite = vals[np.isfinite(vals)]
-    vmin, vmax = (np.quantile(finite, [0.02, 0.98]) if finite.size else (0.0, 0.5))
+    vmin, vmax = np.quantile(finite, [0.02, 0.98]) if finite.size else (0.0, 0.5)
     im = None
     for ax, layer in zip(axes[0], layers):
         m = median.sel({C.LAYER: layer})
         if C.CELL in m.dims:
             _land_background(ax, land)
-            im = ax.scatter(m[C.LON].values, m[C.LAT].values, c=m.values, s=22, cmap="YlGnBu", vmin=vmin, vmax=vmax, edgecolors="k", linewidths=0.3)
+            im = ax.scatter(
+                m[C.LON].values,
+                m[C.LAT].values,
+                c=m.values,
+                s=22,
+                cmap="YlGnBu",
+                vmin=vmin,
+                vmax=vmax,
+                edgecolors="k",
+                linewidths=0.3,
+            )
         else:
-            im = ax.pcolormesh(m[C.LON].values, m[C.LAT].values, m.values, cmap="YlGnBu", vmin=vmin, vmax=vmax, shading="nearest", rasterized=True)
+            im = ax.pcolormesh(
+                m[C.LON].values,
+                m[C.LAT].values,
+                m.values,
+                cmap="YlGnBu",
+                vmin=vmin,
+                vmax=vmax,
+                shading="nearest",
+                rasterized=True,
+            )
         _geo_axes(ax, LAYER_TITLES.get(layer, layer), ylabel=ax is axes[0, 0])
     if im is not None:
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=f"median {SM_LABEL}")
@@ -205,14 +266,18 @@ def fig_median_map(median: xr.DataArray, path: Path, title: str, land: xr.DataAr
     return _save(fig, path)
 
 
-def fig_lat_profiles(profiles: Mapping[str, xr.DataArray], path: Path, title: str = "Latitudinal median profiles") -> Path:
+def fig_lat_profiles(
+    profiles: Mapping[str, xr.DataArray], path: Path, title: str = "Latitudinal median profiles"
+) -> Path:
     """Latitudinal profiles per layer, one line per dataset.
 
     Args:
       profiles: dataset name -> [layer, latitude] medians (NaN where a dataset has no cell).
     """
     layers = [l for l in C.LAYERS if any(l in [str(x) for x in p[C.LAYER].values] for p in profiles.values())]
-    fig, axes = plt.subplots(1, max(len(layers), 1), figsize=(3.6 * max(len(layers), 1), 4.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, max(len(layers), 1), figsize=(3.6 * max(len(layers), 1), 4.6), squeeze=False, sharey=True
+    )
     for ax, layer in zip(axes[0], layers):
         for name, p in profiles.items():
             if layer not in [str(x) for x in p[C.LAYER].values]:
@@ -220,7 +285,9 @@ def fig_lat_profiles(profiles: Mapping[str, xr.DataArray], path: Path, title: st
             v = p.sel({C.LAYER: layer})
             ok = np.isfinite(v.values)
             if ok.any():
-                ax.plot(v.values[ok], v[C.LAT].values[ok], marker="o" if ok.sum() < 12 else None, ms=3, lw=1.2, label=name)
+                ax.plot(
+                    v.values[ok], v[C.LAT].values[ok], marker="o" if ok.sum() < 12 else None, ms=3, lw=1.2, label=name
+                )
         ax.set_title(LAYER_TITLES.get(layer, layer), fontsize=10)
         ax.set_xlabel(f"median {SM_LABEL}")
         ax.grid(True, lw=0.3, alpha=0.5)
@@ -232,7 +299,9 @@ def fig_lat_profiles(profiles: Mapping[str, xr.DataArray], path: Path, title: st
                 handles.append(h)
                 labels.append(l)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+        fig.legend(
+            handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, bbox_to_anchor=(0.5, -0.02)
+        )
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path)
@@ -251,16 +320,20 @@ def fig_truth_maps(scores: xr.Dataset, metric: str, path: Path) -> Path:
     da = scores[metric]
     names = [str(x) for x in da["dataset"].values]
     layers = [str(x) for x in da[C.LAYER].values]
-    fig, axes = plt.subplots(len(names), len(layers), figsize=(4.2 * len(layers), 3.6 * len(names)), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(names), len(layers), figsize=(4.2 * len(layers), 3.6 * len(names)), squeeze=False, layout="constrained"
+    )
     vals = np.asarray(da.values, np.float64)
     finite = vals[np.isfinite(vals)]
-    vmin, vmax = (np.quantile(finite, [0.02, 0.98]) if finite.size else (0.0, 1.0))
+    vmin, vmax = np.quantile(finite, [0.02, 0.98]) if finite.size else (0.0, 1.0)
     im = None
     for i, name in enumerate(names):
         for j, layer in enumerate(layers):
             m = da.sel(dataset=name, layer=layer)
             ax = axes[i, j]
-            im = ax.pcolormesh(m[C.LON].values, m[C.LAT].values, m.values, cmap="viridis", vmin=vmin, vmax=vmax, shading="nearest")
+            im = ax.pcolormesh(
+                m[C.LON].values, m[C.LAT].values, m.values, cmap="viridis", vmin=vmin, vmax=vmax, shading="nearest"
+            )
             fin = m.values[np.isfinite(m.values)]
             med = float(np.median(fin)) if fin.size else np.nan
             _geo_axes(ax, f"{name}, {layer} (median {med:.3f})", xlabel=i == len(names) - 1, ylabel=j == 0)

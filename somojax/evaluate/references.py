@@ -130,7 +130,9 @@ def _to_daily(da: xr.DataArray, source: str) -> xr.DataArray:
             raise InputDataError(f"{source}: no time dimension (found dims {da.dims})")
     t = pd.DatetimeIndex(da[C.TIME].values).floor("D")
     if t.has_duplicates:
-        raise InputDataError(f"{source}: more than one value per day ({int(t.duplicated().sum())} duplicate days); daily products only")
+        raise InputDataError(
+            f"{source}: more than one value per day ({int(t.duplicated().sum())} duplicate days); daily products only"
+        )
     return da.assign_coords({C.TIME: t}).sortby(C.TIME)
 
 
@@ -162,12 +164,16 @@ def _finish(da: xr.DataArray, layers: tuple[str, ...], source: str) -> xr.DataAr
     keep = {C.LAYER, C.TIME, C.LAT, C.LON}
     extra = [d for d in da.dims if d not in keep]
     if extra:
-        raise InputDataError(f"{source}: unexpected dimensions {extra}; a reference has (layer, time, latitude, longitude)")
+        raise InputDataError(
+            f"{source}: unexpected dimensions {extra}; a reference has (layer, time, latitude, longitude)"
+        )
     da = da.drop_vars([c for c in da.coords if c not in keep])
     return da.transpose(C.LAYER, C.TIME, C.LAT, C.LON)
 
 
-def _date_filter(files: list[Path], regex: re.Pattern, fmt_group: str, start: str | None, end: str | None) -> list[Path]:
+def _date_filter(
+    files: list[Path], regex: re.Pattern, fmt_group: str, start: str | None, end: str | None
+) -> list[Path]:
     if not (start or end):
         return files
     lo = pd.Timestamp(start) if start else pd.Timestamp.min
@@ -197,12 +203,19 @@ def open_esa_cci(path, start: str | None = None, end: str | None = None, name: s
     if not files:
         raise InputDataError(f"reference {path}: no ESA CCI file falls in the evaluation period {start}..{end}")
     ds = xr.open_mfdataset(
-        [str(f) for f in files], combine="by_coords", preprocess=lambda d: d[[C.SM]], data_vars="minimal", coords="minimal", compat="override"
+        [str(f) for f in files],
+        combine="by_coords",
+        preprocess=lambda d: d[[C.SM]],
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
     )
     return Reference(name, ("L1",), _finish(ds[C.SM], ("L1",), str(path)), str(path), "esa_cci")
 
 
-def open_layer_files(path, start: str | None = None, end: str | None = None, name: str | None = None, variable: str | None = None) -> Reference:
+def open_layer_files(
+    path, start: str | None = None, end: str | None = None, name: str | None = None, variable: str | None = None
+) -> Reference:
     """Yearly per-layer NetCDF files (`<prefix>_<LAYER>_<YYYY>.nc`: SoMo.ml, somojax export)."""
     files = [f for f in expand_files(path) if LAYER_FILE_RE.match(f.name)]
     if not files:
@@ -216,10 +229,20 @@ def open_layer_files(path, start: str | None = None, end: str | None = None, nam
         prefixes.add(m.group("prefix"))
     if name is None:
         p = sorted(prefixes)[0]
-        name = "SoMo.ml" if p.lower().startswith("somo.ml") else ("somojax (export)" if p.lower().startswith("somojax") else p)
+        name = (
+            "SoMo.ml"
+            if p.lower().startswith("somo.ml")
+            else ("somojax (export)" if p.lower().startswith("somojax") else p)
+        )
     parts = []
     for layer in sorted(by_layer):
-        ds = xr.open_mfdataset([str(f) for f in sorted(by_layer[layer])], combine="by_coords", data_vars="minimal", coords="minimal", compat="override")
+        ds = xr.open_mfdataset(
+            [str(f) for f in sorted(by_layer[layer])],
+            combine="by_coords",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+        )
         da = _pick_variable(ds, variable, str(path))
         if C.LAYER in da.dims:
             da = da.squeeze(C.LAYER, drop=True)
@@ -229,7 +252,9 @@ def open_layer_files(path, start: str | None = None, end: str | None = None, nam
     return Reference(name, layers, data, str(path), "layer_files")
 
 
-def open_store_reference(path, name: str | None = None, variable: str | None = None, layers: tuple[str, ...] | None = None) -> Reference:
+def open_store_reference(
+    path, name: str | None = None, variable: str | None = None, layers: tuple[str, ...] | None = None
+) -> Reference:
     """A Zarr store with soil moisture (layer, time, latitude, longitude), e.g. a somojax prediction store."""
     try:
         ds = xr.open_zarr(path, consolidated=False)
@@ -248,7 +273,9 @@ def open_store_reference(path, name: str | None = None, variable: str | None = N
 
 def open_generic(path, name: str | None, layers: tuple[str, ...] | None, variable: str | None) -> Reference:
     files = expand_files(path)
-    ds = xr.open_mfdataset([str(f) for f in files], combine="by_coords", data_vars="minimal", coords="minimal", compat="override")
+    ds = xr.open_mfdataset(
+        [str(f) for f in files], combine="by_coords", data_vars="minimal", coords="minimal", compat="override"
+    )
     da = _pick_variable(ds, variable, str(path))
     if C.LAYER in da.dims:
         have = tuple(str(x) for x in da[C.LAYER].values)
@@ -295,7 +322,11 @@ def era5_reference(forcings: xr.Dataset, name: str = "ERA5") -> Reference:
 # sampling at target cells
 # ----------------------------------------------------------------------------------------
 def sample_cells(
-    data: xr.DataArray, latitude: np.ndarray, longitude: np.ndarray, time: pd.DatetimeIndex | np.ndarray, cell: np.ndarray | None = None
+    data: xr.DataArray,
+    latitude: np.ndarray,
+    longitude: np.ndarray,
+    time: pd.DatetimeIndex | np.ndarray,
+    cell: np.ndarray | None = None,
 ) -> xr.DataArray:
     """Values of gridded `data` [layer, time, latitude, longitude] at cell centres and days.
 

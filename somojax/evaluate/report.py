@@ -89,7 +89,9 @@ def _table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def metric_table(summary: pd.DataFrame, layer: str, quantiles: Sequence[float], dataset_order: Sequence[str] | None = None) -> pd.DataFrame:
+def metric_table(
+    summary: pd.DataFrame, layer: str, quantiles: Sequence[float], dataset_order: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Rows: datasets; columns: `<metric> median [q20, q80]` and the number of cells, for one layer."""
     q = [c for c in summary.columns if c.startswith("q")]
     sub = summary[summary["layer"] == layer]
@@ -121,8 +123,14 @@ def _group_table(gs: pd.DataFrame, metric: str, datasets: Sequence[str]) -> pd.D
 def _verdict_table(verdicts: Sequence[dict], ours: str, baseline: str) -> str:
     """The verdicts' numbers: medians, the share of cells where `ours` is better, the verdict."""
     rows = [
-        (v["layer"], v["n_cells"], v["median_ours"], v["median_baseline"], f"{100 * v['share_better']:.0f}%" if np.isfinite(v["share_better"]) else "–",
-         {True: "yes", False: "no"}.get(v.get("beats"), "–"))
+        (
+            v["layer"],
+            v["n_cells"],
+            v["median_ours"],
+            v["median_baseline"],
+            f"{100 * v['share_better']:.0f}%" if np.isfinite(v["share_better"]) else "–",
+            {True: "yes", False: "no"}.get(v.get("beats"), "–"),
+        )
         for v in verdicts
     ]
     cols = ["layer", "cells", f"median {ours}", f"median {baseline}", f"cells where {ours} is better", "beats"]
@@ -146,7 +154,9 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
     ]
     for v in inp.verdicts:
         cls = "beats" if v.get("beats") else "notbeats"
-        parts.append(f"<p class='verdict {cls}' data-layer='{_esc(v['layer'])}' data-beats='{str(v.get('beats')).lower()}'>{_esc(v['sentence'])}</p>")
+        parts.append(
+            f"<p class='verdict {cls}' data-layer='{_esc(v['layer'])}' data-beats='{str(v.get('beats')).lower()}'>{_esc(v['sentence'])}</p>"
+        )
     if inp.verdicts:
         parts.append(_verdict_table(inp.verdicts, inp.ours, inp.baseline))
     else:
@@ -154,7 +164,9 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
     if inp.protocol:
         parts.append("<h2>Protocol</h2><ul>" + "".join(f"<li>{_esc(p)}</li>" for p in inp.protocol) + "</ul>")
     if inp.datasets:
-        parts.append("<h2>Datasets</h2>" + _table(pd.DataFrame(list(inp.datasets), columns=["dataset", "layers", "source"])))
+        parts.append(
+            "<h2>Datasets</h2>" + _table(pd.DataFrame(list(inp.datasets), columns=["dataset", "layers", "source"]))
+        )
 
     parts.append(f"<h2>Skill per layer (median over cells [{qlo:g}, {qhi:g} quantiles])</h2>")
     order = [inp.ours, inp.baseline]
@@ -186,7 +198,9 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
         )
         for v in tr.verdicts:
             cls = "beats" if v.get("beats") else "notbeats"
-            parts.append(f"<p class='verdict {cls}' data-truth-layer='{_esc(v['layer'])}'>Against the truth: {_esc(v['sentence'])}</p>")
+            parts.append(
+                f"<p class='verdict {cls}' data-truth-layer='{_esc(v['layer'])}'>Against the truth: {_esc(v['sentence'])}</p>"
+            )
         for layer in C.LAYERS:
             t = metric_table(tr.summary, layer, inp.quantiles, None)
             if not t.empty:
@@ -197,9 +211,13 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
         parts.append("<h2>By continent and climate class (median anomaly r and NRMSE, cells in brackets)</h2>")
         for by, gs in inp.group_summaries.items():
             for metric in ("anomaly_r", "nrmse"):
-                t = _group_table(gs, metric, list(dict.fromkeys([inp.ours, inp.baseline] + list(gs["dataset"].unique()))))
+                t = _group_table(
+                    gs, metric, list(dict.fromkeys([inp.ours, inp.baseline] + list(gs["dataset"].unique())))
+                )
                 if not t.empty:
-                    parts.append(f"<details><summary>{_esc(METRICS[metric].label)} by {_esc(by)}</summary>{_table(t)}</details>")
+                    parts.append(
+                        f"<details><summary>{_esc(METRICS[metric].label)} by {_esc(by)}</summary>{_table(t)}</details>"
+                    )
     if inp.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_esc(n)}</li>" for n in inp.notes) + "</ul>")
     if inp.files:

@@ -126,7 +126,12 @@ def gridded_median(da: xr.DataArray, land: xr.DataArray, period: tuple, chunk: i
     da = da.sel({C.TIME: slice(*period)})
     tol = grid.HALF_CELL + grid.SLACK  # the grid module's "inside" (grid.nearest_index)
     lat, lon = land[C.LAT], land[C.LON]
-    da = da.sel({C.LAT: slice(float(lat.min()) - tol, float(lat.max()) + tol), C.LON: slice(float(lon.min()) - tol, float(lon.max()) + tol)})
+    da = da.sel(
+        {
+            C.LAT: slice(float(lat.min()) - tol, float(lat.max()) + tol),
+            C.LON: slice(float(lon.min()) - tol, float(lon.max()) + tol),
+        }
+    )
     da = da.reindex({C.LAT: lat, C.LON: lon}, method="nearest", tolerance=tol)
     da = da.where(land > 0)
     if da.chunks is not None:
@@ -155,7 +160,11 @@ def lat_profiles(
         rows = np.repeat(keys, v.shape[2])
         out[name] = _profile_da(_nanmedian_groups(v.reshape(v.shape[0], -1), rows, allb), g[C.LAYER].values, allb)
     for name, c in cells.items():
-        out[name] = _profile_da(_nanmedian_groups(np.asarray(c.values, np.float64), _lat_bin(c[C.LAT].values, width), allb), c[C.LAYER].values, allb)
+        out[name] = _profile_da(
+            _nanmedian_groups(np.asarray(c.values, np.float64), _lat_bin(c[C.LAT].values, width), allb),
+            c[C.LAYER].values,
+            allb,
+        )
     return out
 
 
@@ -200,13 +209,21 @@ def evaluate_series(
     if cv is not None:
         cvp = cv.sel({C.TIME: slice(lo, hi)}).reindex({C.CELL: cells, C.TIME: days}).load()
         series[OURS] = cvp
-        described.append((OURS, ",".join(str(x) for x in cvp[C.LAYER].values), f"{cfg.evaluate.folds}-fold cross-validation over target cells"))
+        described.append(
+            (
+                OURS,
+                ",".join(str(x) for x in cvp[C.LAYER].values),
+                f"{cfg.evaluate.folds}-fold cross-validation over target cells",
+            )
+        )
         for layer in (str(x) for x in cvp[C.LAYER].values):  # score every dataset on the days somojax* is defined
             obs.loc[{C.LAYER: layer}] = obs.sel({C.LAYER: layer}).where(cvp.sel({C.LAYER: layer}).notnull())
     refs = [R.era5_reference(forcings, BASELINE)] + [R.open_reference(s, period[0], period[1]) for s in ev.references]
     for ref in refs:
         if ref.name in series:
-            raise StoreError(f"two datasets are named {ref.name!r}; name the reference explicitly (name=path in evaluate.references)")
+            raise StoreError(
+                f"two datasets are named {ref.name!r}; name the reference explicitly (name=path in evaluate.references)"
+            )
         series[ref.name] = R.sample_cells(ref.data, lat, lon, days, cells).load()
         described.append((ref.name, ",".join(ref.layers), ref.source))
 
@@ -219,11 +236,15 @@ def evaluate_series(
     verdicts = S.verdicts(table, OURS, BASELINE) if cv is not None else []
 
     table.to_csv(out / "metrics_cells.csv", index=False)
-    nc = scores.assign_coords({k: (C.CELL, climate.loc[cells, k].to_numpy()) for k in ("continent", "aridity", "temperature")})
+    nc = scores.assign_coords(
+        {k: (C.CELL, climate.loc[cells, k].to_numpy()) for k in ("continent", "aridity", "temperature")}
+    )
     nc = nc.assign_coords(n_obs_days=obs_days)
     for k in ("continent", "aridity", "temperature"):
         nc[k] = nc[k].astype(str)
-    nc.attrs.update({"period": f"{period[0]}..{period[1]}", "datasets": ", ".join(series), "somojax_product": "per-cell metrics"})
+    nc.attrs.update(
+        {"period": f"{period[0]}..{period[1]}", "datasets": ", ".join(series), "somojax_product": "per-cell metrics"}
+    )
     nc.to_netcdf(out / "metrics_cells.nc")
     sums["all"].to_csv(out / "summary.csv", index=False)
     groups = {k: v for k, v in sums.items() if k != "all"}
@@ -235,7 +256,10 @@ def evaluate_series(
     land = statics[C.LAND_MASK].load() if C.LAND_MASK in statics else None
     figs: dict[str, tuple[Path, str]] = {}
     n_days_all = targets[C.SM].notnull().sum(C.TIME).load().assign_coords({C.LAT: (C.CELL, lat), C.LON: (C.CELL, lon)})
-    figs["fig2"] = (F.fig_target_cells(n_days_all, figdir / "fig2_target_cells.png", land), "Fig. 2: target cells per layer, coloured by data length.")
+    figs["fig2"] = (
+        F.fig_target_cells(n_days_all, figdir / "fig2_target_cells.png", land),
+        "Fig. 2: target cells per layer, coloured by data length.",
+    )
     q = tuple(ev.quantiles)
     primary = OURS if cv is not None else None
     for key, metric, cap in (
@@ -245,8 +269,11 @@ def evaluate_series(
         ("figS_bias", "rel_bias", "Relative bias against the in-situ targets (cf. Fig. S3)"),
     ):
         p = F.fig_metric_boxplots(table, metric, figdir / f"{key}_{metric}.png", q, primary)
-        figs[key] = (p, f"{cap}; left: {OURS} per cell over aridity and temperature; right: datasets ranked by median "
-                        f"(box: quartiles, whiskers: {q[0]:g}–{q[1]:g} quantiles, no fliers).")
+        figs[key] = (
+            p,
+            f"{cap}; left: {OURS} per cell over aridity and temperature; right: datasets ranked by median "
+            f"(box: quartiles, whiskers: {q[0]:g}–{q[1]:g} quantiles, no fliers).",
+        )
     prof_period = period
     if predictions is not None:
         tp = pd.DatetimeIndex(predictions[C.TIME].values)
@@ -262,25 +289,45 @@ def evaluate_series(
         cellmed = {}
         if cv is not None:
             cellmed[OURS] = _median_time(series[OURS]).assign_coords({C.LAT: (C.CELL, lat)})
-        cellmed["in situ (targets)"] = _median_time(targets[C.SM].sel({C.TIME: slice(lo, hi)})).assign_coords({C.LAT: (C.CELL, lat)})
+        cellmed["in situ (targets)"] = _median_time(targets[C.SM].sel({C.TIME: slice(lo, hi)})).assign_coords(
+            {C.LAT: (C.CELL, lat)}
+        )
         extent = float(land[C.LAT].max() - land[C.LAT].min())
         width = 0.25 if extent <= 10 else 1.0
         profiles = lat_profiles(gridded, cellmed, width)
         if PRODUCT in gridded:
             m6, what = gridded[PRODUCT], f"{PRODUCT} prediction store"
         elif cv is not None:
-            m6, what = cellmed[OURS].assign_coords({C.LON: (C.CELL, lon)}), f"{OURS} (cross-validated, target cells only)"
+            m6, what = (
+                cellmed[OURS].assign_coords({C.LON: (C.CELL, lon)}),
+                f"{OURS} (cross-validated, target cells only)",
+            )
         else:
             m6, what = gridded[BASELINE], BASELINE
-        figs["fig6a"] = (F.fig_median_map(m6, figdir / "fig6a_median_map.png", f"Long-term median soil moisture: {what}, {prof_period[0]}..{prof_period[1]}", land),
-                         f"Fig. 6a: long-term median of {what}.")
-        figs["fig6b"] = (F.fig_lat_profiles(profiles, figdir / "fig6b_lat_profiles.png", f"Latitudinal median profiles ({width:g}° bands, land cells)"),
-                         f"Fig. 6b: latitudinal median profiles of all datasets over {prof_period[0]}..{prof_period[1]} ({width:g}° latitude bands).")
+        figs["fig6a"] = (
+            F.fig_median_map(
+                m6,
+                figdir / "fig6a_median_map.png",
+                f"Long-term median soil moisture: {what}, {prof_period[0]}..{prof_period[1]}",
+                land,
+            ),
+            f"Fig. 6a: long-term median of {what}.",
+        )
+        figs["fig6b"] = (
+            F.fig_lat_profiles(
+                profiles,
+                figdir / "fig6b_lat_profiles.png",
+                f"Latitudinal median profiles ({width:g}° bands, land cells)",
+            ),
+            f"Fig. 6b: latitudinal median profiles of all datasets over {prof_period[0]}..{prof_period[1]} ({width:g}° latitude bands).",
+        )
 
     # --- synthetic Earth: the truth -------------------------------------------------------
     truth_res, truth_figs = None, {}
     if truth is not None:
-        truth_res = _score_truth(cfg, truth, forcings, statics, predictions, series.get(OURS), lat, lon, cells, (lo, hi))
+        truth_res = _score_truth(
+            cfg, truth, forcings, statics, predictions, series.get(OURS), lat, lon, cells, (lo, hi)
+        )
         if truth_res.grid_scores is not None:
             truth_res.grid_scores.to_netcdf(out / "truth_metrics.nc")
             p = F.fig_truth_maps(truth_res.grid_scores, "anomaly_r", figdir / "truth_anomaly_r_maps.png")
@@ -298,9 +345,15 @@ def evaluate_series(
         "that feeds its prediction (also through the upper-layer inputs). The folds train together, each layer one stacked "
         "ensemble of folds x members, each fold with its own data, validation, schedule and best checkpoint.",
         f"{OURS} beats {BASELINE} in a layer when its median anomaly r is higher and it is better in more than half of the cells.",
-        f"Evaluation period {period[0]}..{period[1]}; target cells with data: " + ", ".join(f"{k} {v}" for k, v in n_cells.items()) + ".",
+        f"Evaluation period {period[0]}..{period[1]}; target cells with data: "
+        + ", ".join(f"{k} {v}" for k, v in n_cells.items())
+        + ".",
         f"All datasets are scored on the days where {OURS} is defined and the target has a value"
-        + ("; only days where every dataset has a value (evaluate.common_days)." if ev.common_days else "; each on its own pair-wise complete days."),
+        + (
+            "; only days where every dataset has a value (evaluate.common_days)."
+            if ev.common_days
+            else "; each on its own pair-wise complete days."
+        ),
         f"Anomalies: centred {ev.anomaly_window_days}-day window, at least {ev.anomaly_min_count} values.",
         "References are sampled at the nearest grid cell of each target cell (0.25° cell centres).",
         f"The prediction store ({PRODUCT}, trained on all cells) is not scored at the target cells (it saw them); it appears in Fig. 6"
@@ -358,13 +411,29 @@ def _score_truth(cfg, truth, forcings, statics, predictions, cv, lat, lon, cells
     era = forcings[C.SM_ERA5]
     if predictions is not None:
         return T.score_truth_grid(
-            truth[C.SM_TRUE], {PRODUCT: predictions[C.SM], BASELINE: era}, statics[C.LAND_MASK], PRODUCT, BASELINE,
-            ev.anomaly_window_days, ev.anomaly_min_count, tuple(ev.quantiles),
+            truth[C.SM_TRUE],
+            {PRODUCT: predictions[C.SM], BASELINE: era},
+            statics[C.LAND_MASK],
+            PRODUCT,
+            BASELINE,
+            ev.anomaly_window_days,
+            ev.anomaly_min_count,
+            tuple(ev.quantiles),
         )
     if cv is None:
         raise StoreError("no prediction store and no cross-validated series to score against the truth")
     days = cv[C.TIME].values
     era_c = R.sample_cells(era, lat, lon, days, cells).load()
     era_c = era_c.sel({C.LAYER: list(cv[C.LAYER].values)}).where(cv.notnull())  # same cells and days as somojax*
-    return T.score_truth_cells(truth[C.SM_TRUE], {OURS: cv, BASELINE: era_c}, lat, lon, cells, OURS, BASELINE,
-                               ev.anomaly_window_days, ev.anomaly_min_count, tuple(ev.quantiles))
+    return T.score_truth_cells(
+        truth[C.SM_TRUE],
+        {OURS: cv, BASELINE: era_c},
+        lat,
+        lon,
+        cells,
+        OURS,
+        BASELINE,
+        ev.anomaly_window_days,
+        ev.anomaly_min_count,
+        tuple(ev.quantiles),
+    )

@@ -48,7 +48,9 @@ def score_datasets(
         for n in names:
             s = series[n]
             if layer in [str(x) for x in s[C.LAYER].values]:
-                sims[n] = s.sel({C.LAYER: layer}).reindex({C.CELL: o[C.CELL], C.TIME: o[C.TIME]}).astype(np.float64).load()
+                sims[n] = (
+                    s.sel({C.LAYER: layer}).reindex({C.CELL: o[C.CELL], C.TIME: o[C.TIME]}).astype(np.float64).load()
+                )
             else:
                 sims[n] = xr.full_like(o, np.nan)
         if common_days:
@@ -64,7 +66,9 @@ def score_datasets(
     for c in (C.LAT, C.LON):
         if c in obs.coords:
             out = out.assign_coords({c: (C.CELL, obs[c].values)})
-    out.attrs.update({"anomaly_window_days": window_days, "anomaly_min_count": min_count, "common_days": int(common_days)})
+    out.attrs.update(
+        {"anomaly_window_days": window_days, "anomaly_min_count": min_count, "common_days": int(common_days)}
+    )
     return out
 
 
@@ -83,7 +87,9 @@ def cell_climate(
     """
     cells = np.asarray(cells)
     lat, lon = np.asarray(latitude, np.float64), np.asarray(longitude, np.float64)
-    df = pd.DataFrame({"cell": cells, "latitude": lat, "longitude": lon, "continent": S.continent(lat, lon)}).set_index("cell")
+    df = pd.DataFrame({"cell": cells, "latitude": lat, "longitude": lon, "continent": S.continent(lat, lon)}).set_index(
+        "cell"
+    )
     arid = np.full(lat.shape, np.nan)
     if statics is not None and "arid" in statics:
         arid = grid.sample_points(statics["arid"], lat, lon).values.astype(np.float64)
@@ -100,7 +106,9 @@ def cell_climate(
     return df
 
 
-def cell_table(scores: xr.Dataset, climate: pd.DataFrame | None = None, obs_days: xr.DataArray | None = None) -> pd.DataFrame:
+def cell_table(
+    scores: xr.Dataset, climate: pd.DataFrame | None = None, obs_days: xr.DataArray | None = None
+) -> pd.DataFrame:
     """The per-cell metrics as a long table: one row per (dataset, layer, cell) that has a target.
 
     Args:
@@ -112,7 +120,11 @@ def cell_table(scores: xr.Dataset, climate: pd.DataFrame | None = None, obs_days
     metric_vars = ["n_days"] + list(M.METRICS)
     df = scores[metric_vars].drop_vars([c for c in (C.LAT, C.LON) if c in scores.coords]).to_dataframe().reset_index()
     if obs_days is not None:
-        od = obs_days.drop_vars([c for c in (C.LAT, C.LON) if c in obs_days.coords]).to_dataframe(name="n_obs_days").reset_index()
+        od = (
+            obs_days.drop_vars([c for c in (C.LAT, C.LON) if c in obs_days.coords])
+            .to_dataframe(name="n_obs_days")
+            .reset_index()
+        )
         df = df.merge(od, on=[C.LAYER, C.CELL], how="left")
         df = df[df["n_obs_days"] > 0]
     if climate is not None:
@@ -151,9 +163,18 @@ def verdicts(table: pd.DataFrame, ours: str, baseline: str, metric: str = "anoma
         title = f"{layer} ({int(C.LAYER_BOUNDS_CM[layer][0])}–{int(C.LAYER_BOUNDS_CM[layer][1])} cm)"
         label = M.METRICS[metric].label.replace("anomaly r", "anomaly correlation")
         if j.empty:
-            out.append({"layer": layer, "n_cells": 0, "median_ours": np.nan, "median_baseline": np.nan, "median_better": None,
-                        "share_better": np.nan, "beats": None,
-                        "sentence": f"{title}: no cell scored for both {ours} and {baseline}; no verdict."})
+            out.append(
+                {
+                    "layer": layer,
+                    "n_cells": 0,
+                    "median_ours": np.nan,
+                    "median_baseline": np.nan,
+                    "median_better": None,
+                    "share_better": np.nan,
+                    "beats": None,
+                    "sentence": f"{title}: no cell scored for both {ours} and {baseline}; no verdict.",
+                }
+            )
             continue
         ma, mb = float(j["a"].median()), float(j["b"].median())
         if better == "higher":
@@ -166,11 +187,22 @@ def verdicts(table: pd.DataFrame, ours: str, baseline: str, metric: str = "anoma
         verb = "beats" if beats else "does not beat"
         why = ""
         if median_better != (share > 0.5):
-            why = "; the median is better, the majority of cells is not" if median_better else "; the majority of cells is better, the median is not"
-        out.append({
-            "layer": layer, "n_cells": int(len(j)), "median_ours": ma, "median_baseline": mb, "median_better": bool(median_better),
-            "share_better": share, "beats": beats,
-            "sentence": f"{title}: {ours} {verb} the {baseline} baseline in {label} (median {ma:.3f} vs {mb:.3f} over "
-                        f"{len(j)} cells; better in {100 * share:.0f}% of them{why}).",
-        })
+            why = (
+                "; the median is better, the majority of cells is not"
+                if median_better
+                else "; the majority of cells is better, the median is not"
+            )
+        out.append(
+            {
+                "layer": layer,
+                "n_cells": int(len(j)),
+                "median_ours": ma,
+                "median_baseline": mb,
+                "median_better": bool(median_better),
+                "share_better": share,
+                "beats": beats,
+                "sentence": f"{title}: {ours} {verb} the {baseline} baseline in {label} (median {ma:.3f} vs {mb:.3f} over "
+                f"{len(j)} cells; better in {100 * share:.0f}% of them{why}).",
+            }
+        )
     return out

@@ -73,7 +73,11 @@ def score_truth_grid(
     arrays = [truth] + list(products.values())
     aligned = xr.align(*arrays, land, join="inner", exclude=[C.LAYER])
     truth, prods, land = aligned[0], aligned[1:-1], aligned[-1]
-    layers = [l for l in (str(x) for x in truth[C.LAYER].values) if all(l in [str(x) for x in p[C.LAYER].values] for p in prods)]
+    layers = [
+        l
+        for l in (str(x) for x in truth[C.LAYER].values)
+        if all(l in [str(x) for x in p[C.LAYER].values] for p in prods)
+    ]
     is_land = land > 0
     per = []
     for name, p in zip(products, prods):
@@ -82,8 +86,14 @@ def score_truth_grid(
             o = truth.sel({C.LAYER: layer}).astype(np.float64).where(is_land).load()
             s = p.sel({C.LAYER: layer}).astype(np.float64).load()
             per_layer.append(M.score(o, s, window_days, min_count))
-        per.append(xr.concat(per_layer, dim=xr.DataArray(layers, dims=C.LAYER, name=C.LAYER), coords="minimal", compat="override"))
-    scores = xr.concat(per, dim=xr.DataArray(list(products), dims="dataset", name="dataset"), coords="minimal", compat="override")
+        per.append(
+            xr.concat(
+                per_layer, dim=xr.DataArray(layers, dims=C.LAYER, name=C.LAYER), coords="minimal", compat="override"
+            )
+        )
+    scores = xr.concat(
+        per, dim=xr.DataArray(list(products), dims="dataset", name="dataset"), coords="minimal", compat="override"
+    )
     scores = scores.transpose("dataset", C.LAYER, C.LAT, C.LON)
     table = _table_from_grid(scores)
     t = truth[C.TIME].values
@@ -114,7 +124,12 @@ def score_truth_cells(
     time = next(iter(series.values()))[C.TIME].values
     obs = sample_cells(truth, latitude, longitude, time, cells).load()
     scores = score_datasets(obs, series, window_days, min_count)
-    df = scores[["n_days"] + list(M.METRICS)].drop_vars([c for c in (C.LAT, C.LON) if c in scores.coords]).to_dataframe().reset_index()
+    df = (
+        scores[["n_days"] + list(M.METRICS)]
+        .drop_vars([c for c in (C.LAT, C.LON) if c in scores.coords])
+        .to_dataframe()
+        .reset_index()
+    )
     df = df[df["n_days"] > 0].reset_index(drop=True)
     layers = [str(x) for x in scores[C.LAYER].values]
     return TruthResult(

@@ -92,17 +92,25 @@ def complete_windows(finite: np.ndarray, seq_length: int) -> np.ndarray:
     return ok
 
 
-def normalise_inputs(bundle: Bundle, columns: Mapping[str, np.ndarray], statics: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def normalise_inputs(
+    bundle: Bundle, columns: Mapping[str, np.ndarray], statics: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Stacks and z-scores a bundle's inputs in its order: ([C, T, D], [C, S]) float32."""
-    missing = [v for v in bundle.dynamic_inputs if v not in columns] + [v for v in bundle.static_inputs if v not in statics]
+    missing = [v for v in bundle.dynamic_inputs if v not in columns] + [
+        v for v in bundle.static_inputs if v not in statics
+    ]
     if missing:
         raise CheckpointError(
             f"the {bundle.layer} model needs inputs {missing} that are not available "
             f"(have dynamic {sorted(columns)}, static {sorted(statics)})"
         )
     st = bundle.stats
-    x_d = np.stack([(np.asarray(columns[v], np.float64) - st.mean[v]) / st.std[v] for v in bundle.dynamic_inputs], axis=-1)
-    x_s = np.stack([(np.asarray(statics[v], np.float64) - st.mean[v]) / st.std[v] for v in bundle.static_inputs], axis=-1)
+    x_d = np.stack(
+        [(np.asarray(columns[v], np.float64) - st.mean[v]) / st.std[v] for v in bundle.dynamic_inputs], axis=-1
+    )
+    x_s = np.stack(
+        [(np.asarray(statics[v], np.float64) - st.mean[v]) / st.std[v] for v in bundle.static_inputs], axis=-1
+    )
     return x_d.astype(np.float32), x_s.astype(np.float32)
 
 
@@ -227,10 +235,14 @@ def cascade(
     days (NaN during their spin-up, so layer k's first valid day is later again).
     """
     layers = [l for l in C.LAYERS if l in (layers or bundles)]
-    needed = sorted({u.removeprefix("sm_") for l in layers for u in C.UPPER_LAYER_INPUTS[l]} | set(layers), key=C.LAYERS.index)
+    needed = sorted(
+        {u.removeprefix("sm_") for l in layers for u in C.UPPER_LAYER_INPUTS[l]} | set(layers), key=C.LAYERS.index
+    )
     absent = [l for l in needed if l not in bundles]
     if absent:
-        raise CheckpointError(f"predicting {layers} needs the models of {absent} (the cascade above them); train or import them first")
+        raise CheckpointError(
+            f"predicting {layers} needs the models of {absent} (the cascade above them); train or import them first"
+        )
     cols = dict(columns)
     out: dict[str, LayerOutput] = {}
     for layer in needed:

@@ -69,7 +69,9 @@ def export(cfg: Config) -> list[Path]:
             for year in years:
                 part = ds[[C.SM, C.SM_SPREAD]].sel({C.LAYER: layer, C.TIME: str(year)})
                 times = pd.DatetimeIndex(part[C.TIME].values)
-                out = grid_dataset(part, layer, global_attributes(cfg, ds.attrs, layer, times, part[C.LAT].values, part[C.LON].values))
+                out = grid_dataset(
+                    part, layer, global_attributes(cfg, ds.attrs, layer, times, part[C.LAT].values, part[C.LON].values)
+                )
                 target = out_dir / export_filename(layer, int(year))
                 write_netcdf(out, target)
                 written.append(target)
@@ -102,8 +104,12 @@ def depth_coords(layer: str) -> tuple[tuple, tuple]:
     """Scalar `layer_depth` (mid-depth) with bounds: the layer's top and bottom, positive down."""
     top, bottom = (v / 100.0 for v in C.LAYER_BOUNDS_CM[layer])
     attrs = {
-        "standard_name": "depth", "long_name": f"depth of soil layer {layer} ({top * 100:g}-{bottom * 100:g} cm)",
-        "units": "m", "positive": "down", "axis": "Z", "bounds": "layer_depth_bounds",
+        "standard_name": "depth",
+        "long_name": f"depth of soil layer {layer} ({top * 100:g}-{bottom * 100:g} cm)",
+        "units": "m",
+        "positive": "down",
+        "axis": "Z",
+        "bounds": "layer_depth_bounds",
     }
     return ((), (top + bottom) / 2, attrs), (("nv",), np.array([top, bottom]))
 
@@ -117,7 +123,12 @@ def cell_bounds(centres: np.ndarray) -> np.ndarray:
 def crs_variable() -> xr.DataArray:
     return xr.DataArray(
         np.int32(0),
-        attrs={"grid_mapping_name": "latitude_longitude", "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563, "long_name": "WGS 84"},
+        attrs={
+            "grid_mapping_name": "latitude_longitude",
+            "semi_major_axis": 6378137.0,
+            "inverse_flattening": 298.257223563,
+            "long_name": "WGS 84",
+        },
     )
 
 
@@ -126,7 +137,11 @@ def grid_dataset(part: xr.Dataset, layer: str, attrs: Mapping[str, object]) -> x
     geo = stores.grid_coord_attrs()
     lat, lon = part[C.LAT].values, part[C.LON].values
     data = {
-        v: ((C.TIME, C.LAT, C.LON), part[v].values.astype(np.float32), {**sm_attrs(v), "grid_mapping": "crs", "coordinates": "layer_depth"})
+        v: (
+            (C.TIME, C.LAT, C.LON),
+            part[v].values.astype(np.float32),
+            {**sm_attrs(v), "grid_mapping": "crs", "coordinates": "layer_depth"},
+        )
         for v in (C.SM, C.SM_SPREAD)
     }
     time, time_bounds = time_coords(pd.DatetimeIndex(part[C.TIME].values))
@@ -134,8 +149,11 @@ def grid_dataset(part: xr.Dataset, layer: str, attrs: Mapping[str, object]) -> x
     # layer_depth is named by the data variables' `coordinates` alone (a scalar coordinate would
     # be attached by xarray to the bounds and crs too, which CDO reads as inconsistent)
     bounds = {
-        "layer_depth": depth, "time_bounds": time_bounds, "layer_depth_bounds": depth_bounds,
-        "latitude_bounds": ((C.LAT, "nv"), cell_bounds(lat)), "longitude_bounds": ((C.LON, "nv"), cell_bounds(lon)),
+        "layer_depth": depth,
+        "time_bounds": time_bounds,
+        "layer_depth_bounds": depth_bounds,
+        "latitude_bounds": ((C.LAT, "nv"), cell_bounds(lat)),
+        "longitude_bounds": ((C.LON, "nv"), cell_bounds(lon)),
     }
     return xr.Dataset(
         {**data, **bounds, "crs": crs_variable()},
@@ -154,10 +172,20 @@ def encoding(ds: xr.Dataset, chunks: Mapping[str, int] | None = None) -> dict:
     for name, var in ds.variables.items():
         if name in (C.SM, C.SM_SPREAD):
             shape = tuple(min(chunks.get(d, n), n) for d, n in zip(var.dims, var.shape)) if chunks else None
-            enc[name] = {**COMPRESSION, "dtype": "float32", "_FillValue": np.float32(np.nan), **({"chunksizes": shape} if shape else {})}
+            enc[name] = {
+                **COMPRESSION,
+                "dtype": "float32",
+                "_FillValue": np.float32(np.nan),
+                **({"chunksizes": shape} if shape else {}),
+            }
         else:
             enc[name] = {"_FillValue": None}
-    enc[C.TIME] = {"units": "days since 1970-01-01 00:00:00", "calendar": "proleptic_gregorian", "dtype": "int32", "_FillValue": None}
+    enc[C.TIME] = {
+        "units": "days since 1970-01-01 00:00:00",
+        "calendar": "proleptic_gregorian",
+        "dtype": "int32",
+        "_FillValue": None,
+    }
     if "time_bounds" in ds.variables:
         enc["time_bounds"] = dict(enc[C.TIME])
     return enc
@@ -167,7 +195,14 @@ def encoding(ds: xr.Dataset, chunks: Mapping[str, int] | None = None) -> dict:
 # discovery attributes (ACDD-1.3)
 # ----------------------------------------------------------------------------------------
 def global_attributes(
-    cfg: Config, store_attrs: Mapping[str, object], layer: str, times: pd.DatetimeIndex, lat, lon, *, feature: str = "grid"
+    cfg: Config,
+    store_attrs: Mapping[str, object],
+    layer: str,
+    times: pd.DatetimeIndex,
+    lat,
+    lon,
+    *,
+    feature: str = "grid",
 ) -> dict:
     """CF and ACDD global attributes of a user file (nothing of the run's bookkeeping).
 
@@ -183,7 +218,9 @@ def global_attributes(
         "Conventions": "CF-1.8, ACDD-1.3",
         "title": f"somojax daily soil moisture, layer {layer} ({top * 100:g}-{bottom * 100:g} cm), {times[0].year}"
         + (f"-{times[-1].year}" if times[-1].year != times[0].year else ""),
-        "summary": "Daily volumetric soil moisture of one soil layer on " + where + ", predicted by an ensemble of Entity-Aware LSTMs "
+        "summary": "Daily volumetric soil moisture of one soil layer on "
+        + where
+        + ", predicted by an ensemble of Entity-Aware LSTMs "
         "trained on in-situ measurements (ISMN) and driven by ERA5 weather and static maps, as in SoMo.ml (O & Orth 2021). "
         "sm is the ensemble mean, sm_spread the standard deviation over the members.",
         "keywords": "soil moisture, machine learning, LSTM, ISMN, ERA5",
@@ -199,15 +236,22 @@ def global_attributes(
         "time_coverage_end": f"{times[-1] + pd.Timedelta(days=1):%Y-%m-%d}T00:00:00Z",
         "time_coverage_duration": f"P{len(times)}D",
         "time_coverage_resolution": "P1D",
-        "geospatial_lat_min": float(lat.min() - pad), "geospatial_lat_max": float(lat.max() + pad), "geospatial_lat_units": "degrees_north",
-        "geospatial_lon_min": float(lon.min() - pad), "geospatial_lon_max": float(lon.max() + pad), "geospatial_lon_units": "degrees_east",
-        "geospatial_vertical_min": top, "geospatial_vertical_max": bottom,
-        "geospatial_vertical_units": "m", "geospatial_vertical_positive": "down",
+        "geospatial_lat_min": float(lat.min() - pad),
+        "geospatial_lat_max": float(lat.max() + pad),
+        "geospatial_lat_units": "degrees_north",
+        "geospatial_lon_min": float(lon.min() - pad),
+        "geospatial_lon_max": float(lon.max() + pad),
+        "geospatial_lon_units": "degrees_east",
+        "geospatial_vertical_min": top,
+        "geospatial_vertical_max": bottom,
+        "geospatial_vertical_units": "m",
+        "geospatial_vertical_positive": "down",
     }
 
 
 def _source(store_attrs: Mapping[str, object], layer: str) -> str:
     """'somojax 0.1.0; EA-LSTM ensemble of 5 members; exact rollout (...)' from the store's attributes."""
+
     def read(key):
         v = store_attrs.get(key, "{}")
         return json.loads(v) if isinstance(v, str) else dict(v)
@@ -217,7 +261,9 @@ def _source(store_attrs: Mapping[str, object], layer: str) -> str:
     cost = read("somojax_cost_cell_steps_per_output").get(layer)
     parts = [f"somojax {__version__}", "EA-LSTM ensemble" + (f" of {members} members" if members else "")]
     if mode == "exact":
-        parts.append(f"exact rollout: every day predicted from its own {cost:g}-day window" if cost else "exact rollout")
+        parts.append(
+            f"exact rollout: every day predicted from its own {cost:g}-day window" if cost else "exact rollout"
+        )
     elif mode:
         parts.append(f"{mode} rollout ({cost:g} cell-steps per output)" if cost else f"{mode} rollout")
     return "; ".join(parts)

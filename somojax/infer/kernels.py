@@ -174,13 +174,18 @@ def chunked_windows(
         return (h, cc), h
 
     zeros = jnp.zeros((c, n_win, hs), src.dtype)
-    carry, _ = jax.lax.scan(lambda cr, s: (body(cr, s)[0], None), (zeros, zeros), jnp.arange(seq_length - k), unroll=unroll)
+    carry, _ = jax.lax.scan(
+        lambda cr, s: (body(cr, s)[0], None), (zeros, zeros), jnp.arange(seq_length - k), unroll=unroll
+    )
     _, hseq = jax.lax.scan(body, carry, jnp.arange(seq_length - k, seq_length), unroll=unroll)  # [k, C, J, H]
     y = _head(params, hseq, precision)  # [k, C, J]
     return jnp.transpose(y, (1, 2, 0)).reshape(c, n_win * k)[:, :n_out]
 
 
-@functools.partial(jax.jit, static_argnames=("seq_length", "mode", "last_n", "rows_per_step", "hoist", "precision", "unroll", "member_map"))
+@functools.partial(
+    jax.jit,
+    static_argnames=("seq_length", "mode", "last_n", "rows_per_step", "hoist", "precision", "unroll", "member_map"),
+)
 def predict_normalised(
     params: Params,
     x_d: jax.Array,

@@ -81,11 +81,15 @@ def read_points_csv(path: Path) -> Points:
     col = next((c for c in NAME_COLUMNS if c in table.columns), None)
     names = table[col].str.strip() if col else pd.Series([f"{a:g}_{b:g}" for a, b in zip(lat, lon)])
     if (names == "").any():
-        raise ConfigError(f"{key}: lines {lines[(names == '').to_numpy()][:5].tolist()} have an empty {col}; name every point")
+        raise ConfigError(
+            f"{key}: lines {lines[(names == '').to_numpy()][:5].tolist()} have an empty {col}; name every point"
+        )
     dup = names.duplicated(keep=False).to_numpy()
     if dup.any():
         first = names[dup].iloc[0]
-        raise ConfigError(f"{key}: lines {lines[(names == first).to_numpy()].tolist()} name the same point {first!r}; names must be unique")
+        raise ConfigError(
+            f"{key}: lines {lines[(names == first).to_numpy()].tolist()} name the same point {first!r}; names must be unique"
+        )
     return Points(tuple(names), lat, np.where(lon > 180, lon - 360, lon))
 
 
@@ -98,7 +102,9 @@ def read_ismn_stations(path: Path) -> Points:
     for f in scan.files:
         sites.setdefault(f"{f.network}/{f.station}", (f.latitude, f.longitude))
     if not sites:
-        raise InputDataError(f"infer.points_file={str(path)!r}: the ISMN archive holds no soil-moisture station ({len(scan.skipped)} files unreadable)")
+        raise InputDataError(
+            f"infer.points_file={str(path)!r}: the ISMN archive holds no soil-moisture station ({len(scan.skipped)} files unreadable)"
+        )
     names = sorted(sites)
     return Points(tuple(names), np.array([sites[n][0] for n in names]), np.array([sites[n][1] for n in names]))
 
@@ -114,11 +120,17 @@ def inputs_from_stores(cfg: Config, bundles: Mapping[str, Bundle], points: Point
     rollout.check_store_variables(cfg, bundles, forcings, statics)
     lat, lon = grid.cell_centre(cells)
     outside = [
-        i for i, (a, b) in enumerate(zip(lat, lon))
-        if not (np.isclose(statics[C.LAT].values, a, atol=1e-3).any() and np.isclose(statics[C.LON].values, b, atol=1e-3).any())
+        i
+        for i, (a, b) in enumerate(zip(lat, lon))
+        if not (
+            np.isclose(statics[C.LAT].values, a, atol=1e-3).any()
+            and np.isclose(statics[C.LON].values, b, atol=1e-3).any()
+        )
     ]
     if outside:
-        show = ", ".join(f"{points.names[int(np.argmax(points.cells == cells[i]))]} ({lat[i]:g}, {lon[i]:g})" for i in outside[:5])
+        show = ", ".join(
+            f"{points.names[int(np.argmax(points.cells == cells[i]))]} ({lat[i]:g}, {lon[i]:g})" for i in outside[:5]
+        )
         raise ConfigError(
             f"infer.points_file: {len(outside)} of {cells.size} points' cells are not in the statics store {cfg.store_dir} "
             f"({statics[C.LAT].values.min()}..{statics[C.LAT].values.max()} N, {statics[C.LON].values.min()}..{statics[C.LON].values.max()} E): "
@@ -135,7 +147,9 @@ def inputs_from_stores(cfg: Config, bundles: Mapping[str, Bundle], points: Point
 def list_tables(folder: Path) -> dict[int, tuple[str, Path]]:
     """{cell id: (`<lat>_<lon>` as written, path)} of the `features_<lat>_<lon>.dat` in a folder."""
     if not folder.is_dir():
-        raise ConfigError(f"infer.forcing_tables={str(folder)!r} is not a folder (expected SoMo.ml's forcing/ folder of features_<lat>_<lon>.dat)")
+        raise ConfigError(
+            f"infer.forcing_tables={str(folder)!r} is not a folder (expected SoMo.ml's forcing/ folder of features_<lat>_<lon>.dat)"
+        )
     found = {}
     for p in sorted(folder.iterdir()):
         m = TABLE_NAME.match(p.name)
@@ -175,7 +189,9 @@ def read_forcing_table(path: Path, variables: Sequence[str]) -> pd.DataFrame:
     if absent:
         raise InputDataError(f"{path} lacks the model inputs {absent} (columns: {list(df.columns)})")
     if not isinstance(df.index, pd.DatetimeIndex) or df.index.has_duplicates or not df.index.is_monotonic_increasing:
-        raise InputDataError(f"{path}: the first column must hold increasing, distinct dates (found {list(df.index[:3])})")
+        raise InputDataError(
+            f"{path}: the first column must hold increasing, distinct dates (found {list(df.index[:3])})"
+        )
     return df[list(variables)].astype(np.float64)
 
 
@@ -191,7 +207,9 @@ def read_statics_table(path: Path, ids: Sequence[str], variables: Sequence[str])
     absent = [v for v in variables if v not in df.columns]
     rows = [i for i in ids if i not in df.index]
     if absent or rows:
-        raise InputDataError(f"{path} lacks " + (f"the columns {absent} " if absent else "") + (f"the rows {rows[:5]}" if rows else ""))
+        raise InputDataError(
+            f"{path} lacks " + (f"the columns {absent} " if absent else "") + (f"the rows {rows[:5]}" if rows else "")
+        )
     return {v: df.loc[list(ids), v].to_numpy(np.float64) for v in variables}
 
 
@@ -215,8 +233,12 @@ def predict_points(cfg: Config, layers: Sequence[str] | None = None) -> dict:
     rollout.check_period(bundles, out, times, start, end)
     first = start - pd.Timedelta(days=max(engine.spinup_days(bundles, l) for l in out))
     keep = (times >= first) & (times <= end)
-    options = engine.KernelOptions(rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist])
-    ds = rollout.predict_columns(bundles, times[keep], {v: c[:, keep] for v, c in columns.items()}, statics, start, out, cfg.infer.mode, options)
+    options = engine.KernelOptions(
+        rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist]
+    )
+    ds = rollout.predict_columns(
+        bundles, times[keep], {v: c[:, keep] for v, c in columns.items()}, statics, start, out, cfg.infer.mode, options
+    )
     modes = {l: engine.resolve_mode(bundles[l], cfg.infer.mode) for l in out}
     attrs = rollout.model_attrs(bundles, modes, out)
     folder = points_output_dir(cfg)
@@ -229,12 +251,30 @@ def predict_points(cfg: Config, layers: Sequence[str] | None = None) -> dict:
         write_netcdf(points_dataset(cfg, points, part, layer, attrs), target, points_encoding(len(points.names)))
         files.append(str(target))
     wall = time.perf_counter() - t_start
-    log.info("predicted %d points (%d cells) x %d days (%s) in %s; wrote %s", len(points.names), cells.size, ds.sizes[C.TIME], modes, format_seconds(wall), ", ".join(files))
-    return {"layers": out, "points": len(points.names), "cells": int(cells.size), "days": int(ds.sizes[C.TIME]), "modes": modes,
-            "files": files, "cell_steps": ds.attrs["cell_steps"], "wall_seconds": round(wall, 2)}
+    log.info(
+        "predicted %d points (%d cells) x %d days (%s) in %s; wrote %s",
+        len(points.names),
+        cells.size,
+        ds.sizes[C.TIME],
+        modes,
+        format_seconds(wall),
+        ", ".join(files),
+    )
+    return {
+        "layers": out,
+        "points": len(points.names),
+        "cells": int(cells.size),
+        "days": int(ds.sizes[C.TIME]),
+        "modes": modes,
+        "files": files,
+        "cell_steps": ds.attrs["cell_steps"],
+        "wall_seconds": round(wall, 2),
+    }
 
 
-def points_dataset(cfg: Config, points: Points, part: xr.Dataset, layer: str, model_attrs: Mapping[str, object]) -> xr.Dataset:
+def points_dataset(
+    cfg: Config, points: Points, part: xr.Dataset, layer: str, model_attrs: Mapping[str, object]
+) -> xr.Dataset:
     """One layer's series at the points as a CF timeSeries dataset (orthogonal multidimensional;
     (time, station): time first, so that CDO reads the points as a grid of sites)."""
     times = pd.DatetimeIndex(part[C.TIME].values)
@@ -247,18 +287,37 @@ def points_dataset(cfg: Config, points: Points, part: xr.Dataset, layer: str, mo
     }
     centre_lat, centre_lon = grid.cell_centre(points.cells)
     data = {
-        v: ((C.TIME, "station"), part[v].transpose(C.TIME, C.CELL).values.astype(np.float32),
-            {**sm_attrs(v), "coordinates": "time latitude longitude station_name layer_depth"})
+        v: (
+            (C.TIME, "station"),
+            part[v].transpose(C.TIME, C.CELL).values.astype(np.float32),
+            {**sm_attrs(v), "coordinates": "time latitude longitude station_name layer_depth"},
+        )
         for v in (C.SM, C.SM_SPREAD)
     }
     extra = {
-        "station_name": ("station", np.array(points.names, dtype=object), {"cf_role": "timeseries_id", "long_name": "name of the site"}),
-        "cell_latitude": ("station", centre_lat, {"units": "degrees_north", "long_name": "centre of the 0.25 degree cell whose inputs were used"}),
-        "cell_longitude": ("station", centre_lon, {"units": "degrees_east", "long_name": "centre of the 0.25 degree cell whose inputs were used"}),
-        "layer_depth": depth, "layer_depth_bounds": depth_bounds, "time_bounds": time_bounds,
+        "station_name": (
+            "station",
+            np.array(points.names, dtype=object),
+            {"cf_role": "timeseries_id", "long_name": "name of the site"},
+        ),
+        "cell_latitude": (
+            "station",
+            centre_lat,
+            {"units": "degrees_north", "long_name": "centre of the 0.25 degree cell whose inputs were used"},
+        ),
+        "cell_longitude": (
+            "station",
+            centre_lon,
+            {"units": "degrees_east", "long_name": "centre of the 0.25 degree cell whose inputs were used"},
+        ),
+        "layer_depth": depth,
+        "layer_depth_bounds": depth_bounds,
+        "time_bounds": time_bounds,
     }
     attrs = global_attributes(cfg, model_attrs, layer, times, points.lat, points.lon, feature="points")
-    return xr.Dataset({**data, **extra, **coords}, coords={C.TIME: time_var}, attrs={**attrs, "featureType": "timeSeries"})
+    return xr.Dataset(
+        {**data, **extra, **coords}, coords={C.TIME: time_var}, attrs={**attrs, "featureType": "timeSeries"}
+    )
 
 
 def points_encoding(n_points: int) -> dict:
@@ -267,6 +326,11 @@ def points_encoding(n_points: int) -> dict:
     for v in ("latitude", "longitude", "cell_latitude", "cell_longitude", "layer_depth", "layer_depth_bounds"):
         enc[v] = {"_FillValue": None}
     enc["station_name"] = {"dtype": "S1", "char_dim_name": "name_strlen", "_FillValue": None}
-    enc[C.TIME] = {"units": "days since 1970-01-01 00:00:00", "calendar": "proleptic_gregorian", "dtype": "int32", "_FillValue": None}
+    enc[C.TIME] = {
+        "units": "days since 1970-01-01 00:00:00",
+        "calendar": "proleptic_gregorian",
+        "dtype": "int32",
+        "_FillValue": None,
+    }
     enc["time_bounds"] = dict(enc[C.TIME])
     return enc

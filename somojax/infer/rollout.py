@@ -68,7 +68,9 @@ def load_bundles(cfg: Config, layers: Sequence[str] | None = None) -> tuple[list
     else:
         out = [l for l in C.LAYERS if (cfg.checkpoint_dir / l).is_dir()]
         if not out:
-            raise CheckpointError(f"no trained layer under {cfg.checkpoint_dir}; run `somojax train` or `somojax import-torch` first")
+            raise CheckpointError(
+                f"no trained layer under {cfg.checkpoint_dir}; run `somojax train` or `somojax import-torch` first"
+            )
     bundles = {}
     for l in needed_layers(out):
         try:
@@ -91,10 +93,14 @@ def _load_checked(directory: Path, layer: str) -> Bundle:
             f"somojax checkpoint: train {layer} again (`somojax train --fresh --layers {layer}`) or import its weights again"
         ) from None
     if b.layer != layer:
-        raise CheckpointError(f"checkpoint {directory} holds a model of layer {b.layer}, not {layer}; put each layer's checkpoint in checkpoints/<layer>")
+        raise CheckpointError(
+            f"checkpoint {directory} holds a model of layer {b.layer}, not {layer}; put each layer's checkpoint in checkpoints/<layer>"
+        )
     bad = [k for k, v in b.params.items() if not np.isfinite(np.asarray(v)).all()]
     if bad:
-        raise CheckpointError(f"checkpoint {directory}: the weights {bad} hold NaN or Inf (did training diverge?); train {layer} again")
+        raise CheckpointError(
+            f"checkpoint {directory}: the weights {bad} hold NaN or Inf (did training diverge?); train {layer} again"
+        )
     return b
 
 
@@ -107,7 +113,11 @@ def check_settings(cfg: Config, bundles: Mapping[str, Bundle]) -> None:
         pairs = (
             ("model.seq_length", b.model.seq_length, cfg.model.seq_length),
             ("model.predict_last_n", b.model.predict_last_n, cfg.model.predict_last_n),
-            ("data.dynamic_inputs", sorted(v for v in b.dynamic_inputs if not v.startswith("sm_L")), sorted(cfg.data.dynamic_inputs)),
+            (
+                "data.dynamic_inputs",
+                sorted(v for v in b.dynamic_inputs if not v.startswith("sm_L")),
+                sorted(cfg.data.dynamic_inputs),
+            ),
             ("data.static_inputs", sorted(b.static_inputs), sorted(cfg.data.static_inputs)),
         )
         for key, recorded, configured in pairs:
@@ -128,19 +138,27 @@ def check_inputs(bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: x
             raise CheckpointError(
                 f"the {layer} model reads upper-layer inputs {upper}, but the cascade gives {list(C.UPPER_LAYER_INPUTS[layer])}"
             )
-        missing = [v for v in dyn if v not in forcings.data_vars] + [v for v in b.static_inputs if v not in statics.data_vars]
+        missing = [v for v in dyn if v not in forcings.data_vars] + [
+            v for v in b.static_inputs if v not in statics.data_vars
+        ]
         if missing:
             raise CheckpointError(
                 f"the {layer} model needs {missing}, which the stores in {source} do not have "
                 f"(forcings: {sorted(forcings.data_vars)}, statics: {sorted(statics.data_vars)}). "
                 "Prepare the stores with the model's inputs (data.dynamic_inputs / data.static_inputs)."
             )
-        nostats = [v for v in list(b.dynamic_inputs) + list(b.static_inputs) if v not in b.stats.mean or v not in b.stats.std]
+        nostats = [
+            v for v in list(b.dynamic_inputs) + list(b.static_inputs) if v not in b.stats.mean or v not in b.stats.std
+        ]
         if nostats or layer not in b.stats.target_mean:
-            raise CheckpointError(f"the {layer} checkpoint has no normalisation statistics for {nostats or ['its target']}")
+            raise CheckpointError(
+                f"the {layer} checkpoint has no normalisation statistics for {nostats or ['its target']}"
+            )
 
 
-def check_period(bundles: Mapping[str, Bundle], layers: Sequence[str], t: pd.DatetimeIndex, start: pd.Timestamp, end: pd.Timestamp) -> None:
+def check_period(
+    bundles: Mapping[str, Bundle], layers: Sequence[str], t: pd.DatetimeIndex, start: pd.Timestamp, end: pd.Timestamp
+) -> None:
     """The forcing days `t` must start early enough for every layer's spin-up and reach the end."""
     if end > t[-1] or start > end:
         raise InputDataError(
@@ -152,7 +170,9 @@ def check_period(bundles: Mapping[str, Bundle], layers: Sequence[str], t: pd.Dat
         need = engine.spinup_days(bundles, l)
         first = start - pd.Timedelta(days=need)
         if first < t[0]:
-            short.append(f"{l} needs {need} days of forcing before {start.date()} (from {first.date()}), {(t[0] - first).days} days are missing")
+            short.append(
+                f"{l} needs {need} days of forcing before {start.date()} (from {first.date()}), {(t[0] - first).days} days are missing"
+            )
     if short:
         raise InputDataError(
             f"the forcing starts on {t[0].date()}, too late for the prediction period starting {start.date()}: "
@@ -161,7 +181,9 @@ def check_period(bundles: Mapping[str, Bundle], layers: Sequence[str], t: pd.Dat
         )
 
 
-def _read(ds: xr.Dataset, names: Sequence[str], t0, t1, ys: slice, xs: slice, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+def _read(
+    ds: xr.Dataset, names: Sequence[str], t0, t1, ys: slice, xs: slice, rows: np.ndarray, cols: np.ndarray
+) -> dict[str, np.ndarray]:
     """Raw values of `names` at cells (rows, cols) of a tile: dynamic [C, T], static [C]."""
     out = {}
     for v in names:
@@ -242,7 +264,11 @@ def predict_columns(
     return xr.Dataset(
         {
             C.SM: ((C.LAYER, C.CELL, C.TIME), np.stack([out[l].mean[:, keep] for l in layers]), stores.cf_attrs(C.SM)),
-            C.SM_SPREAD: ((C.LAYER, C.CELL, C.TIME), np.stack([out[l].spread[:, keep] for l in layers]), stores.cf_attrs(C.SM_SPREAD)),
+            C.SM_SPREAD: (
+                (C.LAYER, C.CELL, C.TIME),
+                np.stack([out[l].spread[:, keep] for l in layers]),
+                stores.cf_attrs(C.SM_SPREAD),
+            ),
         },
         coords={C.LAYER: list(layers), C.TIME: times[keep]},
         attrs={
@@ -278,7 +304,9 @@ def region_mask(cfg: Config, statics: xr.Dataset) -> tuple[np.ndarray, np.ndarra
     ys = (lat > s) & (lat < n)
     xs = (lon > w) & (lon < e)
     if not ys.any() or not xs.any():
-        raise ConfigError(f"infer.bbox={list(cfg.infer.bbox)} holds no cell of the statics store ({lat.min()}..{lat.max()} N, {lon.min()}..{lon.max()} E)")
+        raise ConfigError(
+            f"infer.bbox={list(cfg.infer.bbox)} holds no cell of the statics store ({lat.min()}..{lat.max()} N, {lon.min()}..{lon.max()} E)"
+        )
     lat, lon = lat[ys], lon[xs]
     if cfg.infer.region == "land":
         mask = statics[C.LAND_MASK].values[np.ix_(ys, xs)] > 0
@@ -298,7 +326,9 @@ def region_mask(cfg: Config, statics: xr.Dataset) -> tuple[np.ndarray, np.ndarra
             )
         mask = np.isin(grid_ids, ids)
     if not mask.any():
-        raise ConfigError(f"no cell to predict: region={cfg.infer.region!r} in bbox {list(cfg.infer.bbox)} selects nothing")
+        raise ConfigError(
+            f"no cell to predict: region={cfg.infer.region!r} in bbox {list(cfg.infer.bbox)} selects nothing"
+        )
     return lat, lon, mask
 
 
@@ -325,7 +355,9 @@ def read_lat_lon_table(path: Path, key: str) -> tuple[pd.DataFrame, np.ndarray, 
         bad = ~np.isfinite(v) | (v < lo) | (v > hi)
         if bad.any():
             rows = ", ".join(f"line {n}: {x!r}" for n, x in zip(lines[bad][:5], raw[bad][:5]))
-            raise ConfigError(f"{key}: {bad.sum()} {name} values are not numbers in {lo}..{hi} ({rows}); fix or remove those rows")
+            raise ConfigError(
+                f"{key}: {bad.sum()} {name} values are not numbers in {lo}..{hi} ({rows}); fix or remove those rows"
+            )
         coords[name] = v
     if table.empty:
         raise ConfigError(f"{key} lists no row (only a header); add rows of latitude,longitude")
@@ -361,7 +393,17 @@ def fingerprint(plan: Plan, cfg: Config) -> str:
             h.update(np.ascontiguousarray(b.params[k]).tobytes())
         h.update(b.stats.to_json().encode())
         h.update(json.dumps([b.dynamic_inputs, b.static_inputs, b.model.seq_length, b.model.predict_last_n]).encode())
-    h.update(json.dumps([plan.modes, str(plan.layout.times[0]), str(plan.layout.times[-1]), plan.layout.lat.tolist(), plan.layout.lon.tolist()]).encode())
+    h.update(
+        json.dumps(
+            [
+                plan.modes,
+                str(plan.layout.times[0]),
+                str(plan.layout.times[-1]),
+                plan.layout.lat.tolist(),
+                plan.layout.lon.tolist(),
+            ]
+        ).encode()
+    )
     h.update(np.packbits(plan.mask).tobytes())
     h.update(json.dumps([plan.layout.shard, plan.layout.chunk]).encode())
     return h.hexdigest()[:20]
@@ -369,10 +411,14 @@ def fingerprint(plan: Plan, cfg: Config) -> str:
 
 def open_stores(cfg: Config) -> tuple[xr.Dataset, xr.Dataset]:
     """The forcing and statics stores, opened lazily (their grids checked, not their variables)."""
-    return stores.open_store(cfg.store_dir, "forcings", variables=()), stores.open_store(cfg.store_dir, "statics", variables=())
+    return stores.open_store(cfg.store_dir, "forcings", variables=()), stores.open_store(
+        cfg.store_dir, "statics", variables=()
+    )
 
 
-def check_store_variables(cfg: Config, bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset) -> None:
+def check_store_variables(
+    cfg: Config, bundles: Mapping[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset
+) -> None:
     """The stores hold what the models read (and `land` for infer.region=land), and nothing more
     is asked: a store without `sm_era5` or a land mask serves a model that needs neither."""
     dyn, sta = inputs_of(bundles)
@@ -382,13 +428,22 @@ def check_store_variables(cfg: Config, bundles: Mapping[str, Bundle], forcings: 
     check_inputs(bundles, forcings, statics, str(cfg.store_dir))
 
 
-def make_plan(cfg: Config, out: list[str], bundles: dict[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset) -> Plan:
+def make_plan(
+    cfg: Config, out: list[str], bundles: dict[str, Bundle], forcings: xr.Dataset, statics: xr.Dataset
+) -> Plan:
     modes = {l: engine.resolve_mode(b, cfg.infer.mode) for l, b in bundles.items()}
     start, end = pd.Timestamp(cfg.infer.start), pd.Timestamp(cfg.infer.end)
     check_period(bundles, out, pd.DatetimeIndex(forcings[C.TIME].values), start, end)
     lat, lon, mask = region_mask(cfg, statics)
     i = cfg.infer
-    layout = pstore.Layout(tuple(out), pd.date_range(start, end, freq="D"), lat, lon, (i.shard_time, i.shard_lat, i.shard_lon), (i.chunk_time, i.chunk_lat, i.chunk_lon))
+    layout = pstore.Layout(
+        tuple(out),
+        pd.date_range(start, end, freq="D"),
+        lat,
+        lon,
+        (i.shard_time, i.shard_lat, i.shard_lon),
+        (i.chunk_time, i.chunk_lat, i.chunk_lon),
+    )
     tiles = layout.tiles()
     spin = max(engine.spinup_days(bundles, l) for l in out)
     return Plan(out, bundles, modes, layout, mask, layout.time_blocks(i.time_block_days), tiles, spin)
@@ -430,7 +485,9 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     ref = next(iter(plan.bundles.values()))
     attrs = {
         **model_attrs(plan.bundles, plan.modes, plan.layers),
-        "somojax_checkpoints": {l: str((cfg.checkpoint_dir / l).resolve()) for l in plan.bundles},  # absolute: provenance outlives the working directory
+        "somojax_checkpoints": {
+            l: str((cfg.checkpoint_dir / l).resolve()) for l in plan.bundles
+        },  # absolute: provenance outlives the working directory
         "somojax_period": [cfg.infer.start, cfg.infer.end],
         "somojax_region": cfg.infer.region,
         "ensemble": "sm: mean of the members' predictions (each de-normalised and clipped at 0); sm_spread: their standard deviation (ddof=0)",
@@ -448,14 +505,23 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     n_cells = int(plan.mask.sum())
     log.info(
         "predict %s: %d cells x %d days, modes %s, %d members; %d tiles x %d time blocks, %d to do (%d done)",
-        plan.layers, n_cells, len(plan.layout.times), plan.modes, ref.n_members,
-        sum(plan.mask[ys, xs].any() for ys, xs in plan.tiles), len(plan.blocks), len(work), len(done),
+        plan.layers,
+        n_cells,
+        len(plan.layout.times),
+        plan.modes,
+        ref.n_members,
+        sum(plan.mask[ys, xs].any() for ys, xs in plan.tiles),
+        len(plan.blocks),
+        len(work),
+        len(done),
     )
     mesh = make_mesh(1, devices=jax.local_devices())  # each process rolls out its own tiles
     sharding = NamedSharding(mesh, P(C.DATA_AXIS))
     n_dev = mesh.shape[C.DATA_AXIS]
     dyn, sta = inputs_of(plan.bundles)
-    options = engine.KernelOptions(rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist])
+    options = engine.KernelOptions(
+        rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist]
+    )
     times = plan.layout.times
 
     def read(item):
@@ -471,7 +537,11 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         return item, rows, cols, cols_d, cols_s
 
     totals = {"cell_steps": 0, "clipped": 0, "cells_days": 0}
-    with Progress(total=len(work), desc="predict", unit="block") as prog, cf.ThreadPoolExecutor(1) as reader, cf.ThreadPoolExecutor(1) as writer:
+    with (
+        Progress(total=len(work), desc="predict", unit="block") as prog,
+        cf.ThreadPoolExecutor(1) as reader,
+        cf.ThreadPoolExecutor(1) as writer,
+    ):
         pending_write = None
         nxt = reader.submit(read, work[0]) if work else None
         for k in range(len(work)):
@@ -494,8 +564,13 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
             steps = sum(o.cell_steps for o in outs.values())
             clipped = sum(outs[l].clipped for l in plan.layers)
             record = {
-                "cells": int(rows.size), "days": int(n_out), "cell_steps": int(steps), "clipped": int(clipped), "nan": nans,
-                "seconds": round(time.perf_counter() - t_blk, 3), "process": pid,
+                "cells": int(rows.size),
+                "days": int(n_out),
+                "cell_steps": int(steps),
+                "clipped": int(clipped),
+                "nan": nans,
+                "seconds": round(time.perf_counter() - t_blk, 3),
+                "process": pid,
             }
             if pending_write is not None:
                 pending_write.result()
@@ -532,16 +607,25 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         "somojax_version": __version__,
     }
     if pid == 0:
-        pstore.set_attrs(path, {
-            "somojax_summary": summary,
-            "somojax_clipped_member_values": summary["clipped_member_values"],
-            "somojax_nan_counts": summary["nan_counts"],
-            # export and evaluate refuse a store whose (tile, block) pairs are not all finished
-            "somojax_complete": len(records) == expected,
-        })
+        pstore.set_attrs(
+            path,
+            {
+                "somojax_summary": summary,
+                "somojax_clipped_member_values": summary["clipped_member_values"],
+                "somojax_nan_counts": summary["nan_counts"],
+                # export and evaluate refuse a store whose (tile, block) pairs are not all finished
+                "somojax_complete": len(records) == expected,
+            },
+        )
     log.info(
         "predicted %d cells x %d days (%s) in %s: %.3g cell-steps, %.3g cell-steps/s; store %s",
-        n_cells, len(times), plan.modes, format_seconds(wall), totals["cell_steps"], summary["cell_steps_per_second"] or 0, path,
+        n_cells,
+        len(times),
+        plan.modes,
+        format_seconds(wall),
+        totals["cell_steps"],
+        summary["cell_steps_per_second"] or 0,
+        path,
     )
     for l, counts in summary["nan_counts"].items():
         log.info("%s: %s", l, pstore.describe_nan_counts(counts))
@@ -566,7 +650,8 @@ def model_attrs(bundles: Mapping[str, Bundle], modes: Mapping[str, str], layers:
     return {
         "somojax_mode": {l: modes[l] for l in layers},
         "somojax_cost_cell_steps_per_output": {
-            l: kernels.cost_per_output(modes[l], bundles[l].model.seq_length, bundles[l].model.predict_last_n) for l in layers
+            l: kernels.cost_per_output(modes[l], bundles[l].model.seq_length, bundles[l].model.predict_last_n)
+            for l in layers
         },
         "somojax_members": {l: bundles[l].n_members for l in layers},
     }
@@ -591,7 +676,9 @@ def _run_batches(plan: Plan, cols_d, cols_s, cfg: Config, options, sharding, n_d
         pad = (-(c1 - c0)) % n_dev  # equal shares per device
         d = {k: _pad(v[c0:c1], pad) for k, v in cols_d.items()}
         s = {k: _pad(v[c0:c1], pad) for k, v in cols_s.items()}
-        out = engine.cascade(plan.bundles, d, s, plan.layers, cfg.infer.mode, options, sharding if n_dev > 1 else None, n_real=c1 - c0)
+        out = engine.cascade(
+            plan.bundles, d, s, plan.layers, cfg.infer.mode, options, sharding if n_dev > 1 else None, n_real=c1 - c0
+        )
         parts.append({l: _unpad(o, c1 - c0) for l, o in out.items()})
     return {
         l: engine.LayerOutput(

@@ -94,16 +94,38 @@ def template(layout: Layout, attrs: Mapping[str, object]) -> xr.Dataset:
         data,
         coords={
             C.LAYER: (C.LAYER, np.array(layout.layers, dtype=object), coord_attrs[C.LAYER]),
-            C.TIME: (C.TIME, layout.times.values.astype("datetime64[ns]"), {"standard_name": "time", "long_name": "day (UTC)"}),
+            C.TIME: (
+                C.TIME,
+                layout.times.values.astype("datetime64[ns]"),
+                {"standard_name": "time", "long_name": "day (UTC)"},
+            ),
             C.LAT: (C.LAT, layout.lat, coord_attrs[C.LAT]),
             C.LON: (C.LON, layout.lon, coord_attrs[C.LON]),
             "layer_depth": (
                 C.LAYER,
                 bounds.mean(axis=1),
-                {"standard_name": "depth", "units": "m", "positive": "down", "bounds": "layer_depth_bounds", "long_name": "mid-depth of the soil layer"},
+                {
+                    "standard_name": "depth",
+                    "units": "m",
+                    "positive": "down",
+                    "bounds": "layer_depth_bounds",
+                    "long_name": "mid-depth of the soil layer",
+                },
             ),
-            "layer_depth_bounds": ((C.LAYER, "nv"), bounds, {"units": "m", "long_name": "top and bottom of the soil layer"}),
-            "crs": ((), np.int32(0), {"grid_mapping_name": "latitude_longitude", "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563}),
+            "layer_depth_bounds": (
+                (C.LAYER, "nv"),
+                bounds,
+                {"units": "m", "long_name": "top and bottom of the soil layer"},
+            ),
+            "crs": (
+                (),
+                np.int32(0),
+                {
+                    "grid_mapping_name": "latitude_longitude",
+                    "semi_major_axis": 6378137.0,
+                    "inverse_flattening": 298.257223563,
+                },
+            ),
         },
         attrs={
             "Conventions": "CF-1.8",
@@ -119,7 +141,10 @@ def template(layout: Layout, attrs: Mapping[str, object]) -> xr.Dataset:
 def _encoding(layout: Layout) -> dict:
     st, sy, sx = layout.shard
     ct, cy, cx = layout.chunk
-    return {v: {"chunks": (1, ct, cy, cx), "shards": (1, st, sy, sx), "compressors": [zarr.codecs.ZstdCodec(level=1)]} for v in VARIABLES}
+    return {
+        v: {"chunks": (1, ct, cy, cx), "shards": (1, st, sy, sx), "compressors": [zarr.codecs.ZstdCodec(level=1)]}
+        for v in VARIABLES
+    }
 
 
 def progress_dir(path: Path) -> Path:
@@ -143,7 +168,15 @@ def open_or_create(path: Path, layout: Layout, attrs: Mapping[str, object], fing
     if path.exists():
         shutil.rmtree(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    ds = template(layout, {**attrs, "somojax_fingerprint": fingerprint, "somojax_store": "predictions", "somojax_schema": stores.SCHEMA_VERSION})
+    ds = template(
+        layout,
+        {
+            **attrs,
+            "somojax_fingerprint": fingerprint,
+            "somojax_store": "predictions",
+            "somojax_schema": stores.SCHEMA_VERSION,
+        },
+    )
     try:
         with writing("the prediction store", path):
             ds.to_zarr(tmp, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=_encoding(layout))
@@ -162,7 +195,9 @@ def check_owner(path: Path, fingerprint: str) -> bool:
     try:
         found = zarr.open_group(str(path), mode="r").attrs.get("somojax_fingerprint")
     except Exception as e:
-        raise StoreError(f"{path} exists but is not a readable prediction store ({e}); remove it or use --fresh") from None
+        raise StoreError(
+            f"{path} exists but is not a readable prediction store ({e}); remove it or use --fresh"
+        ) from None
     if found != fingerprint:
         raise StoreError(
             f"{path} holds predictions of another run (fingerprint {found}, this run {fingerprint}: other checkpoints, "
@@ -187,7 +222,9 @@ def finished(path: Path) -> dict[tuple[int, int], dict]:
     return out
 
 
-def write_block(path: Path, layout: Layout, tile: tuple[slice, slice], block: slice, values: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+def write_block(
+    path: Path, layout: Layout, tile: tuple[slice, slice], block: slice, values: Mapping[str, Mapping[str, np.ndarray]]
+) -> None:
     """Writes one (tile, block): `values[var][layer]` of shape [days, lat, lon] (whole shards)."""
     ys, xs = tile
     with writing("the prediction store", path):
@@ -223,7 +260,9 @@ def set_attrs(path: Path, attrs: Mapping[str, object]) -> None:
 def check_complete(ds: xr.Dataset, path: Path) -> None:
     """Raises `StoreError` unless `somojax predict` finished every (tile, block) of the store."""
     if ds.attrs.get("somojax_store") != "predictions":
-        raise StoreError(f"{path} is not a somojax prediction store (no somojax_store=predictions attribute); set infer.output to one")
+        raise StoreError(
+            f"{path} is not a somojax prediction store (no somojax_store=predictions attribute); set infer.output to one"
+        )
     if not ds.attrs.get("somojax_complete"):
         done = len(finished(Path(path)))
         raise StoreError(

@@ -181,9 +181,7 @@ def recurrence(
     if last_n > t:
         raise ValueError(f"last_n={last_n} exceeds the sequence length {t}")
     # Days before the last n are run without collecting outputs.
-    carry, _ = jax.lax.scan(
-        lambda cr, x: (step(cr, x)[0], None), (zeros, zeros), xs[: t - last_n], unroll=unroll
-    )
+    carry, _ = jax.lax.scan(lambda cr, x: (step(cr, x)[0], None), (zeros, zeros), xs[: t - last_n], unroll=unroll)
     _, hseq = jax.lax.scan(step, carry, xs[t - last_n :], unroll=unroll)
     return jnp.swapaxes(hseq, 0, 1)  # [B, n, H]
 

@@ -87,7 +87,13 @@ def _rows_product(a: jax.Array, g: jax.Array, stacked: bool, precision, transpos
 
 @functools.lru_cache(maxsize=None)
 def _make(
-    last_n: int, hoist: bool, precision: str | None, compute_dtype: Any, block: int, split_barrier: bool, transpose_rows: bool
+    last_n: int,
+    hoist: bool,
+    precision: str | None,
+    compute_dtype: Any,
+    block: int,
+    split_barrier: bool,
+    transpose_rows: bool,
 ):
     """The custom-VJP scan for one static configuration: (W_hh, W_ih, b, i, x[T,B,D]) -> [n, B, H]."""
     hp = _PRECISIONS[precision]
@@ -176,7 +182,11 @@ def _make(
             t, x_next = inp
             z = _matmul(a, w, precision, None)
             sf_b, so_b, tg_b = jax.lax.optimization_barrier(
-                (put(sf_b, t, sigmoid(z[..., :hs])), put(so_b, t, sigmoid(z[..., hs : 2 * hs])), put(tg_b, t, jnp.tanh(z[..., 2 * hs :])))
+                (
+                    put(sf_b, t, sigmoid(z[..., :hs])),
+                    put(so_b, t, sigmoid(z[..., hs : 2 * hs])),
+                    put(tg_b, t, jnp.tanh(z[..., 2 * hs :])),
+                )
             )
             c_prev = jnp.where(t > 0, get(c_b, jnp.maximum(t - 1, 0)), 0.0)
             c_b = jax.lax.optimization_barrier(put(c_b, t, get(sf_b, t) * c_prev + i * get(tg_b, t)))
@@ -251,7 +261,9 @@ def _make(
             h_blk = _previous_h(so_a, tc_a, t0, k)
             x_blk = jax.lax.dynamic_slice_in_dim(x, t0, k)
             if fuse:  # d_w_hh holds d[W_hh; W_ih; b] = Σ [h_{t-1}, x_t, 1]ᵀ dG_t: one GEMM per block
-                d_w_hh = d_w_hh + _rows_product(jnp.concatenate([h_blk, with_ones(x_blk)], axis=-1), dg, stacked, hp, transpose_rows)
+                d_w_hh = d_w_hh + _rows_product(
+                    jnp.concatenate([h_blk, with_ones(x_blk)], axis=-1), dg, stacked, hp, transpose_rows
+                )
             else:
                 d_w_hh = d_w_hh + _rows_product(h_blk, dg, stacked, hp, transpose_rows)
                 d_w_ih = d_w_ih + _rows_product(x_blk, dg, stacked, hp, transpose_rows)
@@ -263,8 +275,13 @@ def _make(
         zeros = jnp.zeros(i.shape, i.dtype)
         dh0 = d_out[0] if last_n == 1 else zeros
         d_w = jnp.zeros(w_hh.shape[:-2] + (hs + x.shape[-1] + 1, 3 * hs), w_hh.dtype) if fuse else jnp.zeros_like(w_hh)
-        carry = ((dh0, zeros, jnp.zeros_like(i)), d_w, jnp.zeros_like(w_ih),
-                 jnp.zeros(w_hh.shape[:-2] + (3 * hs,), w_hh.dtype), jnp.zeros_like(x))
+        carry = (
+            (dh0, zeros, jnp.zeros_like(i)),
+            d_w,
+            jnp.zeros_like(w_ih),
+            jnp.zeros(w_hh.shape[:-2] + (3 * hs,), w_hh.dtype),
+            jnp.zeros_like(x),
+        )
         k = min(block, t_len)
         n_blocks, rest = divmod(t_len, k)
         if rest == 0:  # the block at step 0 always runs last, outside the loop (t0 = 0 static)

@@ -57,14 +57,40 @@ ISMN_SM = Bound(
 )
 
 _KELVIN_FIX = "values in °C labelled K (convert with +273.15) or a fill value written as data"
-_RADIATION_FIX = "a wrong scale (W m-2 instead of J m-2 per step?) or running totals read with the wrong data.era5_accumulation"
+_RADIATION_FIX = (
+    "a wrong scale (W m-2 instead of J m-2 per step?) or running totals read with the wrong data.era5_accumulation"
+)
 _SOIL_WATER_FIX = "values scaled (×10?) or in percent; check the file's scale_factor and units"
 
 ERA5: dict[str, Bound] = {
-    "t2m": Bound(160.0, 340.0, "K", "the coldest 2 m air on record is 184 K (−89 °C, Vostok), the hottest 330 K (57 °C)", _KELVIN_FIX),
-    "d2m": Bound(150.0, 320.0, "K", "a dew point stays below the air temperature; the highest on record is 308 K (35 °C)", _KELVIN_FIX),
-    "skt": Bound(150.0, 360.0, "K", "skin temperatures reach 175 K on the Antarctic plateau and about 353 K (80 °C) in deserts", _KELVIN_FIX),
-    "sp": Bound(30000.0, 110000.0, "Pa", "about 31 kPa on Everest's summit; the highest sea-level pressure on record is 108.4 kPa", "values in hPa labelled Pa (multiply by 100)"),
+    "t2m": Bound(
+        160.0,
+        340.0,
+        "K",
+        "the coldest 2 m air on record is 184 K (−89 °C, Vostok), the hottest 330 K (57 °C)",
+        _KELVIN_FIX,
+    ),
+    "d2m": Bound(
+        150.0,
+        320.0,
+        "K",
+        "a dew point stays below the air temperature; the highest on record is 308 K (35 °C)",
+        _KELVIN_FIX,
+    ),
+    "skt": Bound(
+        150.0,
+        360.0,
+        "K",
+        "skin temperatures reach 175 K on the Antarctic plateau and about 353 K (80 °C) in deserts",
+        _KELVIN_FIX,
+    ),
+    "sp": Bound(
+        30000.0,
+        110000.0,
+        "Pa",
+        "about 31 kPa on Everest's summit; the highest sea-level pressure on record is 108.4 kPa",
+        "values in hPa labelled Pa (multiply by 100)",
+    ),
     "tp": Bound(
         0.0,
         2.0,
@@ -75,24 +101,69 @@ ERA5: dict[str, Bound] = {
         noise=1e-6,
         max_day_mean=0.05,
     ),
-    "ssr": Bound(0.0, 5.0e7, "J m-2", "net solar radiation is not negative; a day's top-of-atmosphere insolation stays below 47 MJ m-2", _RADIATION_FIX, noise=100.0),
-    "ssrd": Bound(0.0, 5.0e7, "J m-2", "as ssr: downward solar radiation is not negative and stays below a day's top-of-atmosphere insolation", _RADIATION_FIX, noise=100.0),
-    "str": Bound(-4.0e7, 1.5e7, "J m-2", "net thermal radiation over a day stays within −460 W m-2 (hot, dry, clear) and +170 W m-2 (warm air over snow)", _RADIATION_FIX),
+    "ssr": Bound(
+        0.0,
+        5.0e7,
+        "J m-2",
+        "net solar radiation is not negative; a day's top-of-atmosphere insolation stays below 47 MJ m-2",
+        _RADIATION_FIX,
+        noise=100.0,
+    ),
+    "ssrd": Bound(
+        0.0,
+        5.0e7,
+        "J m-2",
+        "as ssr: downward solar radiation is not negative and stays below a day's top-of-atmosphere insolation",
+        _RADIATION_FIX,
+        noise=100.0,
+    ),
+    "str": Bound(
+        -4.0e7,
+        1.5e7,
+        "J m-2",
+        "net thermal radiation over a day stays within −460 W m-2 (hot, dry, clear) and +170 W m-2 (warm air over snow)",
+        _RADIATION_FIX,
+    ),
     **{
-        v: Bound(0.0, 1.0, "m3 m-3", "a volume fraction lies in 0..1 (ERA5's largest saturation is 0.766); ERA5 writes small negatives (−0.003) over ice and coasts", _SOIL_WATER_FIX, noise=0.01)
+        v: Bound(
+            0.0,
+            1.0,
+            "m3 m-3",
+            "a volume fraction lies in 0..1 (ERA5's largest saturation is 0.766); ERA5 writes small negatives (−0.003) over ice and coasts",
+            _SOIL_WATER_FIX,
+            noise=0.01,
+        )
         for v in ("swvl1", "swvl2", "swvl3")
     },
 }
 
 _FRACTION_FIX = "values in percent (divide by 100), or a fill value such as −9999 over land (a file without _FillValue, or for another land mask)"
 STATIC: dict[str, Bound] = {
-    "elevation": Bound(-11000.0, 9000.0, "m", "the Challenger Deep lies at −10,935 m, Everest's summit at 8,849 m", "elevation in feet, or a fill value (−32768, −9999) written as data"),
+    "elevation": Bound(
+        -11000.0,
+        9000.0,
+        "m",
+        "the Challenger Deep lies at −10,935 m, Everest's summit at 8,849 m",
+        "elevation in feet, or a fill value (−32768, −9999) written as data",
+    ),
     **{v: Bound(0.0, 1.0, "1", "a soil fraction lies in 0..1", _FRACTION_FIX) for v in ("clay", "sand", "silt")},
     **{
-        v: Bound(0.05, 0.95, "m3 m-3", "no soil holds less than 5% or more than 95% pore space (GLDAS's soil classes span 0.20–0.48)", _FRACTION_FIX)
+        v: Bound(
+            0.05,
+            0.95,
+            "m3 m-3",
+            "no soil holds less than 5% or more than 95% pore space (GLDAS's soil classes span 0.20–0.48)",
+            _FRACTION_FIX,
+        )
         for v in ("poro_top", "poro_mid")
     },
-    "domveg": Bound(0.0, 20.0, "1", "class numbers of the vegetation schemes GLDAS uses (UMD 0–13, modified IGBP 1–20)", "another classification, or a fill value written as data"),
+    "domveg": Bound(
+        0.0,
+        20.0,
+        "1",
+        "class numbers of the vegetation schemes GLDAS uses (UMD 0–13, modified IGBP 1–20)",
+        "another classification, or a fill value written as data",
+    ),
     "land": Bound(0.0, 1.0, "1", "a land fraction or a 0/1 mask", "a mask in percent, or a fill value written as data"),
 }
 

@@ -19,7 +19,13 @@ def spinup_days(layer: str, seq_length: int) -> int:
     return k * (int(seq_length) - 1)
 
 
-def check_spinup(forcing_start: str, period_start: str, layers: Sequence[str], seq_length: int, what: str = "target period (data.target_start)") -> None:
+def check_spinup(
+    forcing_start: str,
+    period_start: str,
+    layers: Sequence[str],
+    seq_length: int,
+    what: str = "target period (data.target_start)",
+) -> None:
     """Raises `ConfigError` if the forcing starts too late for any of `layers` to have full
     windows from `period_start` on; the message says how many days are missing and for which layer."""
     f0, p0 = pd.Timestamp(forcing_start), pd.Timestamp(period_start)

@@ -75,9 +75,20 @@ def resolve_inputs(cfg: Config) -> Inputs:
     if d.source == "synthetic":
         raw = cfg.raw_dir
         if not raw.exists():
-            raise InputDataError(f"no synthetic Earth under {raw}; run `somojax synth` first (or set data.source=files)")
+            raise InputDataError(
+                f"no synthetic Earth under {raw}; run `somojax synth` first (or set data.source=files)"
+            )
         p = {k: str(raw / v) for k, v in SYNTH_LAYOUT.items()}
-        return Inputs(p["ismn"], [p["era5"]], [], p["etopo"], p["gldas_soil"], p["gldas_porosity"], p["gldas_vegetation"], p["land_mask"])
+        return Inputs(
+            p["ismn"],
+            [p["era5"]],
+            [],
+            p["etopo"],
+            p["gldas_soil"],
+            p["gldas_porosity"],
+            p["gldas_vegetation"],
+            p["land_mask"],
+        )
     missing = [k for k in ("ismn", "etopo", "gldas_soil", "gldas_porosity", "gldas_vegetation") if not getattr(d, k)]
     if not d.era5:
         missing.insert(1, "era5")
@@ -86,7 +97,9 @@ def resolve_inputs(cfg: Config) -> Inputs:
             f"data.source=files but {', '.join('data.' + m for m in missing)} {'is' if len(missing) == 1 else 'are'} not set; "
             "give the paths in the config or as overrides (see docs/real-data.md)"
         )
-    return Inputs(d.ismn, list(d.era5), list(d.era5_sm), d.etopo, d.gldas_soil, d.gldas_porosity, d.gldas_vegetation, d.land_mask)
+    return Inputs(
+        d.ismn, list(d.era5), list(d.era5_sm), d.etopo, d.gldas_soil, d.gldas_porosity, d.gldas_vegetation, d.land_mask
+    )
 
 
 def _encoding(ds: xr.Dataset, chunks: dict[str, int]) -> dict:
@@ -123,8 +136,16 @@ def _land_mask(inputs: Inputs, cfg: Config) -> tuple[xr.DataArray, str]:
             return read_land_mask(path, d.lat_range, d.lon_range), path
         except InputDataError:
             continue
-    clay = bounds_clean(read_gldas(inputs.gldas_soil, ["clay"], d.lat_range, d.lon_range)["clay"], STATIC_BOUNDS["clay"])
-    land = clay.notnull().astype(np.float32).assign_attrs(long_name="land mask (1 land, 0 water)", units="1", derived_from="cells with GLDAS soil fractions")
+    clay = bounds_clean(
+        read_gldas(inputs.gldas_soil, ["clay"], d.lat_range, d.lon_range)["clay"], STATIC_BOUNDS["clay"]
+    )
+    land = (
+        clay.notnull()
+        .astype(np.float32)
+        .assign_attrs(
+            long_name="land mask (1 land, 0 water)", units="1", derived_from="cells with GLDAS soil fractions"
+        )
+    )
     return land, f"cells with GLDAS soil fractions in {inputs.gldas_soil}"
 
 
@@ -217,11 +238,18 @@ def _prepare(cfg: Config, report: dict) -> dict:
 
     # ---- 1. open and check every input; nothing is written yet ------------------------
     era5, files = _open_era5(inputs, d, stated, report)
-    forc = build_forcings(era5, d.forcing_start, d.forcing_end, d.lat_range, d.lon_range, d.dynamic_inputs, d.era5_accumulation)
+    forc = build_forcings(
+        era5, d.forcing_start, d.forcing_end, d.lat_range, d.lon_range, d.dynamic_inputs, d.era5_accumulation
+    )
     etopo, gldas, land, land_src = _open_statics(inputs, cfg, report)
     log.info("reading ISMN archive %s", inputs.ismn)
     scan = scan_ismn(inputs.ismn)
-    report["ismn"] = {"archive": inputs.ismn, "files": len(scan.files), "skipped_files": scan.skipped, "other_variables": scan.other_variables}
+    report["ismn"] = {
+        "archive": inputs.ismn,
+        "files": len(scan.files),
+        "skipped_files": scan.skipped,
+        "other_variables": scan.other_variables,
+    }
 
     # ---- 2. write the stores (staged), then move them into place together --------------
     with _Staging(cfg.store_dir) as stage:
@@ -233,8 +261,13 @@ def _prepare(cfg: Config, report: dict) -> dict:
         with writing("the normalisation statistics", stage.dir / C.STATS_FILE):
             stats.save(stage.dir / C.STATS_FILE)
         report["normalization"] = {
-            "file": str(cfg.store_dir / C.STATS_FILE), "cells": len(stats.cells), "period": list(stats.period), "mean": dict(stats.mean),
-            "std": dict(stats.std), "target_mean": dict(stats.target_mean), "target_std": dict(stats.target_std),
+            "file": str(cfg.store_dir / C.STATS_FILE),
+            "cells": len(stats.cells),
+            "period": list(stats.period),
+            "mean": dict(stats.mean),
+            "std": dict(stats.std),
+            "target_mean": dict(stats.target_mean),
+            "target_std": dict(stats.target_std),
         }
         report["targets"]["stations_kept"] = _stations(targ)
         stage.publish()
@@ -253,22 +286,38 @@ def _start_report(cfg: Config, inputs: Inputs, report: dict) -> None:
     """The report's run, inputs, settings and checks; the spin-up of the prediction period is a
     warning here (inference checks it again)."""
     d = cfg.data
-    report.update({
-        "run": {"name": cfg.name, "source": d.source, "store_dir": str(cfg.store_dir)},
-        "inputs": asdict(inputs),
-        "settings": {
-            k: getattr(d, k)
-            for k in (
-                "forcing_start", "forcing_end", "target_start", "target_end", "lat_range", "lon_range", "quality_flags",
-                "min_values_per_day", "min_days_per_sensor", "min_overlap_days", "era5_accumulation", "units", "era5_check_steps",
-                "dynamic_inputs", "static_inputs",
-            )
-        },
-        "checks": {},
-        "plausibility": {"era5": [], "statics": []},
-    })
+    report.update(
+        {
+            "run": {"name": cfg.name, "source": d.source, "store_dir": str(cfg.store_dir)},
+            "inputs": asdict(inputs),
+            "settings": {
+                k: getattr(d, k)
+                for k in (
+                    "forcing_start",
+                    "forcing_end",
+                    "target_start",
+                    "target_end",
+                    "lat_range",
+                    "lon_range",
+                    "quality_flags",
+                    "min_values_per_day",
+                    "min_days_per_sensor",
+                    "min_overlap_days",
+                    "era5_accumulation",
+                    "units",
+                    "era5_check_steps",
+                    "dynamic_inputs",
+                    "static_inputs",
+                )
+            },
+            "checks": {},
+            "plausibility": {"era5": [], "statics": []},
+        }
+    )
     try:
-        checks.check_spinup(d.forcing_start, cfg.infer.start, cfg.train.layers, cfg.model.seq_length, "prediction period (infer.start)")
+        checks.check_spinup(
+            d.forcing_start, cfg.infer.start, cfg.train.layers, cfg.model.seq_length, "prediction period (infer.start)"
+        )
         report["checks"]["spinup_prediction_period"] = "ok"
     except ConfigError as e:
         report["checks"]["spinup_prediction_period"] = str(e)
@@ -280,12 +329,23 @@ def _open_era5(inputs: Inputs, d, stated: dict[str, str], report: dict) -> tuple
     """ERA5 opened lazily, the needed variables present, every file and variable inside its
     physical bounds (else `InputDataError` before anything is written); the bounds applied."""
     log.info("reading ERA5 (%s)", ", ".join(inputs.era5 + inputs.era5_sm)[:200])
-    files = expand_paths(inputs.era5, "data.era5") + (expand_paths(inputs.era5_sm, "data.era5_sm") if inputs.era5_sm else [])
-    era5 = read_era5(files, FORCING_VARS + SM_VARS, bbox=region_bbox(d.lat_range, d.lon_range), period=(d.forcing_start, d.forcing_end), stated_units=stated)
+    files = expand_paths(inputs.era5, "data.era5") + (
+        expand_paths(inputs.era5_sm, "data.era5_sm") if inputs.era5_sm else []
+    )
+    era5 = read_era5(
+        files,
+        FORCING_VARS + SM_VARS,
+        bbox=region_bbox(d.lat_range, d.lon_range),
+        period=(d.forcing_start, d.forcing_end),
+        stated_units=stated,
+    )
     need = sorted({v for x in d.dynamic_inputs for v in _NEEDS[x]} | set(SM_VARS), key=(FORCING_VARS + SM_VARS).index)
     require(era5, need, files)
     era5 = {v: era5[v] for v in need}
-    log.info("checking ERA5 against the physical bounds (%s)", "every value" if not d.era5_check_steps else f"{d.era5_check_steps} time steps per file")
+    log.info(
+        "checking ERA5 against the physical bounds (%s)",
+        "every value" if not d.era5_check_steps else f"{d.era5_check_steps} time steps per file",
+    )
     screens = screen_era5(era5, d.era5_accumulation, d.era5_check_steps)
     report["plausibility"]["era5"] = [s.report() for s in screens]
     for s in screens:
@@ -302,7 +362,9 @@ def _open_statics(inputs: Inputs, cfg: Config, report: dict) -> tuple[dict, dict
     check_screen(escreen, "static")
     gldas = {}
     gldas.update(read_gldas(inputs.gldas_soil, ["clay", "sand", "silt"], d.lat_range, d.lon_range, "data.gldas_soil"))
-    gldas.update(read_gldas(inputs.gldas_porosity, ["poro_top", "poro_mid"], d.lat_range, d.lon_range, "data.gldas_porosity"))
+    gldas.update(
+        read_gldas(inputs.gldas_porosity, ["poro_top", "poro_mid"], d.lat_range, d.lon_range, "data.gldas_porosity")
+    )
     gldas.update(read_gldas(inputs.gldas_vegetation, ["domveg"], d.lat_range, d.lon_range, "data.gldas_vegetation"))
     land, land_src = _land_mask(inputs, cfg)
     screens = [escreen]
@@ -362,7 +424,14 @@ def _forcing_gaps(forc: xr.Dataset, stat: xr.Dataset, d, report: dict) -> None:
 
 def _write_targets(scan: IsmnScan, forc: xr.Dataset, stat: xr.Dataset, stage: _Staging, d, report: dict) -> xr.Dataset:
     rules = TargetRules(
-        d.target_start, d.target_end, tuple(d.lat_range), tuple(d.lon_range), tuple(d.quality_flags), d.min_values_per_day, d.min_days_per_sensor, d.min_overlap_days
+        d.target_start,
+        d.target_end,
+        tuple(d.lat_range),
+        tuple(d.lon_range),
+        tuple(d.quality_flags),
+        d.min_values_per_day,
+        d.min_days_per_sensor,
+        d.min_overlap_days,
     )
 
     def era5_sm(cells: np.ndarray) -> xr.DataArray:
@@ -397,7 +466,13 @@ def _write_targets(scan: IsmnScan, forc: xr.Dataset, stat: xr.Dataset, stage: _S
             "series": int(ns.sum()),
             "values": int(np.isfinite(targ[C.SM].sel({C.LAYER: layer}).values).sum()),
         }
-    report["targets"] = {"store": str(final), "steps": ledger.steps, "cells": cells_info, "dropped": ledger.dropped, **{k: tinfo[k] for k in ("file_problems", "implausible_values", "rescaling")}}
+    report["targets"] = {
+        "store": str(final),
+        "steps": ledger.steps,
+        "cells": cells_info,
+        "dropped": ledger.dropped,
+        **{k: tinfo[k] for k in ("file_problems", "implausible_values", "rescaling")},
+    }
     return targ
 
 
@@ -409,10 +484,19 @@ def _stations(targ: xr.Dataset) -> int:
 
 PARALLEL_FILES = 500  # ISMN archives with at least this many soil-moisture files are read in parallel
 
-_NEEDS = {"log_tp": ("tp",), "t2m": ("t2m",), "snr": ("ssr", "str"), "ssrd": ("ssrd",), "q": ("d2m", "sp"), "skt": ("skt",)}
+_NEEDS = {
+    "log_tp": ("tp",),
+    "t2m": ("t2m",),
+    "snr": ("ssr", "str"),
+    "ssrd": ("ssrd",),
+    "q": ("d2m", "sp"),
+    "skt": ("skt",),
+}
 
 
-def _incomplete_cells(cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dynamic: tuple[str, ...], static: tuple[str, ...]) -> dict[int, tuple[str, str]]:
+def _incomplete_cells(
+    cells: np.ndarray, forc: xr.Dataset, stat: xr.Dataset, dynamic: tuple[str, ...], static: tuple[str, ...]
+) -> dict[int, tuple[str, str]]:
     """Target cells whose statics or forcings have missing values, with the reason."""
     from somojax.grid import select_cells as _cell_points
 

@@ -81,7 +81,9 @@ def _open_one(path: str) -> list[xr.Dataset]:
             with warnings.catch_warnings():  # cfgrib's own xarray merge deprecation
                 warnings.simplefilter("ignore", FutureWarning)
                 return list(cfgrib.open_datasets(p, indexpath="", cache_geo_coords=True))
-        if low.endswith(".zarr") or (os.path.isdir(p) and (Path(p, "zarr.json").exists() or Path(p, ".zgroup").exists())):
+        if low.endswith(".zarr") or (
+            os.path.isdir(p) and (Path(p, "zarr.json").exists() or Path(p, ".zgroup").exists())
+        ):
             try:  # ARCO-ERA5 has consolidated metadata; stores written by xarray/zarr 3 may not
                 return [xr.open_zarr(p, chunks=None, consolidated=True, decode_timedelta=False)]
             except (KeyError, FileNotFoundError, ValueError):
@@ -92,7 +94,9 @@ def _open_one(path: str) -> list[xr.Dataset]:
     except FileNotFoundError:
         raise InputDataError(f"ERA5 file {path} does not exist") from None
     except Exception as e:
-        raise InputDataError(f"{path}: cannot open as NetCDF, GRIB or Zarr ({type(e).__name__}: {str(e)[:200]})") from None
+        raise InputDataError(
+            f"{path}: cannot open as NetCDF, GRIB or Zarr ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
 
 
 def _time_step_seconds(t: np.ndarray) -> float | None:
@@ -131,7 +135,10 @@ def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | N
         if tname is not None:
             ds = ds.expand_dims(tname)
     if tname is not None and tname != C.TIME:
-        ds = ds.drop_vars([n for n in _TIME_NAMES if n in ds.coords and n != tname and ds[n].ndim <= 1 and n not in ds.dims], errors="ignore")
+        ds = ds.drop_vars(
+            [n for n in _TIME_NAMES if n in ds.coords and n != tname and ds[n].ndim <= 1 and n not in ds.dims],
+            errors="ignore",
+        )
         ds = ds.rename({tname: C.TIME})
     if C.TIME in ds.dims and ds.sizes[C.TIME] > 1:
         t = ds[C.TIME].values
@@ -166,12 +173,16 @@ def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | N
                     raise InputDataError(f"{source}: cannot convert the flux {name!r} to an amount without a time axis")
                 if kind == "precip_flux":
                     if u not in ("kg m-2 s-1", "mm s-1"):
-                        raise InputDataError(f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'kg m-2 s-1'")
+                        raise InputDataError(
+                            f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'kg m-2 s-1'"
+                        )
                     conv = da * (dt / 1000.0)  # kg m-2 s-1 * s -> mm -> m
                     conv.attrs = {"units": "m"}
                 else:
                     if u != "W m-2":
-                        raise InputDataError(f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'W m-2'")
+                        raise InputDataError(
+                            f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'W m-2'"
+                        )
                     conv = da * dt
                     conv.attrs = {"units": "J m-2"}
             conv.attrs.update({"somojax_converted_from": f"{name} [{da.attrs.get('units')}]"})
@@ -192,7 +203,9 @@ def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | N
     return ds
 
 
-def _with_stated_units(ds: xr.Dataset, stated: Mapping[str, str], cmip: Mapping[str, tuple[str, str]], source: str) -> xr.Dataset:
+def _with_stated_units(
+    ds: xr.Dataset, stated: Mapping[str, str], cmip: Mapping[str, tuple[str, str]], source: str
+) -> xr.Dataset:
     """Gives each variable without a `units` attribute the unit stated in `data.units`; one with
     neither is an error (units are never guessed from values)."""
     for name in list(ds.data_vars):
@@ -295,10 +308,14 @@ def read_era5(
                 key = v
                 if key in grids:
                     la, lo, f0 = grids[key]
-                    if la.shape != da[C.LAT].shape or lo.shape != da[C.LON].shape or not (
-                        np.allclose(la, da[C.LAT].values) and np.allclose(lo, da[C.LON].values)
+                    if (
+                        la.shape != da[C.LAT].shape
+                        or lo.shape != da[C.LON].shape
+                        or not (np.allclose(la, da[C.LAT].values) and np.allclose(lo, da[C.LON].values))
                     ):
-                        raise InputDataError(f"{v}: files {f0} and {f} have different latitude/longitude grids; use one grid for all ERA5 files")
+                        raise InputDataError(
+                            f"{v}: files {f0} and {f} have different latitude/longitude grids; use one grid for all ERA5 files"
+                        )
                 else:
                     grids[key] = (da[C.LAT].values, da[C.LON].values, f)
             pieces.setdefault(v, []).append(da)
@@ -312,7 +329,11 @@ def read_era5(
         steps = [int(p.sizes[C.TIME]) for p in parts] if C.TIME in parts[0].dims else None
         if C.TIME in parts[0].dims:
             parts = [_chunk(p) for p in parts]
-            da = xr.concat(parts, dim=C.TIME, join="exact", combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
+            da = (
+                xr.concat(parts, dim=C.TIME, join="exact", combine_attrs="drop_conflicts")
+                if len(parts) > 1
+                else parts[0]
+            )
             t = da[C.TIME].values
             if t.size > 1:
                 dup = t[1:] == t[:-1]
@@ -332,7 +353,9 @@ def read_era5(
     return out
 
 
-def require(era5: Mapping[str, xr.DataArray], names: Iterable[str], files: Sequence[str], what: str = "data.era5") -> None:
+def require(
+    era5: Mapping[str, xr.DataArray], names: Iterable[str], files: Sequence[str], what: str = "data.era5"
+) -> None:
     """Raises naming the missing short names, what was found and where we looked."""
     missing = [n for n in names if n not in era5]
     if missing:
@@ -372,7 +395,9 @@ def _scales(da: xr.DataArray, name: str, accumulation: str) -> tuple[float, floa
     return dt / 3600.0, (86400.0 / dt if accumulation == "hourly" else 1.0)
 
 
-def screen_era5(era5: Mapping[str, xr.DataArray], accumulation: str = "hourly", steps_per_file: int = 0) -> list[Screen]:
+def screen_era5(
+    era5: Mapping[str, xr.DataArray], accumulation: str = "hourly", steps_per_file: int = 0
+) -> list[Screen]:
     """The plausibility screen (`bounds.ERA5`) of every variable in every file, in one pass.
 
     Args:
@@ -397,7 +422,9 @@ def screen_era5(era5: Mapping[str, xr.DataArray], accumulation: str = "hourly", 
                 # dask reads the chunks holding these steps (about a day each for global maps)
                 idx = np.unique(np.linspace(0, n - 1, steps_per_file).round().astype(np.int64))
                 part, checked = part.isel({C.TIME: idx}), f"{idx.size:,} of {n:,} time steps"
-            jobs.append((src, name, b, screen_terms(part, b, noise_scale), dict(checked=checked, day_factor=day_factor)))
+            jobs.append(
+                (src, name, b, screen_terms(part, b, noise_scale), dict(checked=checked, day_factor=day_factor))
+            )
     try:
         terms = dask.compute([j[3] for j in jobs])[0]
     except (OSError, RuntimeError, ValueError, EOFError):  # a damaged file: find and name it
@@ -405,7 +432,9 @@ def screen_era5(era5: Mapping[str, xr.DataArray], accumulation: str = "hourly", 
             try:
                 dask.compute(job)
             except (OSError, RuntimeError, ValueError, EOFError) as e:
-                raise InputDataError(f"{src}: cannot read {name} ({type(e).__name__}: {str(e)[:200]}); the file may be truncated or damaged: download it again") from None
+                raise InputDataError(
+                    f"{src}: cannot read {name} ({type(e).__name__}: {str(e)[:200]}); the file may be truncated or damaged: download it again"
+                ) from None
         raise
     return [screen_from_terms(t, src, name, b, **kw) for (src, name, b, _, kw), t in zip(jobs, terms)]
 

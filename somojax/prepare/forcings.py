@@ -137,7 +137,8 @@ def daily(
         dt = np.timedelta64(86400, "s") if t.size == 1 else None
     if dt is None:
         raise InputDataError(
-            f"{name}: no time step in {start}..{end} in {source}" + (" (the files hold none of the forcing period)" if t.size == 0 else "")
+            f"{name}: no time step in {start}..{end} in {source}"
+            + (" (the files hold none of the forcing period)" if t.size == 0 else "")
         )
     dt_s = int(dt / np.timedelta64(1, "s"))
     attrs = {"source_files": da.attrs.get("source_files", [])}
@@ -145,19 +146,25 @@ def daily(
         tday = t.astype("datetime64[D]").astype("datetime64[ns]")
         idx = pd.Index(tday).get_indexer(days)
         if (idx < 0).any():
-            raise InputDataError(_missing_message(name, days[idx < 0], nd, source, " Extend the ERA5 files to cover the forcing period."))
+            raise InputDataError(
+                _missing_message(name, days[idx < 0], nd, source, " Extend the ERA5 files to cover the forcing period.")
+            )
         out = da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
         out.attrs = attrs
         return out
     if 86400 % dt_s != 0:
-        raise InputDataError(f"{name}: time step {dt_s / 3600:g} h does not divide a day; use hourly or daily ERA5 ({source})")
+        raise InputDataError(
+            f"{name}: time step {dt_s / 3600:g} h does not divide a day; use hourly or daily ERA5 ({source})"
+        )
     n = 86400 // dt_s
     if accumulated and accumulation == "since_00utc":
         # running total since 00 UTC: the value stamped D+1 00:00 is the total of day D
         need = days + DAY
         idx = pd.Index(t).get_indexer(need)
         if (idx < 0).any():
-            raise InputDataError(_missing_message(name, need[idx < 0], nd, source, " (accumulated since 00 UTC: day D needs D+1 00:00)"))
+            raise InputDataError(
+                _missing_message(name, need[idx < 0], nd, source, " (accumulated since 00 UTC: day D needs D+1 00:00)")
+            )
         out = da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
         out.attrs = attrs
         return out
@@ -170,7 +177,11 @@ def daily(
     need = first + np.arange(nd * n) * dt.astype("timedelta64[ns]")
     idx = pd.Index(t).get_indexer(need)
     if (idx < 0).any():
-        hint = " The accumulation of the last hour of day D is stamped D+1 00:00; include that step." if accumulated else ""
+        hint = (
+            " The accumulation of the last hour of day D is stamped D+1 00:00; include that step."
+            if accumulated
+            else ""
+        )
         raise InputDataError(_missing_message(name, need[idx < 0], nd * n, source, hint))
     i0 = int(idx[0])
     contiguous = bool(np.all(np.diff(idx) == 1))
@@ -192,7 +203,7 @@ def daily(
 # space: ERA5 points -> 0.25° cell centres
 # ----------------------------------------------------------------------------------------
 def grid_kind(da: xr.DataArray, source: str = "input") -> str:
-    """"points" (ERA5 native, multiples of 0.25°) or "centres" (.125/.375/...); anything else
+    """ "points" (ERA5 native, multiples of 0.25°) or "centres" (.125/.375/...); anything else
     raises the "grid is not 0.25°" error."""
     kinds = []
     for d in (C.LAT, C.LON):
@@ -211,7 +222,9 @@ def grid_kind(da: xr.DataArray, source: str = "input") -> str:
         elif np.allclose(r - 0.5, np.round(r - 0.5), atol=4e-4):
             kinds.append("centres")
         else:
-            raise InputDataError(f"{source}: {d} values {v[:3]} are neither 0.25° points (.00/.25) nor cell centres (.125/.375)")
+            raise InputDataError(
+                f"{source}: {d} values {v[:3]} are neither 0.25° points (.00/.25) nor cell centres (.125/.375)"
+            )
     if kinds[0] != kinds[1]:
         raise InputDataError(f"{source}: latitude is on {kinds[0]} but longitude on {kinds[1]}; expected the same kind")
     return kinds[0]
@@ -341,7 +354,10 @@ def build_forcings(
         elif v == "q":
             d2m, sp = xr.align(era5["d2m"], era5["sp"], join="inner")
             qh = specific_humidity(d2m, sp)
-            qh.attrs = {"source_files": list(era5["d2m"].attrs.get("source_files", [])) + list(era5["sp"].attrs.get("source_files", []))}
+            qh.attrs = {
+                "source_files": list(era5["d2m"].attrs.get("source_files", []))
+                + list(era5["sp"].attrs.get("source_files", []))
+            }
             x = cells(daily(qh, "q (from d2m and sp)", start, end, accumulated=False), "q")
         out[v] = x.astype(np.float32).assign_attrs(cf_attrs(v))
     if with_sm:
@@ -373,7 +389,9 @@ def era5_files(era5: Mapping[str, xr.DataArray], name: str) -> list[str]:
     return list(da.attrs.get("source_files", [])) if da is not None else []
 
 
-def long_term_statics(forcings: xr.Dataset, start: str, end: str, p_min_mm_year: float = 1.0) -> tuple[xr.Dataset, dict]:
+def long_term_statics(
+    forcings: xr.Dataset, start: str, end: str, p_min_mm_year: float = 1.0
+) -> tuple[xr.Dataset, dict]:
     """`tp` (mean annual precipitation [mm year-1]) and `arid` over the days start..end.
 
     Computed from the daily forcings (`log_tp`, `snr`): P = mean of expm1(log_tp) [mm day-1],
@@ -385,7 +403,9 @@ def long_term_statics(forcings: xr.Dataset, start: str, end: str, p_min_mm_year:
     """
     sel = forcings.sel({C.TIME: slice(start, end)})
     if sel.sizes[C.TIME] == 0:
-        raise InputDataError(f"the forcings have no day in {start}..{end} to compute the long-term statics tp and arid over")
+        raise InputDataError(
+            f"the forcings have no day in {start}..{end} to compute the long-term statics tp and arid over"
+        )
     p = np.expm1(sel["log_tp"].astype(np.float64)).mean(C.TIME, skipna=False)
     rn = sel["snr"].astype(np.float64).mean(C.TIME, skipna=False)
     p_min = p_min_mm_year / DAYS_PER_YEAR
@@ -395,4 +415,9 @@ def long_term_statics(forcings: xr.Dataset, start: str, end: str, p_min_mm_year:
     floored = int((p < p_min).sum())
     ds = xr.Dataset({"tp": tp, "arid": arid})
     ds.attrs["period"] = f"{start}..{end}"
-    return ds, {"period": [start, end], "days": int(sel.sizes[C.TIME]), "precipitation_floor_mm_year": p_min_mm_year, "cells_at_precipitation_floor": floored}
+    return ds, {
+        "period": [start, end],
+        "days": int(sel.sizes[C.TIME]),
+        "precipitation_floor_mm_year": p_min_mm_year,
+        "cells_at_precipitation_floor": floored,
+    }

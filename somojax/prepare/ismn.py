@@ -193,13 +193,29 @@ def _metadata(tokens: list[str], parts: list[str]) -> tuple[str, dict]:
     sensor = "_".join(parts[6:-2]) if len(parts) > 9 else parts[6]
     if len(tokens) == 15 and _DATE.fullmatch(tokens[0]):
         lat, lon, elev = (float(t) for t in tokens[7:10])
-        return "ceop_sep", dict(network=tokens[5], station=tokens[6], latitude=lat, longitude=lon, elevation=elev,
-                                depth_from=float(parts[4]), depth_to=float(parts[5]), sensor=sensor)
+        return "ceop_sep", dict(
+            network=tokens[5],
+            station=tokens[6],
+            latitude=lat,
+            longitude=lon,
+            elevation=elev,
+            depth_from=float(parts[4]),
+            depth_to=float(parts[5]),
+            sensor=sensor,
+        )
     if len(tokens) < 9:
         raise ValueError("not a header line")
     lat, lon, elev, d0, d1 = (float(t) for t in tokens[3:8])
-    return "header_values", dict(network=tokens[1], station=tokens[2], latitude=lat, longitude=lon, elevation=elev,
-                                 depth_from=d0, depth_to=d1, sensor=sensor)
+    return "header_values", dict(
+        network=tokens[1],
+        station=tokens[2],
+        latitude=lat,
+        longitude=lon,
+        elevation=elev,
+        depth_from=d0,
+        depth_to=d1,
+        sensor=sensor,
+    )
 
 
 def read_metadata(root: Root, relpath: str) -> SensorFile:
@@ -210,7 +226,9 @@ def read_metadata(root: Root, relpath: str) -> SensorFile:
     try:
         lines = _lines(root.read(relpath, 4096))
     except _ZIP_ERRORS as e:
-        raise InputDataError(f"{where}: cannot read this file ({type(e).__name__}: {e}); the archive may be damaged") from None
+        raise InputDataError(
+            f"{where}: cannot read this file ({type(e).__name__}: {e}); the archive may be damaged"
+        ) from None
     parts = _name_parts(relpath)
     try:
         tokens = lines[0].decode("ascii", "replace").split()
@@ -297,16 +315,30 @@ def parse_values(raw: bytes, fmt: str) -> FileValues:
     body = text.partition(b"\n")[2] if n_header else text
     # `usecols` makes pandas return one row per non-blank line (extra fields are cut off, never
     # the line); a first line with every column makes sure the columns exist
-    first_line = b" ".join(b"0" if c == cols[2] else b"-" for c in range(n_fields + 1)) + b"\n"  # a number as value keeps that column numeric
-    df = pd.read_csv(io.BytesIO(first_line + body), sep=r"\s+", header=None, names=range(n_fields + 1), usecols=cols + [extra],
-                     dtype={c: object for c in cols + [extra] if c != cols[2]}, engine="c", low_memory=False).iloc[1:]
+    first_line = (
+        b" ".join(b"0" if c == cols[2] else b"-" for c in range(n_fields + 1)) + b"\n"
+    )  # a number as value keeps that column numeric
+    df = pd.read_csv(
+        io.BytesIO(first_line + body),
+        sep=r"\s+",
+        header=None,
+        names=range(n_fields + 1),
+        usecols=cols + [extra],
+        dtype={c: object for c in cols + [extra] if c != cols[2]},
+        engine="c",
+        low_memory=False,
+    ).iloc[1:]
     shaped = (df[extra].isna() & df[cols[3]].notna()).to_numpy()
     df = df[cols].set_axis(["date", "time", "sm", "ismn_flag", "provider_flag"], axis=1)
     sm = pd.to_numeric(df["sm"], errors="coerce").to_numpy(np.float64)
     time = pd.to_datetime(df["date"] + " " + df["time"], format="%Y/%m/%d %H:%M", errors="coerce")
     ok = shaped & np.isfinite(sm) & time.notna().to_numpy()
     values = pd.DataFrame(
-        {"sm": sm[ok], "ismn_flag": df["ismn_flag"].to_numpy(object)[ok], "provider_flag": df["provider_flag"].fillna("").to_numpy(object)[ok]},
+        {
+            "sm": sm[ok],
+            "ismn_flag": df["ismn_flag"].to_numpy(object)[ok],
+            "provider_flag": df["provider_flag"].fillna("").to_numpy(object)[ok],
+        },
         index=pd.DatetimeIndex(time[ok], name="time"),
     )
     bad = len(df) - int(ok.sum())
@@ -320,7 +352,9 @@ def read_values(sf: SensorFile) -> FileValues:
     try:
         raw = _root(sf.archive).read(sf.path)
     except _ZIP_ERRORS as e:
-        raise InputDataError(f"{sf.where}: cannot read this file ({type(e).__name__}: {e}); the archive may be damaged") from None
+        raise InputDataError(
+            f"{sf.where}: cannot read this file ({type(e).__name__}: {e}); the archive may be damaged"
+        ) from None
     return parse_values(raw, sf.format)
 
 
@@ -329,9 +363,25 @@ def to_dataset(sf: SensorFile, fv: FileValues) -> xr.Dataset:
     values = fv.values
     ds = xr.Dataset(
         {
-            "sm": ("time", values["sm"].to_numpy(), {"units": "m3 m-3", "long_name": "volumetric soil moisture", "standard_name": "volume_fraction_of_condensed_water_in_soil"}),
-            "ismn_flag": ("time", values["ismn_flag"].to_numpy().astype(str), {"long_name": "ISMN quality flag (G good, C.. D.. dubious, U unchecked)"}),
-            "provider_flag": ("time", values["provider_flag"].to_numpy().astype(str), {"long_name": "data provider's quality flag"}),
+            "sm": (
+                "time",
+                values["sm"].to_numpy(),
+                {
+                    "units": "m3 m-3",
+                    "long_name": "volumetric soil moisture",
+                    "standard_name": "volume_fraction_of_condensed_water_in_soil",
+                },
+            ),
+            "ismn_flag": (
+                "time",
+                values["ismn_flag"].to_numpy().astype(str),
+                {"long_name": "ISMN quality flag (G good, C.. D.. dubious, U unchecked)"},
+            ),
+            "provider_flag": (
+                "time",
+                values["provider_flag"].to_numpy().astype(str),
+                {"long_name": "data provider's quality flag"},
+            ),
         },
         coords={"time": ("time", values.index.to_numpy())},
         attrs={
@@ -415,7 +465,9 @@ def read_sensor(members: list[SensorFile]) -> SensorValues:
     dup = vals.index.duplicated(keep="first")
     n_dup = int(dup.sum())
     if n_dup:
-        problems.append({"file": ", ".join(sf.where for sf in members), "reason": f"{n_dup} duplicated time stamps (first kept)"})
+        problems.append(
+            {"file": ", ".join(sf.where for sf in members), "reason": f"{n_dup} duplicated time stamps (first kept)"}
+        )
         vals = vals[~dup]
     return SensorValues(vals, problems, lines, unparseable, n_dup)
 

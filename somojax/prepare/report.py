@@ -60,6 +60,7 @@ class Ledger:
         before, after = set(before), set(after)
         gone = before - after
         reasons = dict(reasons or {})
+
         # a reason is a string, or (category for the counts, detail for the list of dropped items)
         def split(k):
             r = reasons.get(k, "no values left")
@@ -67,7 +68,14 @@ class Ledger:
 
         why = Counter(split(k)[0] for k in gone)
         for k in sorted(gone, key=str):
-            self.dropped.append({"step": name, "what": {"series": "series"}.get(what, what.rstrip("s")), "id": (labels or {}).get(k, str(k)), "reason": split(k)[1]})
+            self.dropped.append(
+                {
+                    "step": name,
+                    "what": {"series": "series"}.get(what, what.rstrip("s")),
+                    "id": (labels or {}).get(k, str(k)),
+                    "reason": split(k)[1],
+                }
+            )
         st_before = {_station(k) for k in before}
         st_after = {_station(k) for k in after}
         vr = {k: int(v) for k, v in value_reasons.items() if v}
@@ -86,7 +94,9 @@ class Ledger:
             what + "_dropped": dict(why),
         }
         if what in ("sensors", "series"):
-            rec.update(stations_in=len(st_before), stations_kept=len(st_after), stations_dropped=len(st_before - st_after))
+            rec.update(
+                stations_in=len(st_before), stations_kept=len(st_after), stations_dropped=len(st_before - st_after)
+            )
         self.steps.append(rec)
         return rec
 
@@ -122,12 +132,19 @@ def markdown(report: Mapping[str, Any]) -> str:
     out = ["# somojax preparation report", ""]
     meta = report.get("run", {})
     if meta:
-        out += [f"- run: `{meta.get('name')}`, source `{meta.get('source')}`, written {meta.get('finished')}", f"- stores: `{meta.get('store_dir')}`", f"- time: {meta.get('seconds', 0):.1f} s", ""]
+        out += [
+            f"- run: `{meta.get('name')}`, source `{meta.get('source')}`, written {meta.get('finished')}",
+            f"- stores: `{meta.get('store_dir')}`",
+            f"- time: {meta.get('seconds', 0):.1f} s",
+            "",
+        ]
     ismn = report.get("ismn", {})
     if ismn:
         out += ["## ISMN archive", ""]
         out.append(f"- archive: `{ismn.get('archive')}`")
-        out.append(f"- soil-moisture files read: {ismn.get('files', 0):,}; unreadable files skipped: {len(ismn.get('skipped_files', []))}")
+        out.append(
+            f"- soil-moisture files read: {ismn.get('files', 0):,}; unreadable files skipped: {len(ismn.get('skipped_files', []))}"
+        )
         if ismn.get("other_variables"):
             out.append(f"- files of other variables not used: {ismn['other_variables']}")
         for s in ismn.get("skipped_files", [])[:20]:
@@ -166,7 +183,14 @@ def markdown(report: Mapping[str, Any]) -> str:
         out.append("")
     for sec in ("forcings", "statics", "normalization", "checks"):
         if sec in report:
-            out += [f"## {sec.capitalize()}", "", "```json", json.dumps(_jsonable(report[sec]), indent=1)[:4000], "```", ""]
+            out += [
+                f"## {sec.capitalize()}",
+                "",
+                "```json",
+                json.dumps(_jsonable(report[sec]), indent=1)[:4000],
+                "```",
+                "",
+            ]
     return "\n".join(out)
 
 
@@ -178,11 +202,21 @@ def _problems_markdown(report: Mapping[str, Any], limit: int = 20) -> list[str]:
     screens = [s for kind in ("era5", "statics") for s in report.get("plausibility", {}).get(kind, [])]
     flagged = [s for s in screens if s.get("dropped") or s.get("set_to_bound") or s.get("dropped off land")]
     if screens:
-        out += ["## Physical bounds of ERA5 and the static maps", "", f"{len(screens):,} file variables checked; {len(flagged):,} with values outside their bounds (docs/reliability.md).", ""]
+        out += [
+            "## Physical bounds of ERA5 and the static maps",
+            "",
+            f"{len(screens):,} file variables checked; {len(flagged):,} with values outside their bounds (docs/reliability.md).",
+            "",
+        ]
         if flagged:
-            out += ["| file | variable | bounds | values | dropped (reason: count) | rounding noise set to the bound | min / mean / max |", "|---|---|---|---:|---|---:|---|"]
+            out += [
+                "| file | variable | bounds | values | dropped (reason: count) | rounding noise set to the bound | min / mean / max |",
+                "|---|---|---|---:|---|---:|---|",
+            ]
             for s in flagged[:limit]:
-                dropped = dict(s.get("dropped", {}), **({"off land": s["dropped off land"]} if s.get("dropped off land") else {}))
+                dropped = dict(
+                    s.get("dropped", {}), **({"off land": s["dropped off land"]} if s.get("dropped off land") else {})
+                )
                 out.append(
                     f"| `{s['file']}` | {s['variable']} | {s['bounds']} | {s['values']:,} | {_fmt_reasons(dropped)} | "
                     f"{s.get('set_to_bound', 0):,} | {s['min']:.4g} / {s['mean']:.4g} / {s['max']:.4g} |"
@@ -193,7 +227,9 @@ def _problems_markdown(report: Mapping[str, Any], limit: int = 20) -> list[str]:
         out += [f"## ISMN files with values outside the physical bounds ({len(bad):,})", ""]
         for r in bad[:limit]:
             whole = f" — {r['whole file dropped']}" if "whole file dropped" in r else ""
-            out.append(f"- `{r['file']}`: {_fmt_reasons(r['dropped'])} of {r['values']:,} values (min {r['min']:.4g}, max {r['max']:.4g}){whole}")
+            out.append(
+                f"- `{r['file']}`: {_fmt_reasons(r['dropped'])} of {r['values']:,} values (min {r['min']:.4g}, max {r['max']:.4g}){whole}"
+            )
         out.append("")
     problems = tg.get("file_problems", [])
     if problems:
@@ -235,7 +271,9 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     lines.append(f"sensors: {first['sensors_in']:,} -> {last['sensors_kept']:,} kept (dropped: {top})")
     series = [s for s in steps if s.get("what") == "series"]
     if series:
-        lines.append(f"series: {series[0]['series_in']:,} -> {series[-1]['series_kept']:,} kept (dropped: {_fmt_reasons(_merged(series, 'series_dropped'), 3)})")
+        lines.append(
+            f"series: {series[0]['series_in']:,} -> {series[-1]['series_kept']:,} kept (dropped: {_fmt_reasons(_merged(series, 'series_dropped'), 3)})"
+        )
     lines.append(f"stations: {first['stations_in']:,} -> {tg.get('stations_kept', '?')} with targets")
     lines.append(_bounds_line(report))
     cells = tg.get("cells", {})

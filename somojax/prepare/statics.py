@@ -95,7 +95,13 @@ def _to_region(da: xr.DataArray, lats: np.ndarray, lons: np.ndarray, path: str) 
     return out.assign_coords({C.LAT: lats, C.LON: lons})
 
 
-def read_gldas(path: str | os.PathLike, names: Sequence[str], lat_range: Sequence[float], lon_range: Sequence[float], what: str = "GLDAS") -> dict[str, xr.DataArray]:
+def read_gldas(
+    path: str | os.PathLike,
+    names: Sequence[str],
+    lat_range: Sequence[float],
+    lon_range: Sequence[float],
+    what: str = "GLDAS",
+) -> dict[str, xr.DataArray]:
     """GLDAS parameter maps (soil fractions, porosity, dominant vegetation) on the region's cells.
 
     Args:
@@ -117,7 +123,9 @@ def read_gldas(path: str | os.PathLike, names: Sequence[str], lat_range: Sequenc
         da = _to_region(da, lats, lons, str(path)).astype(np.float32)
         from somojax.stores import cf_attrs
 
-        out[name] = da.assign_attrs({**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "source_units": units})
+        out[name] = da.assign_attrs(
+            {**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "source_units": units}
+        )
     return out
 
 
@@ -152,8 +160,14 @@ def read_land_mask(path: str | os.PathLike, lat_range: Sequence[float], lon_rang
     frac = bounds_clean(frac, b)
     land = xr.where(frac.isnull(), np.nan, (frac >= 0.5).astype(np.float32)).astype(np.float32)
     return land.assign_attrs(
-        {"long_name": "land mask (1 land, 0 water)", "units": "1", "source_file": str(path), "source_variable": src_name, "threshold": "land fraction >= 0.5",
-         "values_outside_bounds": s.n_dropped}
+        {
+            "long_name": "land mask (1 land, 0 water)",
+            "units": "1",
+            "source_file": str(path),
+            "source_variable": src_name,
+            "threshold": "land fraction >= 0.5",
+            "values_outside_bounds": s.n_dropped,
+        }
     )
 
 
@@ -168,7 +182,9 @@ def _edge_start(coord: np.ndarray, res: float) -> int:
     return int(starts[0]) if starts.size else 0
 
 
-def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: Sequence[float]) -> tuple[dict[str, xr.DataArray], Screen]:
+def read_etopo(
+    path: str | os.PathLike, lat_range: Sequence[float], lon_range: Sequence[float]
+) -> tuple[dict[str, xr.DataArray], Screen]:
     """`ETOPOavg`, `ETOPOsd` [m]: mean and standard deviation (ddof=0) of elevation per cell.
 
     Points outside the elevation bounds (`bounds.STATIC["elevation"]`) are left out of their
@@ -185,7 +201,14 @@ def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: S
         da = da.rename({"x": "lon", "y": "lat"})
     da = _squeeze_2d(da, str(path))
     units = str(da.attrs.get("units", "")).strip()
-    if units.lower() not in ("", "m", "meters", "metres", "meter", "metre"):  # NOAA's ETOPO1 grids have no units attribute
+    if units.lower() not in (
+        "",
+        "m",
+        "meters",
+        "metres",
+        "meter",
+        "metre",
+    ):  # NOAA's ETOPO1 grids have no units attribute
         raise InputDataError(f"{path}: {src_name} has units {units!r}, expected metres")
     da = normalize_latlon(da.to_dataset(name="v"), str(path))["v"]
     res = {}
@@ -222,7 +245,9 @@ def read_etopo(path: str | os.PathLike, lat_range: Sequence[float], lon_range: S
     out = {}
     for name, x in (("ETOPOavg", mean), ("ETOPOsd", std)):
         x = _to_region(x, lats, lons, str(path)).astype(np.float32)
-        out[name] = x.assign_attrs({**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "points_per_cell": n_lat * n_lon})
+        out[name] = x.assign_attrs(
+            {**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "points_per_cell": n_lat * n_lon}
+        )
     extra = {"units_attribute": units or "none (metres assumed; NOAA's grids have none)"}
     return out, screen_from_terms(terms, f"{path} ({src_name})", "elevation", bound, extra=extra)
 

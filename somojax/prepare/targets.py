@@ -50,7 +50,9 @@ def flags_allowed(flags: Sequence[str] | np.ndarray, allowed: Iterable[str]) -> 
     """True where every comma-separated part of the flag is in `allowed` ("D03,D05" needs both)."""
     allowed = {a.strip() for a in allowed}
     codes, uniq = pd.factorize(np.asarray(flags, dtype=object), use_na_sentinel=False)
-    ok = np.array([isinstance(u, str) and u.strip() != "" and all(p.strip() in allowed for p in u.split(",")) for u in uniq], bool)
+    ok = np.array(
+        [isinstance(u, str) and u.strip() != "" and all(p.strip() in allowed for p in u.split(",")) for u in uniq], bool
+    )
     return ok[codes] if len(uniq) else np.zeros(0, bool)
 
 
@@ -109,7 +111,9 @@ def layer_of(depth_cm: float) -> str | None:
     return None
 
 
-def rescale(x: pd.Series, ref: pd.Series, min_overlap: int = MIN_OVERLAP_DAYS_DEFAULT) -> tuple[pd.Series | None, str | None, dict]:
+def rescale(
+    x: pd.Series, ref: pd.Series, min_overlap: int = MIN_OVERLAP_DAYS_DEFAULT
+) -> tuple[pd.Series | None, str | None, dict]:
     """Rescales a daily series to the mean and standard deviation of a reference series.
 
     x' = μ_E + (x − μ_x)·σ_E/σ_x, with μ, σ (ddof=0) of both over the days both have.
@@ -153,7 +157,10 @@ def select_layers(candidates: Sequence["SensorSeries"]) -> tuple[dict[tuple, "Se
     for s in candidates:
         layer = layer_of(s.depth_cm)
         if layer is None:
-            reasons[s.key] = ("deeper than the deepest layer (50 cm)", f"depth {s.depth_cm:g} cm is below the deepest layer (50 cm)")
+            reasons[s.key] = (
+                "deeper than the deepest layer (50 cm)",
+                f"depth {s.depth_cm:g} cm is below the deepest layer (50 cm)",
+            )
             continue
         by_slot.setdefault((s.network, s.station, layer), []).append(s)
     chosen = {}
@@ -240,7 +247,9 @@ class SensorOutcome:
     daily: pd.Series | None = None  # the daily series in the target period (stage != "read")
 
 
-def physical_filter(values: pd.DataFrame, files: Sequence[str], bound: Bound = ISMN_SM) -> tuple[pd.DataFrame, Counter, list[dict]]:
+def physical_filter(
+    values: pd.DataFrame, files: Sequence[str], bound: Bound = ISMN_SM
+) -> tuple[pd.DataFrame, Counter, list[dict]]:
     """Drops values outside the physical bounds of soil moisture (`bounds.ISMN_SM`).
 
     A file with more than `WHOLE_VARIABLE_FRACTION["ismn"]` of its values outside loses all of
@@ -269,7 +278,9 @@ def physical_filter(values: pd.DataFrame, files: Sequence[str], bound: Bound = I
         if s.fraction > WHOLE_VARIABLE_FRACTION["ismn"]:
             rest = mine & ~bad
             keep &= ~mine
-            counts[f"rest of a file with > {WHOLE_VARIABLE_FRACTION['ismn']:.0%} of its values outside {bound.span}"] += int(rest.sum())
+            counts[
+                f"rest of a file with > {WHOLE_VARIABLE_FRACTION['ismn']:.0%} of its values outside {bound.span}"
+            ] += int(rest.sum())
             rec["whole file dropped"] = f"{s.fraction:.0%} of its values lie outside {bound.span}: likely {bound.fix}"
         records.append(rec)
     return values[keep], counts, records
@@ -285,7 +296,10 @@ def process_sensor(members: list[SensorFile], rules: TargetRules) -> SensorOutco
     out = SensorOutcome(sf.key, sf.label, sf, sv.problems, "kept")
     out.n_lines, out.n_garbage, out.n_dup = sv.lines, sv.unparseable, sv.duplicates
     if sv.values is None:
-        out.stage, out.reason = "read", ("no readable values", "no readable values (" + "; ".join(p["reason"] for p in sv.problems)[:300] + ")")
+        out.stage, out.reason = (
+            "read",
+            ("no readable values", "no readable values (" + "; ".join(p["reason"] for p in sv.problems)[:300] + ")"),
+        )
         return out
     kept, why = quality_filter(sv.values, rules.quality_flags)
     out.flag_reasons, out.n_flag = why, len(kept)
@@ -309,7 +323,10 @@ def process_sensor(members: list[SensorFile], rules: TargetRules) -> SensorOutco
         return out
     if len(daily) < rules.min_days_per_sensor:
         out.stage = "length"
-        out.reason = (f"fewer than {rules.min_days_per_sensor} daily values", f"{len(daily)} daily values < {rules.min_days_per_sensor}")
+        out.reason = (
+            f"fewer than {rules.min_days_per_sensor} daily values",
+            f"{len(daily)} daily values < {rules.min_days_per_sensor}",
+        )
     return out
 
 
@@ -341,7 +358,9 @@ def _outcomes(groups: list[list[SensorFile]], rules: TargetRules, workers: int) 
     yield from results
 
 
-def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: int = 1) -> tuple[list[SensorSeries], list[dict], list[dict]]:
+def daily_series(
+    scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: int = 1
+) -> tuple[list[SensorSeries], list[dict], list[dict]]:
     """Steps region, read, quality flag, physical bounds, daily mean, target period, sensor length.
 
     Args:
@@ -359,14 +378,24 @@ def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: in
     all_keys = [g[0].key for g in groups]
     inside = [g for g in groups if _in_region(g[0].latitude, g[0].longitude, rules)]
     region_reasons = {
-        g[0].key: ("station outside the region", f"station at ({g[0].latitude:g}, {g[0].longitude:g}) is outside the region {rules.lat_range}×{rules.lon_range}")
+        g[0].key: (
+            "station outside the region",
+            f"station at ({g[0].latitude:g}, {g[0].longitude:g}) is outside the region {rules.lat_range}×{rules.lon_range}",
+        )
         for g in groups
         if not _in_region(g[0].latitude, g[0].longitude, rules)
     }
     n_files = sum(len(g) for g in groups)
     ledger.step(
-        "region", "files", n_files, sum(len(g) for g in inside), {"station outside the region (not read)": n_files - sum(len(g) for g in inside)},
-        all_keys, [g[0].key for g in inside], region_reasons, labels,
+        "region",
+        "files",
+        n_files,
+        sum(len(g) for g in inside),
+        {"station outside the region (not read)": n_files - sum(len(g) for g in inside)},
+        all_keys,
+        [g[0].key for g in inside],
+        region_reasons,
+        labels,
     )
     stages = ("read", "flag", "bounds", "daily", "period", "length", "kept")
     alive: dict[str, list[tuple]] = {k: [] for k in stages}  # keys that passed each step
@@ -401,24 +430,80 @@ def daily_series(scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: in
             tot["short"] += len(o.daily)
         if o.stage == "kept":
             m = o.meta
-            out.append(SensorSeries(o.key, o.label, m.network, m.station, m.latitude, m.longitude, m.depth_from, m.depth_to, m.sensor, o.daily))
+            out.append(
+                SensorSeries(
+                    o.key,
+                    o.label,
+                    m.network,
+                    m.station,
+                    m.latitude,
+                    m.longitude,
+                    m.depth_from,
+                    m.depth_to,
+                    m.sensor,
+                    o.daily,
+                )
+            )
     region_keys = [g[0].key for g in inside]
     n_read = tot["lines"] - tot["garbage"] - tot["dup"]
     read_reasons = {"unparseable line": tot["garbage"], "duplicated time stamp": tot["dup"]}
-    ledger.step("read", "values", tot["lines"], n_read, read_reasons, region_keys, alive["read"], reasons["read"], labels)
-    ledger.step("quality flag", "values", n_read, tot["flag"], flag_reasons, alive["read"], alive["flag"], reasons["flag"], labels)
-    ledger.step("physical bounds", "values", tot["flag"], tot["plausible"], bound_reasons, alive["flag"], alive["bounds"], reasons["bounds"], labels)
     ledger.step(
-        "daily mean", "values", tot["plausible"], tot["plausible"] - tot["few"], {f"on days with < {rules.min_values_per_day} values": tot["few"]},
-        alive["bounds"], alive["daily"], reasons["daily"], labels,
+        "read", "values", tot["lines"], n_read, read_reasons, region_keys, alive["read"], reasons["read"], labels
     )
     ledger.step(
-        "target period", "days", tot["days"], tot["days"] - tot["out"], {"outside the target period": tot["out"]},
-        alive["daily"], alive["period"], reasons["period"], labels,
+        "quality flag",
+        "values",
+        n_read,
+        tot["flag"],
+        flag_reasons,
+        alive["read"],
+        alive["flag"],
+        reasons["flag"],
+        labels,
     )
     ledger.step(
-        "sensor length", "days", tot["in_period"], tot["in_period"] - tot["short"], {f"sensors with < {rules.min_days_per_sensor} days": tot["short"]},
-        alive["period"], alive["length"], reasons["length"], labels,
+        "physical bounds",
+        "values",
+        tot["flag"],
+        tot["plausible"],
+        bound_reasons,
+        alive["flag"],
+        alive["bounds"],
+        reasons["bounds"],
+        labels,
+    )
+    ledger.step(
+        "daily mean",
+        "values",
+        tot["plausible"],
+        tot["plausible"] - tot["few"],
+        {f"on days with < {rules.min_values_per_day} values": tot["few"]},
+        alive["bounds"],
+        alive["daily"],
+        reasons["daily"],
+        labels,
+    )
+    ledger.step(
+        "target period",
+        "days",
+        tot["days"],
+        tot["days"] - tot["out"],
+        {"outside the target period": tot["out"]},
+        alive["daily"],
+        alive["period"],
+        reasons["period"],
+        labels,
+    )
+    ledger.step(
+        "sensor length",
+        "days",
+        tot["in_period"],
+        tot["in_period"] - tot["short"],
+        {f"sensors with < {rules.min_days_per_sensor} days": tot["short"]},
+        alive["period"],
+        alive["length"],
+        reasons["length"],
+        labels,
     )
     return out, problems, implausible
 
@@ -570,8 +655,16 @@ def grid_series(series: Sequence[Series], days: pd.DatetimeIndex) -> xr.Dataset:
     provenance = np.array([["; ".join(sorted(p)) for p in row] for row in prov], dtype=object).reshape(nl, nc)
     ds = xr.Dataset(
         {
-            C.SM: ((C.LAYER, C.CELL, C.TIME), sm, {**cf_attrs(C.SM), "long_name": "in-situ soil moisture rescaled to ERA5, cell mean"}),
-            "n_series": ((C.LAYER, C.CELL), n_series, {"long_name": "number of station series averaged in the cell", "units": "1"}),
+            C.SM: (
+                (C.LAYER, C.CELL, C.TIME),
+                sm,
+                {**cf_attrs(C.SM), "long_name": "in-situ soil moisture rescaled to ERA5, cell mean"},
+            ),
+            "n_series": (
+                (C.LAYER, C.CELL),
+                n_series,
+                {"long_name": "number of station series averaged in the cell", "units": "1"},
+            ),
             "provenance": ((C.LAYER, C.CELL), provenance, {"long_name": "network/station/sensor@depth of each series"}),
         },
         coords={

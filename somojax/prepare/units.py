@@ -157,7 +157,9 @@ def stated_units(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[s
             accepted = ERA5_UNITS[target] if kind == "state" else (CMIP_FLUX_UNITS[kind],)
         else:
             known = sorted(set(ERA5_UNITS) | set(CMIP_NAMES))
-            raise ConfigError(f"data.units: {name!r} is not an input variable somojax reads; known names: {', '.join(known)} (or their ARCO long names)")
+            raise ConfigError(
+                f"data.units: {name!r} is not an input variable somojax reads; known names: {', '.join(known)} (or their ARCO long names)"
+            )
         if normalize_units(unit) not in accepted:
             raise ConfigError(
                 f"data.units: {name}: {unit!r} is not a unit somojax reads {name} in (expected {' or '.join(repr(a) for a in accepted if a)}); "

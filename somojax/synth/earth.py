@@ -30,7 +30,14 @@ log = get_logger("synth")
 # the truth runs on the target layers plus a 50-100 cm buffer that L3 drains into
 TRUTH_LAYERS_CM = [C.LAYER_BOUNDS_CM[l] for l in C.LAYERS] + [(50.0, 100.0)]
 ERA5_LAYERS_CM = [C.ERA5_LAYER_BOUNDS_CM[v] for v in C.ERA5_SM_VARS]
-ALBEDO = {fields.GRASSLAND: 0.20, fields.CROPLAND: 0.18, fields.DECIDUOUS_BROADLEAF: 0.14, fields.MIXED_FOREST: 0.13, fields.OPEN_SHRUBLAND: 0.25, fields.WATER: 0.08}
+ALBEDO = {
+    fields.GRASSLAND: 0.20,
+    fields.CROPLAND: 0.18,
+    fields.DECIDUOUS_BROADLEAF: 0.14,
+    fields.MIXED_FOREST: 0.13,
+    fields.OPEN_SHRUBLAND: 0.25,
+    fields.WATER: 0.08,
+}
 INCREMENT_MM_PER_K = 1.0  # analysis water per kelvin of first-guess 2 m temperature error [mm day-1 K-1]
 INCREMENT_WEIGHTS = np.array([0.2, 0.35, 0.45])  # share of the increment in swvl1..3
 ROOTS = {  # root fractions over the 4 truth layers
@@ -147,10 +154,18 @@ def simulate(cfg: Config) -> dict:
     era_w = weather.degrade(rng, region, true_w, storms, scale, st.elevation, albedo)
     n_all = region.shape[0] * region.shape[1]
     rs = lambda a: a.reshape(days.size, n_all)  # noqa: E731
-    era_run = soil.spun_up(reanalysis_params(st), rs(era_w.tp), rs(era_w.t2m), rs(era_w.ssr + era_w.str), analysis_increments(era_w, true_w))
+    era_run = soil.spun_up(
+        reanalysis_params(st),
+        rs(era_w.tp),
+        rs(era_w.t2m),
+        rs(era_w.ssr + era_w.str),
+        analysis_increments(era_w, true_w),
+    )
     swvl = {v: era_run.theta[:, k].reshape((days.size,) + region.shape) for k, v in enumerate(C.ERA5_SM_VARS)}
 
-    sensors = stations.make_sensors(rng, region, st, truth, true_w.t2m, days, s.n_stations, s.station_start, s.hours_per_obs)
+    sensors = stations.make_sensors(
+        rng, region, st, truth, true_w.t2m, days, s.n_stations, s.station_start, s.hours_per_obs
+    )
     return {
         "region": region,
         "days": days,
@@ -168,9 +183,19 @@ def truth_dataset(region: fields.Region, days: pd.DatetimeIndex, truth: np.ndarr
     """The truth store's dataset: `sm_true` (layer, time, latitude, longitude)."""
     coords = stores.grid_coord_attrs()
     return xr.Dataset(
-        {C.SM_TRUE: ((C.LAYER, C.TIME, C.LAT, C.LON), np.moveaxis(truth, 1, 0).astype(np.float32), stores.cf_attrs(C.SM_TRUE))},
+        {
+            C.SM_TRUE: (
+                (C.LAYER, C.TIME, C.LAT, C.LON),
+                np.moveaxis(truth, 1, 0).astype(np.float32),
+                stores.cf_attrs(C.SM_TRUE),
+            )
+        },
         coords={
-            C.LAYER: (C.LAYER, np.array(C.LAYERS, dtype=object), coords[C.LAYER]),  # variable-length strings (Zarr v3 spec)
+            C.LAYER: (
+                C.LAYER,
+                np.array(C.LAYERS, dtype=object),
+                coords[C.LAYER],
+            ),  # variable-length strings (Zarr v3 spec)
             C.TIME: days.values.astype("datetime64[ns]"),
             C.LAT: (C.LAT, region.lat, coords[C.LAT]),
             C.LON: (C.LON, region.lon, coords[C.LON]),
@@ -184,7 +209,13 @@ def generate(cfg: Config) -> Path:
     t0 = time.perf_counter()
     sim = simulate(cfg)
     region, days = sim["region"], sim["days"]
-    log.info("simulated %d x %d cells, %d days, %d sensors in %.1f s", *region.shape, days.size, len(sim["sensors"]), time.perf_counter() - t0)
+    log.info(
+        "simulated %d x %d cells, %d days, %d sensors in %.1f s",
+        *region.shape,
+        days.size,
+        len(sim["sensors"]),
+        time.perf_counter() - t0,
+    )
     raw = cfg.raw_dir
     for sub in ("era5", "static", "ismn"):
         if (raw / sub).exists():
@@ -209,6 +240,11 @@ def generate(cfg: Config) -> Path:
     (raw / "synth_manifest.json").write_text(json.dumps(manifest, indent=1))
     log.info(
         "synthetic Earth written to %s in %.1f s: %d ERA5 files, %d station files (%d values), truth store %s",
-        raw, time.perf_counter() - t0, len(era5), len(ismn), n_values, cfg.store_dir / C.TRUTH_STORE,
+        raw,
+        time.perf_counter() - t0,
+        len(era5),
+        len(ismn),
+        n_values,
+        cfg.store_dir / C.TRUTH_STORE,
     )
     return raw

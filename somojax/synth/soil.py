@@ -47,9 +47,13 @@ class SoilParams:
     pet_coef: float | np.ndarray = 0.8
     runoff_exp: float = 3.0
     degree_day: float = 3.0  # mm K-1 day-1; 0 disables snow (all precipitation is rain)
-    drainage_threshold: np.ndarray | None = None  # [layer, cell] m3 m-3 above which a layer drains; None: field capacity
+    drainage_threshold: np.ndarray | None = (
+        None  # [layer, cell] m3 m-3 above which a layer drains; None: field capacity
+    )
     diffusion: float | np.ndarray = 0.0  # [layer − 1, cell] mm day-1 per unit θ difference between layers k and k+1
-    bypass_fraction: float | np.ndarray = 0.0  # [cell] share of the infiltration above `bypass_above` that skips layer 1
+    bypass_fraction: float | np.ndarray = (
+        0.0  # [cell] share of the infiltration above `bypass_above` that skips layer 1
+    )
     bypass_above: float = 10.0  # mm day-1
     bypass_split: np.ndarray | None = None  # [layer] weights of the bypass over the layers (layer 1 gets none)
     infiltration_excess: bool = False  # True: water that does not fit into layer 1 runs off instead of passing down
@@ -64,7 +68,9 @@ class SoilRun:
     infiltration: np.ndarray  # [day, cell] into the soil (layer 1 and the macropores)
     bypass: np.ndarray  # [day, layer, cell] macropore flow into each layer
     inflow: np.ndarray  # [day, layer, cell] bypass + net flux from above; layer 0: infiltration − bypass
-    outflow: np.ndarray  # [day, layer, cell] net flux to below (overflow + drainage + diffusion); bottom: out of the column
+    outflow: (
+        np.ndarray
+    )  # [day, layer, cell] net flux to below (overflow + drainage + diffusion); bottom: out of the column
     et: np.ndarray  # [day, layer, cell]
     increment: np.ndarray  # [day, layer, cell] analysis increments applied
     runoff: np.ndarray  # [day, cell]
@@ -88,14 +94,18 @@ def _diffuse(s: np.ndarray, z: np.ndarray, smax: np.ndarray, floor: np.ndarray, 
         zk, zb = z[k], z[k + 1]
         rate = np.minimum(d[k], zk * zb / (zk + zb))
         f = rate * (s[k] / zk - s[k + 1] / zb)
-        f = np.clip(f, -np.minimum(smax[k] - s[k], s[k + 1] - floor[k + 1]), np.minimum(smax[k + 1] - s[k + 1], s[k] - floor[k]))
+        f = np.clip(
+            f, -np.minimum(smax[k] - s[k], s[k + 1] - floor[k + 1]), np.minimum(smax[k + 1] - s[k + 1], s[k] - floor[k])
+        )
         s[k] -= f
         s[k + 1] += f
         flux[k] = f
     return flux
 
 
-def _surface(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, snow: np.ndarray, s_top: np.ndarray, smax_top: np.ndarray):
+def _surface(
+    params: SoilParams, precip: np.ndarray, t2m: np.ndarray, snow: np.ndarray, s_top: np.ndarray, smax_top: np.ndarray
+):
     """Snow (updated in place), runoff and infiltration [cell] of one day."""
     frozen_t = 273.15
     if params.degree_day > 0:
@@ -114,7 +124,9 @@ def _surface(params: SoilParams, precip: np.ndarray, t2m: np.ndarray, snow: np.n
     return runoff, infiltration
 
 
-def _percolate(params: SoilParams, s: np.ndarray, top_inflow: np.ndarray, bypass: np.ndarray, smax: np.ndarray, sdrain: np.ndarray) -> np.ndarray:
+def _percolate(
+    params: SoilParams, s: np.ndarray, top_inflow: np.ndarray, bypass: np.ndarray, smax: np.ndarray, sdrain: np.ndarray
+) -> np.ndarray:
     """Fills the layers top-down (in place): overflow and drainage; returns the downward flux [layer, cell]."""
     nl = s.shape[0]
     outflow = np.empty_like(s)
@@ -135,8 +147,16 @@ def _percolate(params: SoilParams, s: np.ndarray, top_inflow: np.ndarray, bypass
 def _new_run(nd: int, nl: int, nc: int, init: np.ndarray) -> SoilRun:
     days_layers = lambda: np.empty((nd, nl, nc))  # noqa: E731
     return SoilRun(
-        theta=days_layers(), storage=days_layers(), infiltration=np.empty((nd, nc)), bypass=days_layers(),
-        inflow=days_layers(), outflow=days_layers(), et=days_layers(), increment=days_layers(), runoff=np.empty((nd, nc)), initial=init,
+        theta=days_layers(),
+        storage=days_layers(),
+        infiltration=np.empty((nd, nc)),
+        bypass=days_layers(),
+        inflow=days_layers(),
+        outflow=days_layers(),
+        et=days_layers(),
+        increment=days_layers(),
+        runoff=np.empty((nd, nc)),
+        initial=init,
     )
 
 

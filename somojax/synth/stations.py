@@ -110,12 +110,32 @@ def make_sensors(
             if rng.random() < 0.05:  # a sensor that failed after a few weeks
                 s1 = min(s1, s0 + int(rng.integers(20, 55)))
             sensors.append(
-                _record(rng, name, row, col, lat, lon, elev, depth_from, depth_to, kind, truth, t2m, days, s0, s1, hours_per_obs, statics)
+                _record(
+                    rng,
+                    name,
+                    row,
+                    col,
+                    lat,
+                    lon,
+                    elev,
+                    depth_from,
+                    depth_to,
+                    kind,
+                    truth,
+                    t2m,
+                    days,
+                    s0,
+                    s1,
+                    hours_per_obs,
+                    statics,
+                )
             )
     return sensors
 
 
-def _record(rng, station, row, col, lat, lon, elev, d_from, d_to, kind, truth, t2m, days, s0, s1, hours, statics) -> Sensor:
+def _record(
+    rng, station, row, col, lat, lon, elev, d_from, d_to, kind, truth, t2m, days, s0, s1, hours, statics
+) -> Sensor:
     w = sensor_truth_weights(d_from, d_to)
     daily_truth = truth[s0:s1, :, row, col] @ w  # [day]
     per_day = 24 // hours
@@ -147,8 +167,21 @@ def _record(rng, station, row, col, lat, lon, elev, d_from, d_to, kind, truth, t
         a = int(rng.integers(0, max(n - 1, 1)))
         keep[a : a + int(rng.integers(7 * per_day, 50 * per_day))] = False
     return Sensor(
-        station, int(row), int(col), float(lat), float(lon), elev, d_from, d_to, kind, offset, scale,
-        times[keep], values[keep], flags[keep].astype(str), clean[keep],
+        station,
+        int(row),
+        int(col),
+        float(lat),
+        float(lon),
+        elev,
+        d_from,
+        d_to,
+        kind,
+        offset,
+        scale,
+        times[keep],
+        values[keep],
+        flags[keep].astype(str),
+        clean[keep],
     )
 
 
@@ -183,7 +216,9 @@ def value_lines(s: Sensor) -> str:
     value_text = [f"{v / 1e4:8.4f}" for v in range(lo, int(tenths_of_mille.max(initial=0)) + 1)]
     return "\n".join(
         f"{day_text[a]} {clock_text[b]} {value_text[v - lo]} {f} M"
-        for a, b, v, f in zip(day_of.tolist(), minute_of.tolist(), tenths_of_mille.tolist(), s.flags.astype(str).tolist())
+        for a, b, v, f in zip(
+            day_of.tolist(), minute_of.tolist(), tenths_of_mille.tolist(), s.flags.astype(str).tolist()
+        )
     )
 
 

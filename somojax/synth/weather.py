@@ -57,7 +57,14 @@ def extraterrestrial_radiation(lat: np.ndarray, doy: np.ndarray) -> np.ndarray:
     dr = 1 + 0.033 * np.cos(2 * np.pi * j / 365)
     delta = 0.409 * np.sin(2 * np.pi * j / 365 - 1.39)
     ws = np.arccos(np.clip(-np.tan(phi) * np.tan(delta), -1.0, 1.0))
-    return 24 * 60 / np.pi * SOLAR_CONSTANT * dr * (ws * np.sin(phi) * np.sin(delta) + np.cos(phi) * np.cos(delta) * np.sin(ws))
+    return (
+        24
+        * 60
+        / np.pi
+        * SOLAR_CONSTANT
+        * dr
+        * (ws * np.sin(phi) * np.sin(delta) + np.cos(phi) * np.cos(delta) * np.sin(ws))
+    )
 
 
 def draw_storms(rng: np.random.Generator, region: Region, days: pd.DatetimeIndex, per_day: float = 2.5) -> Storms:
@@ -83,11 +90,15 @@ def storm_field(storms: Storms, region: Region, chunk: int = 256) -> np.ndarray:
     for d0 in range(0, nd, chunk):
         s = slice(d0, d0 + chunk)
         d2 = (storms.lat[s][..., None, None] - la) ** 2 + (storms.lon[s][..., None, None] - lo) ** 2
-        out[s] = np.sum(storms.intensity[s][..., None, None] * np.exp(-d2 / (2 * storms.radius[s][..., None, None] ** 2)), axis=1)
+        out[s] = np.sum(
+            storms.intensity[s][..., None, None] * np.exp(-d2 / (2 * storms.radius[s][..., None, None] ** 2)), axis=1
+        )
     return out
 
 
-def ar1(rng: np.random.Generator, shape: tuple[int, int, int], phi: float, sigma: float, spatial_sigma: float) -> np.ndarray:
+def ar1(
+    rng: np.random.Generator, shape: tuple[int, int, int], phi: float, sigma: float, spatial_sigma: float
+) -> np.ndarray:
     """AR(1) anomalies in time with spatially smooth innovations, stationary std `sigma`."""
     eps = ndimage.gaussian_filter(rng.standard_normal(shape), (0, spatial_sigma, spatial_sigma), mode="reflect")
     eps /= eps.std() + 1e-12
@@ -140,7 +151,15 @@ def make_weather(
     return w, storms, scale
 
 
-def degrade(rng: np.random.Generator, region: Region, truth: Weather, storms: Storms, scale: np.ndarray, elevation: np.ndarray, albedo: np.ndarray) -> Weather:
+def degrade(
+    rng: np.random.Generator,
+    region: Region,
+    truth: Weather,
+    storms: Storms,
+    scale: np.ndarray,
+    elevation: np.ndarray,
+    albedo: np.ndarray,
+) -> Weather:
     """The reanalysis' view of the weather: the truth with realistic, correlated errors.
 
     25% of storms missed, spurious storms at 25% of the true rate, centres displaced by ~0.4°,

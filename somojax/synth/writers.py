@@ -159,6 +159,8 @@ def write_statics(out_dir: Path, region: Region, st: Statics) -> dict[str, Path]
             "GLDAS_porosity_mid": (masked(st.poro_mid), "soil porosity, middle layer", "m3 m-3"),
         },
     )
-    paths["gldas_vegetation"] = gldas("GLDASp4_domveg_025d.nc4", {"GLDAS_domveg": (st.domveg.astype(np.float32), "dominant vegetation type", "1")})
+    paths["gldas_vegetation"] = gldas(
+        "GLDASp4_domveg_025d.nc4", {"GLDAS_domveg": (st.domveg.astype(np.float32), "dominant vegetation type", "1")}
+    )
     paths["land_mask"] = gldas("GLDASp4_landmask_025d.nc4", {"GLDAS_mask": (land.astype(np.float32), "land mask", "1")})
     return paths

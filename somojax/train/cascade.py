@@ -47,7 +47,9 @@ def _windows(params, x_d: jax.Array, x_s: jax.Array, seq_length: int) -> jax.Arr
     return ealstm.head(params, h)
 
 
-def exact_rollout(bundle: Bundle, x_d: np.ndarray, x_s: np.ndarray, block_days: int = 730, cell_block: int = 64) -> np.ndarray:
+def exact_rollout(
+    bundle: Bundle, x_d: np.ndarray, x_s: np.ndarray, block_days: int = 730, cell_block: int = 64
+) -> np.ndarray:
     """Ensemble-mean exact predictions of normalised inputs, in the target's raw units.
 
     Each member's prediction is de-normalised and clipped at 0, then the members are averaged
@@ -115,6 +117,11 @@ def upper_predictions(
         preds[name] = np.asarray(out[upper].mean, np.float32)
         log.info(
             "%s: %s from the %d-member %s ensemble (%s), %d cells x %d days",
-            layer, name, b.n_members, upper, engine.resolve_mode(b, mode), *preds[name].shape,
+            layer,
+            name,
+            b.n_members,
+            upper,
+            engine.resolve_mode(b, mode),
+            *preds[name].shape,
         )
     return preds

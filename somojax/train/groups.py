@@ -105,8 +105,14 @@ class GroupedData:
         for parts in itertools.zip_longest(*(g.data.val_batches() for g in self.groups)):
             pad = pad or _padding(next(p for p in parts if p is not None))
             parts = [pad if p is None else p for p in parts]
-            scaled = [{**p, "sigma": np.asarray(p["sigma"], np.float32) * np.float32(g.sigma_scale)} for p, g in zip(parts, self.groups)]
-            yield {k: np.repeat(np.stack([np.asarray(p[k], np.float32) for p in scaled]), self.members, axis=0) for k in BATCH_KEYS}
+            scaled = [
+                {**p, "sigma": np.asarray(p["sigma"], np.float32) * np.float32(g.sigma_scale)}
+                for p, g in zip(parts, self.groups)
+            ]
+            yield {
+                k: np.repeat(np.stack([np.asarray(p[k], np.float32) for p in scaled]), self.members, axis=0)
+                for k in BATCH_KEYS
+            }
 
 
 def _padding(batch: Mapping[str, np.ndarray]) -> dict:
@@ -193,12 +199,23 @@ class GroupTrainer(Trainer):
         self.groups, self.group_members = list(groups), cfg.train.members
         n = len(self.groups) * self.group_members
         stacked = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, members=n, shared_batches=False))
-        extra = {**(resume_extra or {}), "groups": [g.name for g in self.groups], "group_members": self.group_members,
-                 "group_shared_batches": cfg.train.shared_batches, "sigma_scales": [g.sigma_scale for g in self.groups]}
+        extra = {
+            **(resume_extra or {}),
+            "groups": [g.name for g in self.groups],
+            "group_members": self.group_members,
+            "group_shared_batches": cfg.train.shared_batches,
+            "sigma_scales": [g.sigma_scale for g in self.groups],
+        }
         super().__init__(
-            stacked, GroupedData(self.groups, self.group_members), n_dynamic=n_dynamic, n_static=n_static,
-            checkpoint_dir=checkpoint_dir, opts=dataclasses.replace(opts, sigma_scale=1.0),
-            meta={"layer": layer, "groups": [g.name for g in self.groups]}, devices=devices, resume_extra=extra,
+            stacked,
+            GroupedData(self.groups, self.group_members),
+            n_dynamic=n_dynamic,
+            n_static=n_static,
+            checkpoint_dir=checkpoint_dir,
+            opts=dataclasses.replace(opts, sigma_scale=1.0),
+            meta={"layer": layer, "groups": [g.name for g in self.groups]},
+            devices=devices,
+            resume_extra=extra,
         )
         self.budgets = [schedule.budget(cfg.train, g.data.steps_per_epoch) for g in self.groups]
 
@@ -238,11 +255,13 @@ class GroupTrainer(Trainer):
                 vals.append(None)
                 continue
             members = np.asarray(acc["sum"][g], np.float64) / np.maximum(np.asarray(acc["count"][g], np.float64), 1.0)
-            vals.append({
-                "val_loss": float(acc["mean_sum"][g]) / max(float(acc["mean_count"][g]), 1.0),
-                "val_loss_members": members.tolist(),
-                "val_targets": int(count),
-            })
+            vals.append(
+                {
+                    "val_loss": float(acc["mean_sum"][g]) / max(float(acc["mean_count"][g]), 1.0),
+                    "val_loss_members": members.tolist(),
+                    "val_targets": int(count),
+                }
+            )
         return vals
 
     # --- the loop -------------------------------------------------------------------------
@@ -255,12 +274,19 @@ class GroupTrainer(Trainer):
             ckpt = TrainCheckpointer(self.dir, keep=self.tc.keep_checkpoints)
             bests = [TrainCheckpointer(g.checkpoint_dir, keep=1) for g in self.groups]
             first = jax.process_index() == 0
-            writers = [MetricsWriter(g.metrics_dir, tensorboard=False) if g.metrics_dir and first else _NoMetrics() for g in self.groups]
+            writers = [
+                MetricsWriter(g.metrics_dir, tensorboard=False) if g.metrics_dir and first else _NoMetrics()
+                for g in self.groups
+            ]
             try:
                 state, loops, it, step = self._start(fresh, ckpt)
                 self._reconcile_groups(bests, writers, state, loops, step if step else None)
                 if all(loop.finished for loop in loops):
-                    log.info("%s: training already finished (%s)", self.dir, ", ".join(f"{g.name}: {l.stop_reason}" for g, l in zip(self.groups, loops)))
+                    log.info(
+                        "%s: training already finished (%s)",
+                        self.dir,
+                        ", ".join(f"{g.name}: {l.stop_reason}" for g, l in zip(self.groups, loops)),
+                    )
                 else:
                     self._run_groups(state, loops, it, step, ckpt, bests, writers)
                 return loops
@@ -277,7 +303,12 @@ class GroupTrainer(Trainer):
         step = None if fresh else ckpt.latest_step()
         if step is None:
             state = jax.device_put(tile_state(self._init_group(), len(self.groups)), self.state_sharding)
-            return jax.block_until_ready(state), [LoopState(schedule.Tracker(lr=b.learning_rate)) for b in self.budgets], it, 0
+            return (
+                jax.block_until_ready(state),
+                [LoopState(schedule.Tracker(lr=b.learning_rate)) for b in self.budgets],
+                it,
+                0,
+            )
         if ckpt.read_meta(step).get("fingerprint") != self.fp:
             raise CheckpointError(
                 f"the stacked checkpoint in {self.dir} was written for other groups or settings; "
@@ -309,12 +340,19 @@ class GroupTrainer(Trainer):
         return {**self.groups[g].meta, "global_step": t.best_step, "epoch": epoch, "val_loss": v}
 
     def _stacked_meta(self, step: int, loops: list[LoopState], it: Any) -> dict:
-        return {**self.meta, "fingerprint": self.fp, "global_step": int(step), "data_state": it.get_state(),
-                "group_loops": [loop.to_json() for loop in loops]}
+        return {
+            **self.meta,
+            "fingerprint": self.fp,
+            "global_step": int(step),
+            "data_state": it.get_state(),
+            "group_loops": [loop.to_json() for loop in loops],
+        }
 
     def _rates(self, loops: list[LoopState], step: int) -> np.ndarray:
         """[G·M] float32: group g's scheduled rate for its members, 0 once it stopped."""
-        per_group = [0.0 if loop.finished else schedule.rate(b, loop.tracker, step) for b, loop in zip(self.budgets, loops)]
+        per_group = [
+            0.0 if loop.finished else schedule.rate(b, loop.tracker, step) for b, loop in zip(self.budgets, loops)
+        ]
         return np.repeat(np.asarray(per_group, np.float32), self.group_members)
 
     def _run_groups(self, state, loops: list[LoopState], it, step: int, ckpt, bests, writers) -> dict:
@@ -333,8 +371,13 @@ class GroupTrainer(Trainer):
                     loop.step = step if not loop.finished else loop.step
                 pending.append((step, out))
                 if first:
-                    log.info("%s: stacked train step (%d groups x %d members) compiled and run once in %.1f s",
-                             layer, len(self.groups), m, self.train_step.compile_seconds)
+                    log.info(
+                        "%s: stacked train step (%d groups x %d members) compiled and run once in %.1f s",
+                        layer,
+                        len(self.groups),
+                        m,
+                        self.train_step.compile_seconds,
+                    )
                 if step % max(self.tc.log_every_steps, 1) == 0:
                     window += self._check(pending)
                     pending = []
@@ -362,7 +405,9 @@ class GroupTrainer(Trainer):
         vals = self.validate_groups(state["params"])
         for g, (b, loop) in enumerate(zip(self.budgets, loops)):
             if not loop.finished and b.next_validation(step - 1) == step:
-                self._group_validation(g, loop, step, vals[g], float(lr[g * self.group_members]), state, bests[g], writers[g])
+                self._group_validation(
+                    g, loop, step, vals[g], float(lr[g * self.group_members]), state, bests[g], writers[g]
+                )
         ckpt.save(step, state, self._stacked_meta(step, loops, it), wait=True)
         for best, loop in zip(bests, loops):
             best.prune_best(loop.tracker.best_step)
@@ -372,15 +417,25 @@ class GroupTrainer(Trainer):
         grp, b = self.groups[g], self.budgets[g]
         name = f"{self.meta.get('layer', '')} {grp.name}".strip()
         if val is not None and not np.all(np.isfinite([val["val_loss"], *val["val_loss_members"]])):
-            raise TrainingError(f"{name}: non-finite validation loss after update {step}; the last good checkpoint in {self.dir} is intact")
+            raise TrainingError(
+                f"{name}: non-finite validation loss after update {step}; the last good checkpoint in {self.dir} is intact"
+            )
         d = schedule.observe(b, loop.tracker, step, None if val is None else val["val_loss"])
         epoch = (step - 1) // grp.data.steps_per_epoch
-        loop.history.append({"step": step, "epoch": epoch, "lr": lr, **(val or {}), "best": d.new_best, "lr_next": d.tracker.lr})
+        loop.history.append(
+            {"step": step, "epoch": epoch, "lr": lr, **(val or {}), "best": d.new_best, "lr_next": d.tracker.lr}
+        )
         if val is not None:
             members = {f"val_loss_member{k}": x for k, x in enumerate(val["val_loss_members"])}
             writer.write(step, {"val_loss": val["val_loss"], **members, "epoch": epoch, "lr": lr}, prefix="val/")
-            log.info("%s update %d: validation loss %.4g (members %s)%s", name, step, val["val_loss"],
-                     " ".join(f"{x:.3g}" for x in val["val_loss_members"]), " *best*" if d.new_best else "")
+            log.info(
+                "%s update %d: validation loss %.4g (members %s)%s",
+                name,
+                step,
+                val["val_loss"],
+                " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
+                " *best*" if d.new_best else "",
+            )
         loop.tracker = d.tracker
         if d.new_best:
             best.save_best(step, self._slice(state["params"], g), self._group_best_meta(g, loop))
@@ -400,16 +455,26 @@ class GroupTrainer(Trainer):
             if loop.finished and loop.step < window[0]["step"]:
                 continue
             sl = slice(g * m, (g + 1) * m)
-            rec = {"epoch": (step - 1) // self.groups[g].data.steps_per_epoch, "lr": float(lr[g * m]),
-                   "loss": float(np.mean(loss[sl])), "grad_norm": float(np.mean(gnorm[sl]))}
+            rec = {
+                "epoch": (step - 1) // self.groups[g].data.steps_per_epoch,
+                "lr": float(lr[g * m]),
+                "loss": float(np.mean(loss[sl])),
+                "grad_norm": float(np.mean(gnorm[sl])),
+            }
             rec.update({f"loss_member{k}": float(v) for k, v in enumerate(loss[sl])})
             w.write(step, rec, prefix="train/")
-        log.info("%s step %d: loss %s", self.meta.get("layer", ""), step,
-                 ", ".join(f"{g.name} {np.mean(loss[i * m:(i + 1) * m]):.4g}" for i, g in enumerate(self.groups)))
+        log.info(
+            "%s step %d: loss %s",
+            self.meta.get("layer", ""),
+            step,
+            ", ".join(f"{g.name} {np.mean(loss[i * m : (i + 1) * m]):.4g}" for i, g in enumerate(self.groups)),
+        )
 
     def _stopped(self, signum: int, step: int) -> None:
-        msg = (f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {step}; "
-               f"checkpoint {self.dir / 'state' / str(step)} is complete, the same command resumes here")
+        msg = (
+            f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {step}; "
+            f"checkpoint {self.dir / 'state' / str(step)} is complete, the same command resumes here"
+        )
         log.warning(msg)
         signals.clear()
         raise signals.Interrupted(signum, msg)
@@ -419,7 +484,10 @@ def _split_windows(loops: list[LoopState], window: list[dict], m: int) -> None:
     """Keeps the unlogged training metrics in each group's loop counters (checkpointed)."""
     for g, loop in enumerate(loops):
         sl = slice(g * m, (g + 1) * m)
-        loop.log_window = [{"step": w["step"], "loss": w["loss"][sl].tolist(), "grad_norm": w["grad_norm"][sl].tolist()} for w in window]
+        loop.log_window = [
+            {"step": w["step"], "loss": w["loss"][sl].tolist(), "grad_norm": w["grad_norm"][sl].tolist()}
+            for w in window
+        ]
 
 
 def _join_windows(loops: list[LoopState], m: int) -> list[dict]:
@@ -427,6 +495,11 @@ def _join_windows(loops: list[LoopState], m: int) -> list[dict]:
     out = []
     for i, w in enumerate(loops[0].log_window if loops else []):
         parts = [loop.log_window[i] for loop in loops]
-        out.append({"step": w["step"], "loss": np.concatenate([np.asarray(p["loss"], np.float64) for p in parts]),
-                    "grad_norm": np.concatenate([np.asarray(p["grad_norm"], np.float64) for p in parts])})
+        out.append(
+            {
+                "step": w["step"],
+                "loss": np.concatenate([np.asarray(p["loss"], np.float64) for p in parts]),
+                "grad_norm": np.concatenate([np.asarray(p["grad_norm"], np.float64) for p in parts]),
+            }
+        )
     return out

@@ -71,12 +71,16 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         z = np.load(path)
         if isinstance(z, np.ndarray):  # a plain .npy renamed
-            raise InputDataError(f"{path} holds one array, not an .npz archive of named arrays (np.savez(f, **state_dict))")
+            raise InputDataError(
+                f"{path} holds one array, not an .npz archive of named arrays (np.savez(f, **state_dict))"
+            )
         with z:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:  # truncated, not a zip, pickled objects
         why = str(e).split(". ")[0]
-        raise InputDataError(f"{path} is not a readable .npz archive of arrays ({type(e).__name__}: {why}); save it again with np.savez") from None
+        raise InputDataError(
+            f"{path} is not a readable .npz archive of arrays ({type(e).__name__}: {why}); save it again with np.savez"
+        ) from None
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
@@ -106,10 +110,14 @@ def convert(sd: Mapping[str, np.ndarray], source: str = "state dict") -> dict[st
     """ealstm_regional keys -> one member's somojax params, checking every key and shape."""
     missing = [k for k in TORCH_KEYS if k not in sd]
     if missing:
-        raise InputDataError(f"{source} lacks {missing}; expected the ealstm_regional / SoMo.ml v1 keys {list(TORCH_KEYS)} (found {sorted(sd)})")
+        raise InputDataError(
+            f"{source} lacks {missing}; expected the ealstm_regional / SoMo.ml v1 keys {list(TORCH_KEYS)} (found {sorted(sd)})"
+        )
     extra = sorted(set(sd) - set(TORCH_KEYS))
     if extra:
-        raise InputDataError(f"{source} has keys {extra} that an ealstm_regional EA-LSTM does not have; is it another architecture?")
+        raise InputDataError(
+            f"{source} has keys {extra} that an ealstm_regional EA-LSTM does not have; is it another architecture?"
+        )
     w_hh = sd["lstm.weight_hh"]
     if w_hh.ndim != 2 or w_hh.shape[1] != 3 * w_hh.shape[0]:
         raise InputDataError(f"{source}: lstm.weight_hh has shape {list(w_hh.shape)}, expected [H, 3H]")
@@ -129,7 +137,10 @@ def convert(sd: Mapping[str, np.ndarray], source: str = "state dict") -> dict[st
         if not (np.issubdtype(sd[k].dtype, np.floating) or np.issubdtype(sd[k].dtype, np.integer)):
             raise InputDataError(f"{source}: {k} has dtype {sd[k].dtype}, expected floating-point weights")
         if tuple(sd[k].shape) != shape:
-            shown = [("D" if i == 0 and k == "lstm.weight_ih" else "S" if i == 0 and k == "lstm.weight_sh" else n) for i, n in enumerate(shape)]
+            shown = [
+                ("D" if i == 0 and k == "lstm.weight_ih" else "S" if i == 0 and k == "lstm.weight_sh" else n)
+                for i, n in enumerate(shape)
+            ]
             raise InputDataError(
                 f"{source}: {k} has shape {list(sd[k].shape)}, expected {shown} with H={h} (from lstm.weight_hh {list(w_hh.shape)})"
             )
@@ -161,8 +172,8 @@ def _check_finite(sd: Mapping[str, np.ndarray], source: str) -> None:
 
 
 STATS_FORMATS = (
-    "somojax JSON (normalization.json): {\"mean\": {var: m}, \"std\": {var: s}, \"target_mean\": {layer: m}, \"target_std\": {layer: s}}",
-    "JSON {var: {\"mean\": m, \"std\": s}, ..., \"target\": {...}}",
+    'somojax JSON (normalization.json): {"mean": {var: m}, "std": {var: s}, "target_mean": {layer: m}, "target_std": {layer: s}}',
+    'JSON {var: {"mean": m, "std": s}, ..., "target": {...}}',
     "CSV with the columns variable,mean,std (one row per variable)",
     "SoMo.ml scaler table (scaler_ALL_layer0.dat, scaler_ALL_statics.dat): a CSV whose header names one column "
     "per variable, with a row aveK (or mean) and a row stdK (or std)",
@@ -191,7 +202,9 @@ def read_stats(paths: str | Path | Sequence[str | Path], layer: str) -> tuple[No
         part, part_order = _read_stats_file(path)
         for k, v in part.items():
             if k in table and table[k] != v:
-                raise InputDataError(f"{path} and {seen_in[k]} give {k!r} different statistics ({v} and {table[k]}); keep one")
+                raise InputDataError(
+                    f"{path} and {seen_in[k]} give {k!r} different statistics ({v} and {table[k]}); keep one"
+                )
             table[k], seen_in[k] = v, path
         order.update(part_order)
     return _norm_stats(table, layer, ", ".join(map(str, files))), order
@@ -205,7 +218,9 @@ def _split_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
 def _read_stats_file(path: Path) -> tuple[dict[str, tuple[float, float]], dict]:
     """{variable: (mean, std)} and the input order given in one statistics file."""
     if not path.is_file():
-        raise InputDataError(f"statistics file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+        raise InputDataError(
+            f"statistics file {path} does not exist" + (" (it is a directory)" if path.is_dir() else "")
+        )
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -224,7 +239,9 @@ def _read_stats_file(path: Path) -> tuple[dict[str, tuple[float, float]], dict]:
 def _read_stats_json(path: Path, text: str) -> tuple[dict[str, tuple[float, float]], dict]:
     d = json.loads(text)
     if not isinstance(d, dict):
-        raise InputDataError(f"{path} holds a JSON {type(d).__name__}, not a mapping of variables to their mean and std")
+        raise InputDataError(
+            f"{path} holds a JSON {type(d).__name__}, not a mapping of variables to their mean and std"
+        )
     order = {k: tuple(d.pop(k)) for k in ("dynamic_inputs", "static_inputs") if k in d}
     if "mean" in d and "std" in d and isinstance(d["mean"], Mapping):
         st = NormStats.from_json(json.dumps(d), source=str(path))
@@ -241,7 +258,9 @@ def _read_stats_csv(path: Path) -> tuple[dict[str, tuple[float, float]], dict]:
     if {"variable", "mean", "std"} <= set(cols):
         names = df[cols["variable"]].astype(str).str.strip()
         if names.duplicated().any():
-            raise InputDataError(f"{path}: variables {sorted(set(names[names.duplicated()]))} have more than one row; keep one each")
+            raise InputDataError(
+                f"{path}: variables {sorted(set(names[names.duplicated()]))} have more than one row; keep one each"
+            )
         return {n: (float(row[cols["mean"]]), float(row[cols["std"]])) for n, (_, row) in zip(names, df.iterrows())}, {}
     rows = {str(r).strip().lower(): i for i, r in enumerate(df.iloc[:, 0])} if df.shape[1] > 1 else {}
     mean_row = next((rows[r] for r in MEAN_ROWS if r in rows), None)
@@ -263,7 +282,9 @@ def _norm_stats(table: dict[str, tuple[float, float]], layer: str, source: str) 
     table = dict(table)
     name = next((n for n in (layer, *TARGET_NAMES) if n in table), None)
     if name is None:
-        raise InputDataError(f"{source} has no statistics of the target: add a row/entry named {layer!r} (or 'target', 'sm') with its mean and std")
+        raise InputDataError(
+            f"{source} has no statistics of the target: add a row/entry named {layer!r} (or 'target', 'sm') with its mean and std"
+        )
     target = table.pop(name)
     for k, (m, s) in [*table.items(), (name, target)]:
         if not (np.isfinite(m) and np.isfinite(s) and s > 0):
@@ -330,13 +351,17 @@ def import_torch(
         raise InputDataError(f"layer {layer!r}: expected one of {C.LAYERS}")
     paths = _split_paths(state_dict)
     if not paths:
-        raise InputDataError(f"--state-dict {state_dict!r} names no file; give one or more .pt/.pth/.npz paths, comma-separated")
+        raise InputDataError(
+            f"--state-dict {state_dict!r} names no file; give one or more .pt/.pth/.npz paths, comma-separated"
+        )
     members = [convert(read_state_dict(p), source=str(p)) for p in paths]
     shapes = {k: members[0][k].shape for k in PARAM_NAMES}
     for p, m in zip(paths[1:], members[1:]):
         bad = [k for k in PARAM_NAMES if m[k].shape != shapes[k]]
         if bad:
-            raise InputDataError(f"{p}: {bad[0]} has shape {list(m[bad[0]].shape)} but {paths[0]} has {list(shapes[bad[0]])}; members must have one architecture")
+            raise InputDataError(
+                f"{p}: {bad[0]} has shape {list(m[bad[0]].shape)} but {paths[0]} has {list(shapes[bad[0]])}; members must have one architecture"
+            )
     norm, order = read_stats(stats, layer)
     dynamic = tuple(order.get("dynamic_inputs", tuple(cfg.data.dynamic_inputs) + C.UPPER_LAYER_INPUTS[layer]))
     static = tuple(order.get("static_inputs", tuple(cfg.data.static_inputs)))
@@ -349,27 +374,56 @@ def import_torch(
             )
     missing = [v for v in dynamic + static if v not in norm.mean]
     if missing:
-        raise InputDataError(f"{_show(stats)} has no mean/std for the model inputs {missing} (it has {sorted(norm.mean)})")
+        raise InputDataError(
+            f"{_show(stats)} has no mean/std for the model inputs {missing} (it has {sorted(norm.mean)})"
+        )
     length = int(seq_length if seq_length is not None else cfg.model.seq_length)
     if length < 1:
-        raise InputDataError(f"--seq-length {length}: the model's window length must be at least 1 day (SoMo.ml v1: 365)")
+        raise InputDataError(
+            f"--seq-length {length}: the model's window length must be at least 1 day (SoMo.ml v1: 365)"
+        )
     if h != cfg.model.hidden_size:
-        log.warning("the weights have H=%d hidden units, the config says model.hidden_size=%d: the checkpoint takes H from the weights", h, cfg.model.hidden_size)
+        log.warning(
+            "the weights have H=%d hidden units, the config says model.hidden_size=%d: the checkpoint takes H from the weights",
+            h,
+            cfg.model.hidden_size,
+        )
     model = dataclasses.replace(cfg.model, hidden_size=int(h), seq_length=length)
     params = {k: np.stack([m[k] for m in members]) for k in PARAM_NAMES}
-    bundle = Bundle(layer=layer, params=params, model=model, stats=norm, dynamic_inputs=dynamic, static_inputs=static, config=to_dict(cfg))
+    bundle = Bundle(
+        layer=layer,
+        params=params,
+        model=model,
+        stats=norm,
+        dynamic_inputs=dynamic,
+        static_inputs=static,
+        config=to_dict(cfg),
+    )
     out = Path(out) if out else cfg.checkpoint_dir / layer
     _make_room(out)
     with writing("the imported checkpoint", out):
         save_bundle(
-            bundle, out, source="import-torch", state_dicts=[str(p.resolve()) for p in paths],
-            statistics=[str(p.resolve()) for p in _split_paths(stats)], told=told or f"config {cfg.name}",
+            bundle,
+            out,
+            source="import-torch",
+            state_dicts=[str(p.resolve()) for p in paths],
+            statistics=[str(p.resolve()) for p in _split_paths(stats)],
+            told=told or f"config {cfg.name}",
         )
     log.info(
         "imported %d member(s) of %s into %s: H=%d (from the weights); window L=%d days, predict_last_n=%d, "
         "dynamic inputs %s, static inputs %s (from %s; a state dict does not record them); statistics of %d variables and the target from %s",
-        len(members), layer, out, h, length, model.predict_last_n, list(dynamic), list(static),
-        told or f"config {cfg.name}", len(norm.mean), _show(stats),
+        len(members),
+        layer,
+        out,
+        h,
+        length,
+        model.predict_last_n,
+        list(dynamic),
+        list(static),
+        told or f"config {cfg.name}",
+        len(norm.mean),
+        _show(stats),
     )
     return out
 

@@ -83,7 +83,17 @@ SUMMARY_FILE = "summary.json"  # next to the checkpoints: why and where training
 # the rate (max_updates and epochs of plateau/paper), min_updates, patience, logging, checkpoints.
 _RESUME_KEYS = {
     "model": None,  # all of it
-    "train": ("members", "shared_batches", "batch_size", "clip_norm", "loss", "nse_eps", "nse_sigma_units", "seed", "lr_schedule"),
+    "train": (
+        "members",
+        "shared_batches",
+        "batch_size",
+        "clip_norm",
+        "loss",
+        "nse_eps",
+        "nse_sigma_units",
+        "seed",
+        "lr_schedule",
+    ),
     "data": ("split", "val_fraction", "val_start", "val_end", "split_seed", "target_start", "target_end"),
 }
 _SCHEDULE_RESUME_KEYS = {
@@ -143,13 +153,20 @@ class LoopState:
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
-        d["tracker"] = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d["tracker"].items()}
+        d["tracker"] = {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in d["tracker"].items()
+        }
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "LoopState":
         t = {k: (math.inf if k == "best_val" else math.nan) if v is None else v for k, v in d["tracker"].items()}
-        return cls(**{**{k: d[k] for k in ("step", "finished", "stop_reason", "history", "log_window")}, "tracker": schedule.Tracker(**t)})
+        return cls(
+            **{
+                **{k: d[k] for k in ("step", "finished", "stop_reason", "history", "log_window")},
+                "tracker": schedule.Tracker(**t),
+            }
+        )
 
 
 @dataclass
@@ -216,7 +233,9 @@ class Trainer:
     def _build(self) -> None:
         tc = self.tc
         key = jax.random.key(tc.seed)
-        shapes = jax.eval_shape(lambda: init_state(key, tc.members, self.n_dynamic, self.n_static, self.cfg.model, self.tx))
+        shapes = jax.eval_shape(
+            lambda: init_state(key, tc.members, self.n_dynamic, self.n_static, self.cfg.model, self.tx)
+        )
         self.state_sharding = state_shardings(shapes, self.mesh)
         self.abstract_state = abstract_like(shapes, self.state_sharding)
         self._init = jax.jit(
@@ -272,7 +291,12 @@ class Trainer:
         it = self.data.train_iterator()
         step = None if fresh else ckpt.latest_step()
         if step is None:
-            return jax.block_until_ready(self._init()), LoopState(schedule.Tracker(lr=self.budget.learning_rate)), it, None
+            return (
+                jax.block_until_ready(self._init()),
+                LoopState(schedule.Tracker(lr=self.budget.learning_rate)),
+                it,
+                None,
+            )
         if ckpt.read_meta(step).get("fingerprint") != self.fp:
             raise CheckpointError(
                 f"the checkpoint in {self.dir} was written with different model, training, data-split, input or "
@@ -285,7 +309,9 @@ class Trainer:
         log.info("resumed %s at update %d (%d validations done)", self.dir, step, loop.tracker.validations)
         return state, loop, it, step
 
-    def _reconcile(self, ckpt: TrainCheckpointer, metrics: Any, state: dict, loop: LoopState, resumed: int | None) -> None:
+    def _reconcile(
+        self, ckpt: TrainCheckpointer, metrics: Any, state: dict, loop: LoopState, resumed: int | None
+    ) -> None:
         """Makes metrics.jsonl and best/ agree with the restored step (resume order, step 3)."""
         dropped = metrics.truncate(resumed)
         if dropped:
@@ -299,12 +325,22 @@ class Trainer:
             if best == resumed:
                 ckpt.save_best(resumed, state["params"], self._best_meta(loop))
             else:
-                log.warning("%s: best/%d, the best params of this run, is missing; best/ holds the next improvement", self.dir, best)
+                log.warning(
+                    "%s: best/%d, the best params of this run, is missing; best/ holds the next improvement",
+                    self.dir,
+                    best,
+                )
         if best in ckpt.best_steps():
             ckpt.prune_best(best)  # an older best left by a kill before the pruning
 
     def _meta(self, loop: LoopState, it: Any) -> dict:
-        return {**self.meta, "fingerprint": self.fp, "global_step": int(loop.step), "data_state": it.get_state(), "loop": loop.to_json()}
+        return {
+            **self.meta,
+            "fingerprint": self.fp,
+            "global_step": int(loop.step),
+            "data_state": it.get_state(),
+            "loop": loop.to_json(),
+        }
 
     def _best_meta(self, loop: LoopState) -> dict:
         t = loop.tracker
@@ -385,8 +421,17 @@ class Trainer:
         tc, b = self.tc, self.budget
         samples_per_step = tc.batch_size * (1 if tc.shared_batches else tc.members)
         pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked
-        progress = Progress(total=b.max_updates - loop.step, desc=f"train {self.meta.get('layer', '')}", unit="step", logger=log)
-        window = [{"step": w["step"], "loss": np.asarray(w["loss"], np.float64), "grad_norm": np.asarray(w["grad_norm"], np.float64)} for w in loop.log_window]
+        progress = Progress(
+            total=b.max_updates - loop.step, desc=f"train {self.meta.get('layer', '')}", unit="step", logger=log
+        )
+        window = [
+            {
+                "step": w["step"],
+                "loss": np.asarray(w["loss"], np.float64),
+                "grad_norm": np.asarray(w["grad_norm"], np.float64),
+            }
+            for w in loop.log_window
+        ]
         lr_cache: tuple[float, Any] = (math.nan, None)  # (rate, the same as a device scalar)
         lr = math.nan
         try:
@@ -404,7 +449,11 @@ class Trainer:
                     loop.step += 1
                     pending.append((loop.step, m))
                     if first:  # rates and ETA without the compilation
-                        log.info("%s: train step compiled and run once in %.1f s", self.meta.get("layer", ""), self.train_step.compile_seconds)
+                        log.info(
+                            "%s: train step compiled and run once in %.1f s",
+                            self.meta.get("layer", ""),
+                            self.train_step.compile_seconds,
+                        )
                         progress.t0, progress.total = time.perf_counter(), (progress.total or 0) - 1
                     else:
                         progress.update(1, samples=samples_per_step)
@@ -419,7 +468,10 @@ class Trainer:
                         self._log_train(metrics, loop.step, lr, window, progress)
                         window = []
                     if (due_ckpt or stop) and loop.step < end:
-                        loop.log_window = [{"step": w["step"], "loss": w["loss"].tolist(), "grad_norm": w["grad_norm"].tolist()} for w in window]
+                        loop.log_window = [
+                            {"step": w["step"], "loss": w["loss"].tolist(), "grad_norm": w["grad_norm"].tolist()}
+                            for w in window
+                        ]
                         ckpt.save(loop.step, state, self._meta(loop, it), wait=bool(stop))
                     if stop:
                         self._interrupted(stop, loop)
@@ -486,7 +538,9 @@ class Trainer:
             progress.status().rsplit("ETA ", 1)[-1],
         )
 
-    def _validation(self, state, loop: LoopState, it, ckpt: TrainCheckpointer, metrics: MetricsWriter, val, lr: float) -> None:
+    def _validation(
+        self, state, loop: LoopState, it, ckpt: TrainCheckpointer, metrics: MetricsWriter, val, lr: float
+    ) -> None:
         """A validation's bookkeeping (schedule.observe), then its writes in the documented order."""
         step, layer = loop.step, self.meta.get("layer", "")
         if val is not None and not all(math.isfinite(x) for x in [val["val_loss"], *val["val_loss_members"]]):
@@ -496,17 +550,37 @@ class Trainer:
                 f"the last good checkpoint in {self.dir} is intact"
             )
         d = schedule.observe(self.budget, loop.tracker, step, None if val is None else val["val_loss"])
-        rec: dict[str, Any] = {"step": step, "epoch": self._epoch(step - 1), "lr": lr, **(val or {}), "best": d.new_best, "lr_next": d.tracker.lr}
+        rec: dict[str, Any] = {
+            "step": step,
+            "epoch": self._epoch(step - 1),
+            "lr": lr,
+            **(val or {}),
+            "best": d.new_best,
+            "lr_next": d.tracker.lr,
+        }
         if val is not None:
             members = {f"val_loss_member{m}": x for m, x in enumerate(val["val_loss_members"])}
-            metrics.write(step, {"val_loss": val["val_loss"], **members, "epoch": rec["epoch"], "lr": lr}, prefix="val/")
+            metrics.write(
+                step, {"val_loss": val["val_loss"], **members, "epoch": rec["epoch"], "lr": lr}, prefix="val/"
+            )
             log.info(
                 "%s update %d: validation loss %.4g (ensemble mean; members %s)%s",
-                layer, step, val["val_loss"], " ".join(f"{x:.3g}" for x in val["val_loss_members"]), " *best*" if d.new_best else "",
+                layer,
+                step,
+                val["val_loss"],
+                " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
+                " *best*" if d.new_best else "",
             )
         if d.decayed:
             n = self.budget.lr_patience
-            log.info("%s: no improvement in %d validation%s: learning rate %.3g -> %.3g", layer, n, "s" * (n != 1), loop.tracker.lr, d.tracker.lr)
+            log.info(
+                "%s: no improvement in %d validation%s: learning rate %.3g -> %.3g",
+                layer,
+                n,
+                "s" * (n != 1),
+                loop.tracker.lr,
+                d.tracker.lr,
+            )
         faults.point("after_val_metrics", step)
         loop.tracker = d.tracker
         loop.history.append(rec)

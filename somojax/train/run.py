@@ -76,7 +76,9 @@ def _upper(cfg: Config, layer: str, bundles: dict[str, Bundle]):
     d = cfg.data
 
     def upper(dyn, stat):
-        return upper_predictions(layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs), cfg.infer.mode)
+        return upper_predictions(
+            layer, bundles, dyn, stat, tuple(d.dynamic_inputs), tuple(d.static_inputs), cfg.infer.mode
+        )
 
     return upper
 
@@ -113,7 +115,10 @@ def train_folds(
     datasets = open_stores(first)
     bundles: dict[int, dict[str, Bundle]] = {k: {} for k in cfgs}
     for layer in todo:
-        lis = {k: layer_inputs(c, layer, cells=cells[k], upper=_upper(c, layer, bundles[k]), datasets=datasets) for k, c in cfgs.items()}
+        lis = {
+            k: layer_inputs(c, layer, cells=cells[k], upper=_upper(c, layer, bundles[k]), datasets=datasets)
+            for k, c in cfgs.items()
+        }
         train_layer_groups(cfgs, layer, lis, Path(stack_dir) / layer)
         for k, c in cfgs.items():
             bundles[k][layer] = load_bundle(c.checkpoint_dir / layer)
@@ -159,7 +164,9 @@ def _resume_extra(layer: str, li: LayerInputs, data: ArrayTrainData) -> dict:
     }
 
 
-def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, devices: list | None = None) -> TrainResult:
+def train_layer(
+    cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, devices: list | None = None
+) -> TrainResult:
     """Trains one layer from prepared `LayerInputs` into `cfg.checkpoint_dir/<layer>`."""
     m, t = cfg.model, cfg.train
     data = _layer_data(cfg, layer, li)
@@ -191,7 +198,9 @@ def train_layer(cfg: Config, layer: str, li: LayerInputs, fresh: bool = False, d
     return trainer.fit(fresh=fresh)
 
 
-def train_layer_groups(cfgs: Mapping[int, Config], layer: str, lis: Mapping[int, LayerInputs], stack_dir: Path, devices: list | None = None) -> list:
+def train_layer_groups(
+    cfgs: Mapping[int, Config], layer: str, lis: Mapping[int, LayerInputs], stack_dir: Path, devices: list | None = None
+) -> list:
     """Trains one layer of every fold in `cfgs` (inputs `lis`) as one stacked ensemble; returns
     every fold's `LoopState`."""
     first = next(iter(cfgs.values()))
@@ -201,17 +210,38 @@ def train_layer_groups(cfgs: Mapping[int, Config], layer: str, lis: Mapping[int,
         li = lis[k]
         data = _layer_data(c, layer, li)
         scale = step_options(m, t, target_std=li.stats.target_std[layer]).sigma_scale
-        groups.append(Group(f"fold {k}", data, Path(c.checkpoint_dir) / layer, _layer_meta(c, layer, li, data), scale, Path(c.run_dir) / "metrics" / layer))
+        groups.append(
+            Group(
+                f"fold {k}",
+                data,
+                Path(c.checkpoint_dir) / layer,
+                _layer_meta(c, layer, li, data),
+                scale,
+                Path(c.run_dir) / "metrics" / layer,
+            )
+        )
         extra.append(_resume_extra(layer, li, data))
     li = next(iter(lis.values()))
     trainer = GroupTrainer(
-        first, groups, n_dynamic=len(li.dynamic_inputs), n_static=len(li.static_inputs), checkpoint_dir=stack_dir,
-        opts=step_options(m, t), layer=layer, resume_extra={"groups_extra": extra}, devices=devices,
+        first,
+        groups,
+        n_dynamic=len(li.dynamic_inputs),
+        n_static=len(li.static_inputs),
+        checkpoint_dir=stack_dir,
+        opts=step_options(m, t),
+        layer=layer,
+        resume_extra={"groups_extra": extra},
+        devices=devices,
     )
     log.info(
         "%s: %d folds x %d members stacked (%s training samples), %s; mesh %s, ensemble mode %s",
-        layer, len(groups), t.members, "/".join(str(g.data.n_train) for g in groups), trainer.budgets[0].describe(),
-        dict(trainer.mesh.shape), trainer.ensemble_mode,
+        layer,
+        len(groups),
+        t.members,
+        "/".join(str(g.data.n_train) for g in groups),
+        trainer.budgets[0].describe(),
+        dict(trainer.mesh.shape),
+        trainer.ensemble_mode,
     )
     return trainer.fit()
 

@@ -59,7 +59,9 @@ class Budget:
         if self.schedule == "plateau":
             lr = f"rate {self.learning_rate:g}, x{self.lr_decay:g} after {self.lr_patience} validations without improvement (min {self.min_lr:g})"
         else:
-            lr = f"cosine rate {self.learning_rate:g} -> {self.min_lr:g}" + (f" after {self.warmup_updates} warm-up updates" if self.warmup_updates else "")
+            lr = f"cosine rate {self.learning_rate:g} -> {self.min_lr:g}" + (
+                f" after {self.warmup_updates} warm-up updates" if self.warmup_updates else ""
+            )
         return f"up to {self.max_updates} updates, validation every {self.validate_every}{stop}, {lr}"
 
 
@@ -146,7 +148,11 @@ def observe(b: Budget, t: Tracker, step: int, val_loss: float | None) -> Decisio
     else:
         new_best = val_loss < t.best_val
         improved = not math.isfinite(t.best_val) or t.best_val - val_loss > b.min_improvement * abs(t.best_val)
-        gain = (t.best_val - val_loss) / abs(t.best_val) if new_best and math.isfinite(t.best_val) and t.best_val else math.nan
+        gain = (
+            (t.best_val - val_loss) / abs(t.best_val)
+            if new_best and math.isfinite(t.best_val) and t.best_val
+            else math.nan
+        )
     t = replace(
         t,
         best_val=val_loss if new_best and val_loss is not None else t.best_val,

@@ -61,7 +61,9 @@ class StepOptions:
         )
 
 
-def step_options(model: ModelConfig, train: TrainConfig, target_std: float = 1.0, backend: str | None = None) -> StepOptions:
+def step_options(
+    model: ModelConfig, train: TrainConfig, target_std: float = 1.0, backend: str | None = None
+) -> StepOptions:
     """Resolves the config (including the per-backend `auto` choices) into `StepOptions`.
 
     `model.hoist: auto` hoists the input projection except on the CPU, where computing x_t W_ih
@@ -147,12 +149,22 @@ def data_parallel_recurrence(opts: StepOptions, mesh: Mesh | None, *, stacked: b
     kw = opts.model_kwargs()
     last_n = kw.pop("predict_last_n")
     if stacked:
+
         def rec(p, x_d, x_s):
-            return recurrence_vjp(p, x_d, x_s, last_n=last_n, hoist=kw["hoist"], precision=kw["precision"],
-                                  compute_dtype=kw["compute_dtype"])
+            return recurrence_vjp(
+                p,
+                x_d,
+                x_s,
+                last_n=last_n,
+                hoist=kw["hoist"],
+                precision=kw["precision"],
+                compute_dtype=kw["compute_dtype"],
+            )
     else:
+
         def rec(p, x_d, x_s):
             return ealstm.recurrence(p, x_d, x_s, last_n=last_n, **kw)
+
     if mesh is None or mesh.size == 1 or not opts.custom_vjp:
         return rec
     d = C.DATA_AXIS
@@ -163,7 +175,9 @@ def data_parallel_recurrence(opts: StepOptions, mesh: Mesh | None, *, stacked: b
     return jax.shard_map(rec, mesh=mesh, in_specs=(P(), P(d), P(d)), out_specs=P(d), check_vma=False)
 
 
-def hidden_loss(params: Mapping, h: jax.Array, batch: Mapping, key: jax.Array | None, opts: StepOptions) -> tuple[jax.Array, jax.Array]:
+def hidden_loss(
+    params: Mapping, h: jax.Array, batch: Mapping, key: jax.Array | None, opts: StepOptions
+) -> tuple[jax.Array, jax.Array]:
     """`member_loss` from the recurrence's hidden states h [B, n, H]: dropout, head, loss sums."""
     pred = ealstm.head(params, ealstm.dropout(h, opts.dropout, key, deterministic=key is None))
     weight = None
@@ -219,7 +233,11 @@ def resolve_ensemble_mode(
 
 
 def make_train_step(
-    opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool, mode: str = "vmap", mesh: Mesh | None = None
+    opts: StepOptions,
+    tx: optax.GradientTransformation,
+    shared_batches: bool,
+    mode: str = "vmap",
+    mesh: Mesh | None = None,
 ):
     """fn(state, batch, lr) -> (state, {"loss": [M], "grad_norm": [M]}); batch holds BATCH_KEYS.
 
@@ -244,7 +262,9 @@ def make_train_step(
             lambda p, o, r, b, l: member_update(p, o, r, state["step"], b, l, opts=opts, tx=tx),
             in_axes=(0, 0, 0, batch_axes(batch, shared_batches), 0),
         )
-        params, opt_state, loss, gnorm = upd(state["params"], state["opt_state"], state["rng"], batch, member_rates(lr, state))
+        params, opt_state, loss, gnorm = upd(
+            state["params"], state["opt_state"], state["rng"], batch, member_rates(lr, state)
+        )
         new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
         return new, {"loss": loss, "grad_norm": gnorm}
 
@@ -296,7 +316,9 @@ def make_train_step(
     if mode not in ENSEMBLE_MODES:
         raise ValueError(f"ensemble mode {mode!r}: expected one of {ENSEMBLE_MODES}")
     if mode == "stacked" and not opts.custom_vjp:
-        raise ValueError("ensemble mode 'stacked' needs the hand-written backward pass (model.backward: auto or custom)")
+        raise ValueError(
+            "ensemble mode 'stacked' needs the hand-written backward pass (model.backward: auto or custom)"
+        )
     return {"vmap": vmapped, "loop": looped, "stacked": stacked}[mode]
 
 

@@ -104,4 +104,3 @@ def needs_blocking_dispatch(devices) -> bool:
     """
     devices = list(devices)
     return len(devices) > 1 and all(d.platform == "cpu" for d in devices)
-

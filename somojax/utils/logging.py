@@ -74,7 +74,14 @@ class Progress:
               p.update(1, cells=tile.n_cells, cell_steps=tile.n_cells * days * 365)
     """
 
-    def __init__(self, total: int | None, desc: str, unit: str = "it", log_every_s: float = 10.0, logger: logging.Logger | None = None):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        unit: str = "it",
+        log_every_s: float = 10.0,
+        logger: logging.Logger | None = None,
+    ):
         self.total, self.desc, self.unit = total, desc, unit
         self.n = 0
         self.extra: dict[str, float] = {}

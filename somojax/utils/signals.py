@@ -69,7 +69,11 @@ def _handler(signum: int, frame: object) -> None:
             flush=True,
         )
         return
-    print(f"\nsomojax: second {signal_name(signum)}: stopping now; the last complete checkpoint is kept", file=sys.stderr, flush=True)
+    print(
+        f"\nsomojax: second {signal_name(signum)}: stopping now; the last complete checkpoint is kept",
+        file=sys.stderr,
+        flush=True,
+    )
     os._exit(128 + signum)
 
 

@@ -124,7 +124,7 @@ def test_every_module_imports_in_a_fresh_interpreter():
     assert out.returncode == 0, out.stderr[-3000:]
 
 
-@pytest.mark.slow
+@pytest.mark.ondemand  # one interpreter per module: about two minutes on 2 cores
 def test_every_module_imports_alone():
     code = (
         "import subprocess, sys\n"

@@ -49,3 +49,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="on-demand study: run with -m ondemand or SOMOJAX_ONDEMAND=1"))
         if "torch" in item.keywords and not has_torch:
             item.add_marker(pytest.mark.skip(reason="needs PyTorch (pip install 'somojax[torch]')"))
+
+
+# The pytest process leaves without the interpreter's teardown, keeping pytest's exit status: after
+# every test has passed, the teardown of C extensions loaded together (JAX/XLA, HDF5/netCDF, gloo,
+# dask's worker threads) has crashed now and then (a segmentation fault, "double free or
+# corruption"), which turned a green run red. The somojax command leaves the same way (cli.main).
+_EXIT_STATUS = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if "code" in _EXIT_STATUS and not hasattr(config, "workerinput"):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS["code"])

@@ -388,7 +388,7 @@ class GroupTrainer(Trainer):
                     window += self._check(pending)
                     _split_windows(loops, window, m)
                     ckpt.save(step, state, self._stacked_meta(step, loops, it), wait=True)
-                    self._stopped(stop, step)
+                    self._interrupted(stop, step)
             window += self._check(pending)
             if window:
                 self._log_groups(writers, loops, step, lr, window)
@@ -397,7 +397,7 @@ class GroupTrainer(Trainer):
             self._validate_step(state, loops, it, step, lr, ckpt, bests, writers)
             stop = self._stop_requested(True)
             if stop and not all(loop.finished for loop in loops):
-                self._stopped(stop, step)
+                self._interrupted(stop, step)
         return state
 
     def _validate_step(self, state, loops, it, step: int, lr: np.ndarray, ckpt, bests, writers) -> None:
@@ -469,15 +469,6 @@ class GroupTrainer(Trainer):
             step,
             ", ".join(f"{g.name} {np.mean(loss[i * m : (i + 1) * m]):.4g}" for i, g in enumerate(self.groups)),
         )
-
-    def _stopped(self, signum: int, step: int) -> None:
-        msg = (
-            f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {step}; "
-            f"checkpoint {self.dir / 'state' / str(step)} is complete, the same command resumes here"
-        )
-        log.warning(msg)
-        signals.clear()
-        raise signals.Interrupted(signum, msg)
 
 
 def _split_windows(loops: list[LoopState], window: list[dict], m: int) -> None:

@@ -408,10 +408,10 @@ class Trainer:
         flags = multihost_utils.process_allgather(np.int32(signals.requested() or 0))
         return int(np.max(flags)) or None
 
-    def _interrupted(self, signum: int, loop: LoopState) -> None:
+    def _interrupted(self, signum: int, step: int) -> None:
         msg = (
-            f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {loop.step}; "
-            f"checkpoint {self.dir / 'state' / str(loop.step)} is complete, the same command resumes here"
+            f"{self.meta.get('layer', '')}: stopped by {signals.signal_name(signum)} after update {step}; "
+            f"checkpoint {self.dir / 'state' / str(step)} is complete, the same command resumes here"
         )
         log.warning(msg)
         signals.clear()
@@ -474,7 +474,7 @@ class Trainer:
                         ]
                         ckpt.save(loop.step, state, self._meta(loop, it), wait=bool(stop))
                     if stop:
-                        self._interrupted(stop, loop)
+                        self._interrupted(stop, loop.step)
                 window += self._check(pending)
                 pending = []
                 if window:
@@ -484,7 +484,7 @@ class Trainer:
                 self._validation(state, loop, it, ckpt, metrics, self.validate(state["params"]), lr)
                 stop = self._stop_requested(True)
                 if stop and not loop.finished:
-                    self._interrupted(stop, loop)
+                    self._interrupted(stop, loop.step)
         finally:
             progress.close()
         return state

@@ -7,6 +7,19 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
+# JAX's persistent compilation cache, fresh for each session and shared with the child processes
+# the tests start: the suite compiles the same tiny programs again and again (every trainer a test
+# builds jits anew, every killed-and-resumed child process starts cold), and a program read back
+# is the program compiled (keyed by its HLO, the devices and the compiler), so results are the
+# same. SOMOJAX_TEST_COMPILATION_CACHE=0 compiles everything.
+if os.environ.get("SOMOJAX_TEST_COMPILATION_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="somojax-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -65,8 +78,11 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     if "code" in _EXIT_STATUS and not hasattr(config, "workerinput"):
+        import shutil
         import sys
 
+        if "_SESSION_CACHE" in globals():
+            shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS["code"])

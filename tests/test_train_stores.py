@@ -11,7 +11,6 @@ from somojax import constants as C
 from somojax.checkpoint import load_bundle
 from somojax.errors import CheckpointError
 from somojax.train import train
-from somojax.train.cascade import exact_rollout
 from somojax.data.samples import valid_windows
 from somojax.utils.logging import read_metrics
 from tests.train_fixtures import store_config, write_learnable_stores
@@ -73,31 +72,6 @@ def test_training_cells_restrict_the_data(trained, tmp_path):
     assert meta_cells and meta_cells <= set(sub)
 
 
-def test_exact_rollout_matches_per_window_forward(trained):
-    """The cascade's exact mode: every day its own window from a zero state."""
-    _, _, bundles = trained
-    from somojax.models import ealstm
-
-    b = bundles["L1"]
-    rng = np.random.default_rng(0)
-    L = b.model.seq_length
-    x_d = rng.standard_normal((3, 45, len(b.dynamic_inputs))).astype(np.float32)
-    x_d[1, 30] = np.nan
-    x_s = rng.standard_normal((3, len(b.static_inputs))).astype(np.float32)
-    got = exact_rollout(b, x_d, x_s, block_days=7, cell_block=2)
-    want = np.full((3, 45), np.nan)
-    mean, std = b.stats.target_mean["L1"], b.stats.target_std["L1"]
-    fwd = jax.jit(lambda p, x, s: ealstm.forward(p, x, s))
-    for e in range(L - 1, 45):
-        preds = [
-            np.asarray(fwd({k: v[m] for k, v in b.params.items()}, x_d[:, e - L + 1 : e + 1], x_s))[:, 0]
-            for m in range(b.n_members)
-        ]
-        want[:, e] = np.mean([np.maximum(p * std + mean, 0.0) for p in preds], axis=0)
-    np.testing.assert_allclose(got, want, atol=1e-5, equal_nan=True)
-    assert np.array_equal(np.isfinite(got), valid_windows(x_d, L))  # NaN exactly where a window is incomplete
-
-
 def test_cli_train_resumes_the_finished_run(trained):
     from somojax.cli import main
 
@@ -131,14 +105,35 @@ def test_cli_train_resumes_the_finished_run(trained):
     np.testing.assert_array_equal(load_bundle(cfg.checkpoint_dir / "L1").params["W_ih"], bundles["L1"].params["W_ih"])
 
 
+def per_window_mean(bundle, x_d: np.ndarray, x_s: np.ndarray) -> np.ndarray:
+    """The exact mode by its definition: day e from its own window e−L+1..e, run alone from a
+    zero state by the model's forward; each member de-normalised and clipped at 0, then the
+    member mean. NaN where the window is incomplete or has a non-finite input."""
+    from somojax.models import ealstm
+
+    L = bundle.model.seq_length
+    mean, std = bundle.stats.target_mean[bundle.layer], bundle.stats.target_std[bundle.layer]
+    fwd = jax.jit(lambda p, x, s: ealstm.forward(p, x, s))
+    members = [{k: v[m] for k, v in bundle.params.items()} for m in range(bundle.n_members)]
+    want = np.full(x_d.shape[:2], np.nan)
+    for e in range(L - 1, x_d.shape[1]):
+        window = x_d[:, e - L + 1 : e + 1]
+        preds = [np.asarray(fwd(p, np.nan_to_num(window), x_s), np.float64)[:, 0] for p in members]
+        value = np.mean([np.maximum(p * std + mean, 0.0) for p in preds], axis=0)
+        want[:, e] = np.where(np.isfinite(window).all(axis=(1, 2)), value, np.nan)
+    return want
+
+
 def test_cascade_inputs_come_from_the_rollout_engine(trained):
-    """The upper-layer inputs used in training equal the independent exact rollout."""
+    """The upper-layer inputs used in training are the exact per-window predictions, L2's fed by
+    L1's, NaN exactly where a window is incomplete or touches a missing input."""
     from somojax.train.cascade import upper_predictions
 
     _, _, bundles = trained
     rng = np.random.default_rng(3)
     d, s = len(C.DYNAMIC_INPUTS), len(C.STATIC_INPUTS)
     raw_d = rng.standard_normal((3, 60, d)).astype(np.float32)
+    raw_d[1, 30, 0] = np.nan
     raw_s = rng.standard_normal((3, s)).astype(np.float32)
     got = upper_predictions("L3", bundles, raw_d, raw_s, C.DYNAMIC_INPUTS, C.STATIC_INPUTS)
     b1, b2 = bundles["L1"], bundles["L2"]
@@ -148,8 +143,9 @@ def test_cascade_inputs_come_from_the_rollout_engine(trained):
     )
     cols = {n: raw_d[..., k] for k, n in enumerate(C.DYNAMIC_INPUTS)}
     stat = {n: raw_s[:, k] for k, n in enumerate(C.STATIC_INPUTS)}
-    l1 = exact_rollout(b1, *norm(b1, cols, stat))
+    l1 = per_window_mean(b1, *norm(b1, cols, stat))
     np.testing.assert_allclose(got["sm_L1"], l1, atol=1e-5, equal_nan=True)
-    l2 = exact_rollout(b2, *norm(b2, {**cols, "sm_L1": l1}, stat))
+    assert np.array_equal(np.isfinite(got["sm_L1"]), valid_windows(norm(b1, cols, stat)[0], b1.model.seq_length))
+    l2 = per_window_mean(b2, *norm(b2, {**cols, "sm_L1": l1.astype(np.float32)}, stat))
     np.testing.assert_allclose(got["sm_L2"], l2, atol=1e-5, equal_nan=True)
     assert np.isnan(got["sm_L2"][:, : 2 * (b1.model.seq_length - 1)]).all()  # the cascade's spin-up

@@ -20,7 +20,6 @@ import xarray as xr
 from somojax import constants as C
 from somojax.checkpoint import Bundle
 from somojax.config import Config
-from somojax.errors import CheckpointError
 from somojax.utils.logging import get_logger
 
 log = get_logger("evaluate")
@@ -69,16 +68,8 @@ def cascade_predict(
     """
     from somojax.infer import engine
 
-    columns = {n: np.asarray(raw_dynamic[..., k], np.float32) for k, n in enumerate(dynamic_names)}
-    static = {n: np.asarray(raw_static[:, k], np.float32) for k, n in enumerate(static_names)}
-    for b in bundles.values():
-        missing = [v for v in b.dynamic_inputs if v not in columns and not v.startswith("sm_")] + [
-            v for v in b.static_inputs if v not in static
-        ]
-        if missing:
-            raise CheckpointError(f"the {b.layer} model needs inputs {missing}, which the stores do not give")
-    out = engine.cascade(bundles, columns, static, layers=[l for l in C.LAYERS if l in bundles], mode=mode)
-    return {l: np.asarray(o.mean, np.float32) for l, o in out.items()}
+    layers = [l for l in C.LAYERS if l in bundles]
+    return engine.cascade_means(bundles, raw_dynamic, raw_static, dynamic_names, static_names, layers, mode)
 
 
 def spin_up_days(bundles: Mapping[str, Bundle]) -> int:

@@ -251,6 +251,32 @@ def cascade(
     return {l: out[l] for l in needed}
 
 
+def cascade_means(
+    bundles: Mapping[str, Bundle],
+    raw_dynamic: np.ndarray,
+    raw_static: np.ndarray,
+    dynamic_names: Sequence[str],
+    static_names: Sequence[str],
+    layers: Sequence[str],
+    mode: str = "auto",
+) -> dict[str, np.ndarray]:
+    """`cascade` on stacked raw arrays: {layer: ensemble mean [C, days] float32, m3 m-3}.
+
+    What the training cascade and cross-validation need (`somojax.train.cascade`,
+    `somojax.evaluate.cascade`): raw_dynamic [C, days, D] named `dynamic_names`, raw_static [C, S]
+    named `static_names`; a model's input missing from those is a `CheckpointError`.
+    """
+    columns = {n: np.asarray(raw_dynamic[..., k], np.float32) for k, n in enumerate(dynamic_names)}
+    statics = {n: np.asarray(raw_static[:, k], np.float32) for k, n in enumerate(static_names)}
+    for b in bundles.values():
+        missing = [v for v in b.dynamic_inputs if v not in columns and not v.startswith("sm_")]
+        missing += [v for v in b.static_inputs if v not in statics]
+        if missing:
+            raise CheckpointError(f"the {b.layer} model needs inputs {missing}, which the stores do not give")
+    out = cascade(bundles, columns, statics, layers=layers, mode=mode)
+    return {l: np.asarray(o.mean, np.float32) for l, o in out.items()}
+
+
 def spinup_days(bundles: Mapping[str, Bundle], layer: str) -> int:
     """Input days needed before the first output day of `layer` (its own and the cascade's)."""
     total = bundles[layer].model.seq_length - 1

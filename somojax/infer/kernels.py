@@ -29,7 +29,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from somojax.models import ealstm
+from somojax.models import cell
 
 Params = Mapping[str, jax.Array]
 
@@ -43,42 +43,12 @@ def _stepper(params: Params, i: jax.Array, hoisted: bool, precision: str | None)
     """
     w_hh = params["W_hh"]
     if hoisted:
-        return lambda h, c, xw: _update(i, c, _dot(h, w_hh, precision) + xw)
+        return lambda h, c, xw: cell.next_state(i, c, cell.matmul(h, w_hh, precision, None) + xw)
     w_cat = jnp.concatenate([w_hh, params["W_ih"]], axis=0)  # [H + D, 3H]
     b = params["b"]
-    return lambda h, c, x: _update(i, c, _dot(jnp.concatenate([h, x], axis=-1), w_cat, precision) + b)
-
-
-def _dot(a: jax.Array, b: jax.Array, precision: str | None) -> jax.Array:
-    """a @ b at the kernel's precision. Every product of a kernel goes through here, not only the
-    recurrent one: at JAX's default precision the factors of a float32 product are rounded to
-    11 significant bits (TF32, recent NVIDIA GPUs) or 8 (one bfloat16 pass, TPUs) instead of 24,
-    which in the projection x·W_ih + b (the hoisted form, the GPU/TPU default), the static input
-    gate or the head is an error far above float32 rounding (docs/inference.md, "Precision").
-    On CPU the precision does not change the result (float32 products are float32 there)."""
-    return jnp.matmul(a, b, precision=ealstm._PRECISIONS[precision])
-
-
-def _head(params: Params, h: jax.Array, precision: str | None) -> jax.Array:
-    """`ealstm.head` (h·W_fc + b_fc) at the kernel's precision."""
-    return (_dot(h, params["W_fc"], precision) + params["b_fc"])[..., 0]
-
-
-def _update(i: jax.Array, c: jax.Array, gates: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(h, c) of the step from its gate pre-activations [..., 3H] (order f, o, g).
-
-    The cell keeps c − σ(−z_f)·c instead of σ(z_f)·c: with forget gates near 1 (a forget bias of
-    5 gives σ = 0.993) the error of σ(z_f) multiplies c at every step and persists for
-    ~1/(1 − σ) steps, so a gate error of a few ulp of 1 grows over a 365-day window; the
-    complement σ(−z_f) = 1/(1 + e^{z_f}) is small and has a small relative error, and
-    c − σ(−z_f)·c loses nothing near 1. Same function, same cost (an exp and a division for a
-    tanh); measured in docs/inference.md ("Precision").
-    """
-    hs = c.shape[-1]
-    forget_complement = 1.0 / (1.0 + jnp.exp(gates[..., :hs]))  # 0 for z_f -> +inf, 1 for -inf: no NaN
-    c = (c - forget_complement * c) + i * jnp.tanh(gates[..., 2 * hs :])
-    h = ealstm.sigmoid(gates[..., hs : 2 * hs]) * jnp.tanh(c)
-    return h, c
+    return lambda h, c, x: cell.next_state(
+        i, c, cell.matmul(jnp.concatenate([h, x], axis=-1), w_cat, precision, None) + b
+    )
 
 
 def exact_windows(
@@ -126,7 +96,7 @@ def exact_windows(
             return step(*carry, x_s.reshape(c * wc, g)), None
 
         (h, _), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(seq_length), unroll=unroll)
-        return _head(params, h, precision).reshape(c, wc)
+        return cell.head(params, h, precision).reshape(c, wc)
 
     y = jax.lax.map(one_chunk, jnp.arange(n_chunks))  # [n_chunks, C, wc]
     return jnp.moveaxis(y, 0, 1).reshape(c, n_chunks * wc)[:, :n_win]
@@ -178,7 +148,7 @@ def chunked_windows(
         lambda cr, s: (body(cr, s)[0], None), (zeros, zeros), jnp.arange(seq_length - k), unroll=unroll
     )
     _, hseq = jax.lax.scan(body, carry, jnp.arange(seq_length - k, seq_length), unroll=unroll)  # [k, C, J, H]
-    y = _head(params, hseq, precision)  # [k, C, J]
+    y = cell.head(params, hseq, precision)  # [k, C, J]
     return jnp.transpose(y, (1, 2, 0)).reshape(c, n_win * k)[:, :n_out]
 
 
@@ -220,8 +190,9 @@ def predict_normalised(
     """
 
     def one(p):
-        src = _dot(x_d, p["W_ih"], precision) + p["b"] if hoist else x_d  # ealstm.project
-        i = jax.nn.sigmoid(_dot(x_s, p["W_sh"], precision) + p["b_s"])  # ealstm.input_gate
+        # every product at the kernel's precision, not only the recurrent one (models/cell.py)
+        src = cell.project(p, x_d, precision) if hoist else x_d
+        i = cell.input_gate(p, x_s, precision)
         if mode == "exact":
             return exact_windows(p, src, i, seq_length, rows_per_step, hoist, precision, unroll)
         return chunked_windows(p, src, i, seq_length, last_n, hoist, precision, unroll)

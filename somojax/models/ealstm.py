@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from somojax.models.cell import PRECISIONS as _PRECISIONS  # noqa: F401 (read by infer.kernels)
-from somojax.models.cell import matmul, sigmoid
+# input_gate, project and head are the model's own functions, defined beside the cell's other
+# pieces (models/cell.py) so that the inference kernels use the very same ones
+from somojax.models.cell import head, input_gate, matmul, project, sigmoid
 from somojax.models.recurrence import recurrence_vjp
 
 Params = dict[str, jax.Array]
@@ -75,16 +76,6 @@ def init_params(
         "W_fc": jax.random.uniform(k_fw, (h, 1), dtype, -bound, bound),
         "b_fc": jax.random.uniform(k_fb, (1,), dtype, -bound, bound),
     }
-
-
-def input_gate(params: Mapping[str, jax.Array], x_s: jax.Array) -> jax.Array:
-    """Static input gate i = σ(x_s W_sh + b_s).  x_s [..., S] -> [..., H]."""
-    return jax.nn.sigmoid(x_s @ params["W_sh"] + params["b_s"])
-
-
-def project(params: Mapping[str, jax.Array], x_d: jax.Array) -> jax.Array:
-    """Input projection x W_ih + b for all days at once.  x_d [..., D] -> [..., 3H]."""
-    return x_d @ params["W_ih"] + params["b"]
 
 
 def cell(
@@ -154,11 +145,11 @@ def recurrence(
         )
     b, t, _ = x_d.shape
     hs = params["W_hh"].shape[0]
-    i = input_gate(params, x_s)
+    i = input_gate(params, x_s, precision)
     w_hh = params["W_hh"]
 
     if hoist:
-        xs = jnp.swapaxes(project(params, x_d), 0, 1)  # [T, B, 3H]
+        xs = jnp.swapaxes(project(params, x_d, precision), 0, 1)  # [T, B, 3H]
 
         def step(carry, xw_t):
             h, c = cell(w_hh, i, *carry, xw_t, precision, compute_dtype)
@@ -169,7 +160,7 @@ def recurrence(
         w_ih, bias = params["W_ih"], params["b"]
 
         def step(carry, x_t):
-            h, c = cell(w_hh, i, *carry, x_t @ w_ih + bias, precision, compute_dtype)
+            h, c = cell(w_hh, i, *carry, matmul(x_t, w_ih, precision, None) + bias, precision, compute_dtype)
             return (h, c), h
 
     if remat:
@@ -184,11 +175,6 @@ def recurrence(
     carry, _ = jax.lax.scan(lambda cr, x: (step(cr, x)[0], None), (zeros, zeros), xs[: t - last_n], unroll=unroll)
     _, hseq = jax.lax.scan(step, carry, xs[t - last_n :], unroll=unroll)
     return jnp.swapaxes(hseq, 0, 1)  # [B, n, H]
-
-
-def head(params: Mapping[str, jax.Array], h: jax.Array) -> jax.Array:
-    """Linear head y = h W_fc + b_fc.  h [..., H] -> [...]."""
-    return (h @ params["W_fc"] + params["b_fc"])[..., 0]
 
 
 def dropout(h: jax.Array, rate: float, key: jax.Array | None, deterministic: bool) -> jax.Array:
@@ -239,7 +225,7 @@ def forward(
         custom_vjp=custom_vjp,
     )
     h = dropout(h, dropout_rate, dropout_key, deterministic)
-    return head(params, h)
+    return head(params, h, precision)
 
 
 class EALSTM(nnx.Module):

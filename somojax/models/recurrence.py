@@ -106,7 +106,7 @@ def _make(
 
     def inputs(w_ih, b, x):
         # hoisted: one [T·B, D] x [D, 3H] product before the loop; else x_t W_ih + b per step
-        return x @ w_ih + b if hoist else x
+        return _matmul(x, w_ih, precision, None) + b if hoist else x
 
     # one product [h, x_t, 1] @ [W_hh; W_ih; b] per step (module docstring) for one member; with
     # bf16 operands the input product and the bias stay in float32, so the separate products are
@@ -141,7 +141,7 @@ def _make(
         def step(carry, x_t):
             h, c = carry
             z = _matmul(h, w_hh, precision, compute_dtype)
-            z = z + x_t if hoist else z + (x_t @ w_ih + b)
+            z = z + x_t if hoist else z + (_matmul(x_t, w_ih, precision, None) + b)
             sf, so, tg = gates(z, hs)
             c_new = sf * c + i * tg
             tc = jnp.tanh(c_new)
@@ -355,7 +355,7 @@ def recurrence_vjp(
     b_s, b = params["b_s"], params["b"]
     if stacked:  # [M, 1, n]: broadcast over the batch rows
         b_s, b = b_s[:, None, :], b[:, None, :]
-    i = jax.nn.sigmoid(x_s @ params["W_sh"] + b_s)
+    i = jax.nn.sigmoid(_matmul(x_s, params["W_sh"], precision, None) + b_s)  # cell.input_gate, its bias broadcast
     x = jnp.moveaxis(x_d, -2, 0)  # [T, (M,) B, D]
     cd = None if compute_dtype is None else jnp.dtype(compute_dtype)
     fn = _make(int(last_n), bool(hoist), precision, cd, int(block), bool(split_barrier), bool(transpose_rows))

@@ -179,7 +179,7 @@ def hidden_loss(
     params: Mapping, h: jax.Array, batch: Mapping, key: jax.Array | None, opts: StepOptions
 ) -> tuple[jax.Array, jax.Array]:
     """`member_loss` from the recurrence's hidden states h [B, n, H]: dropout, head, loss sums."""
-    pred = ealstm.head(params, ealstm.dropout(h, opts.dropout, key, deterministic=key is None))
+    pred = ealstm.head(params, ealstm.dropout(h, opts.dropout, key, deterministic=key is None), opts.precision)
     weight = None
     if opts.loss == "nse":
         weight = losses.nse_weight(batch["sigma"] * opts.sigma_scale, opts.nse_eps)

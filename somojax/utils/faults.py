@@ -96,7 +96,13 @@ def fire(action: str) -> None:
     elif action in ("sigint", "sigterm"):
         os.kill(pid, signal.SIGINT if action == "sigint" else signal.SIGTERM)
     elif action == "sigint2":
+        from somojax.utils import signals
+
         os.kill(pid, signal.SIGINT)
-        time.sleep(0.05)  # let the first handler run
+        # The second only once the main thread has handled the first: sent from another thread
+        # (orbax's save thread), two SIGINTs pending together are delivered as one.
+        deadline = time.monotonic() + 30
+        while signals.requested() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         os.kill(pid, signal.SIGINT)
         time.sleep(60)

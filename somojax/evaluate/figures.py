@@ -155,66 +155,86 @@ def fig_metric_boxplots(
     lo, hi = sorted(quantiles)
     for row, layer in enumerate(layers):
         sub = table[table["layer"] == layer]
-        stats, names = [], []
-        for name, g in sub.groupby("dataset", sort=False):
-            v = g[metric].to_numpy(np.float64)
-            v = v[np.isfinite(v)]
-            if v.size:
-                q = np.quantile(v, [lo, 0.25, 0.5, 0.75, hi])
-                stats.append(
-                    {
-                        "label": f"{name} (n={v.size})",
-                        "whislo": q[0],
-                        "q1": q[1],
-                        "med": q[2],
-                        "q3": q[3],
-                        "whishi": q[4],
-                        "fliers": [],
-                        "_k": _rank_key(v, info.better),
-                    }
-                )
-                names.append(name)
         ax = axes[row, -1]
-        if stats:
-            order = sorted(range(len(stats)), key=lambda i: stats[i]["_k"], reverse=True)  # best ends on top
-            ordered = [stats[i] for i in order]
-            for s in ordered:
-                s.pop("_k")
-            bp = ax.bxp(ordered, showfliers=False, patch_artist=True, widths=0.6, **_HORIZONTAL)
-            for patch, i in zip(bp["boxes"], order):
-                patch.set_facecolor("tab:orange" if names[i] == primary else "tab:blue")
-                patch.set_alpha(0.6)
-            for y, s in enumerate(ordered, start=1):
-                ax.annotate(f"{s['med']:.3f}", (s["med"], y + 0.33), ha="center", fontsize=7)
-        else:
-            ax.text(0.5, 0.5, "no scored cells", ha="center", va="center", transform=ax.transAxes)
+        _ranked_boxes(ax, sub, metric, (lo, hi), primary)
         if info.better == "zero" or metric in ("r", "anomaly_r", "kge"):
             ax.axvline(0.0, color="grey", lw=0.6, ls=":")
         ax.set_xlabel(f"{info.label} [{info.units}]")
         ax.set_title(f"{LAYER_TITLES.get(layer, layer)}: datasets ranked by median", fontsize=9)
         ax.grid(True, axis="x", lw=0.3, alpha=0.5)
         if has_climate:
-            ax0 = axes[row, 0]
-            p = sub[(sub["dataset"] == primary) & np.isfinite(sub[metric])]
-            arid = p["arid"].to_numpy(np.float64)
-            ok = np.isfinite(arid) & (arid > 0)
-            sc = ax0.scatter(
-                arid[ok],
-                p["t2m_c"].to_numpy()[ok],
-                c=p[metric].to_numpy()[ok],
-                cmap="viridis_r" if info.better == "lower" else "viridis",
-                s=16,
-                edgecolors="k",
-                linewidths=0.2,
-            )
-            ax0.set_xscale("log")
-            ax0.set_xlabel("aridity: net radiation / precipitation [1]")
-            ax0.set_ylabel("mean 2 m temperature [°C]")
-            ax0.set_title(f"{primary}: {info.label} per cell", fontsize=9)
-            fig.colorbar(sc, ax=ax0, label=f"{info.label} [{info.units}]")
+            _climate_panel(fig, axes[row, 0], sub[sub["dataset"] == primary], metric, primary)
     fig.suptitle(title or f"{info.label} against in-situ targets (whiskers: {lo:g}–{hi:g} quantiles)", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _box_stats(sub: pd.DataFrame, metric: str, whiskers: tuple[float, float]) -> tuple[list[dict], list[str]]:
+    """Box statistics (matplotlib's `bxp` format plus the ranking key `_k`) of every dataset of
+    `sub` that has a finite `metric`, and those datasets' names, in the table's order."""
+    better = METRICS[metric].better
+    stats, names = [], []
+    for name, g in sub.groupby("dataset", sort=False):
+        v = g[metric].to_numpy(np.float64)
+        v = v[np.isfinite(v)]
+        if v.size:
+            q = np.quantile(v, [whiskers[0], 0.25, 0.5, 0.75, whiskers[1]])
+            stats.append(
+                {
+                    "label": f"{name} (n={v.size})",
+                    "whislo": q[0],
+                    "q1": q[1],
+                    "med": q[2],
+                    "q3": q[3],
+                    "whishi": q[4],
+                    "fliers": [],
+                    "_k": _rank_key(v, better),
+                }
+            )
+            names.append(name)
+    return stats, names
+
+
+def _ranked_boxes(
+    ax: plt.Axes, sub: pd.DataFrame, metric: str, whiskers: tuple[float, float], primary: str | None
+) -> None:
+    """One horizontal box per dataset of one layer, the best median on top, `primary` in orange."""
+    stats, names = _box_stats(sub, metric, whiskers)
+    if not stats:
+        ax.text(0.5, 0.5, "no scored cells", ha="center", va="center", transform=ax.transAxes)
+        return
+    order = sorted(range(len(stats)), key=lambda i: stats[i]["_k"], reverse=True)  # best ends on top
+    ordered = [stats[i] for i in order]
+    for s in ordered:
+        s.pop("_k")
+    bp = ax.bxp(ordered, showfliers=False, patch_artist=True, widths=0.6, **_HORIZONTAL)
+    for patch, i in zip(bp["boxes"], order):
+        patch.set_facecolor("tab:orange" if names[i] == primary else "tab:blue")
+        patch.set_alpha(0.6)
+    for y, s in enumerate(ordered, start=1):
+        ax.annotate(f"{s['med']:.3f}", (s["med"], y + 0.33), ha="center", fontsize=7)
+
+
+def _climate_panel(fig: plt.Figure, ax: plt.Axes, rows: pd.DataFrame, metric: str, name: str) -> None:
+    """`metric` of dataset `name`'s cells (`rows`) over their aridity and mean temperature."""
+    info = METRICS[metric]
+    p = rows[np.isfinite(rows[metric])]
+    arid = p["arid"].to_numpy(np.float64)
+    ok = np.isfinite(arid) & (arid > 0)
+    sc = ax.scatter(
+        arid[ok],
+        p["t2m_c"].to_numpy()[ok],
+        c=p[metric].to_numpy()[ok],
+        cmap="viridis_r" if info.better == "lower" else "viridis",
+        s=16,
+        edgecolors="k",
+        linewidths=0.2,
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("aridity: net radiation / precipitation [1]")
+    ax.set_ylabel("mean 2 m temperature [°C]")
+    ax.set_title(f"{name}: {info.label} per cell", fontsize=9)
+    fig.colorbar(sc, ax=ax, label=f"{info.label} [{info.units}]")
 
 
 # ----------------------------------------------------------------------------------------

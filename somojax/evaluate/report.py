@@ -42,6 +42,16 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{f
 .small{font-size:.88em;color:#555}code{background:#f3f3f3;padding:0 3px}
 """
 
+METRIC_DEFINITIONS = (
+    "<h2>Metric definitions</h2><ul>"
+    "<li>NRMSE = RMSE / mean(obs) (O &amp; Orth 2021); relative bias = (mean(sim) − mean(obs)) / mean(obs).</li>"
+    "<li>r: Pearson correlation; anomaly r: correlation of short-term anomalies, value minus the mean of the centred "
+    "window [d−17, d+17] when it holds ≥ 10 values, both series restricted to the days both have (Albergel et al. 2013; "
+    "Dorigo et al. 2015; O &amp; Orth 2021).</li>"
+    "<li>ubRMSE = sqrt(RMSE² − bias²) (Entekhabi et al. 2010); KGE = 1 − sqrt((r−1)² + (α−1)² + (β−1)²) (Gupta et al. 2009).</li>"
+    "<li>All metrics per cell over the pair-wise complete days; summaries are the median and quantiles over cells.</li></ul>"
+)
+
 
 @dataclass
 class ReportInputs:
@@ -141,17 +151,41 @@ def _verdict_table(verdicts: Sequence[dict], ours: str, baseline: str) -> str:
 
 
 def write_report(inp: ReportInputs, path: Path) -> Path:
-    """Writes the HTML report to `path` and returns it."""
+    """Writes the HTML report to `path` and returns it; each section is a function of its own."""
     path = Path(path)
-    qlo, qhi = inp.quantiles
     parts = [
+        *_head(inp),
+        *_verdict_section(inp),
+        *_protocol_and_datasets(inp),
+        *_skill_section(inp),
+        *_figure_section(inp),
+        *_truth_section(inp),
+        *_group_section(inp),
+        *_notes_and_files(inp, path),
+        METRIC_DEFINITIONS,
+        "</body></html>",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _head(inp: ReportInputs) -> list[str]:
+    """The document's head, title and the line naming the run, the period and the version."""
+    return [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{_esc(inp.title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_esc(inp.title)}</h1>",
         f"<p class='small'>run <code>{_esc(inp.run_name)}</code> · evaluation period {_esc(inp.period[0])} to {_esc(inp.period[1])} · "
         f"somojax {_esc(__version__)} · written {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>",
-        "<h2>Verdict: anomaly correlation against the in-situ targets</h2>",
     ]
+
+
+def _verdict_section(inp: ReportInputs) -> list[str]:
+    """One sentence per layer's verdict (marked with data-layer and data-beats) and their numbers."""
+    parts = ["<h2>Verdict: anomaly correlation against the in-situ targets</h2>"]
     for v in inp.verdicts:
         cls = "beats" if v.get("beats") else "notbeats"
         parts.append(
@@ -161,17 +195,27 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
         parts.append(_verdict_table(inp.verdicts, inp.ours, inp.baseline))
     else:
         parts.append(f"<p>No layer has cells scored for both {_esc(inp.ours)} and {_esc(inp.baseline)}.</p>")
+    return parts
+
+
+def _protocol_and_datasets(inp: ReportInputs) -> list[str]:
+    """The protocol as a list and the datasets as a table, each when given."""
+    parts = []
     if inp.protocol:
         parts.append("<h2>Protocol</h2><ul>" + "".join(f"<li>{_esc(p)}</li>" for p in inp.protocol) + "</ul>")
     if inp.datasets:
         parts.append(
             "<h2>Datasets</h2>" + _table(pd.DataFrame(list(inp.datasets), columns=["dataset", "layers", "source"]))
         )
+    return parts
 
-    parts.append(f"<h2>Skill per layer (median over cells [{qlo:g}, {qhi:g} quantiles])</h2>")
-    order = [inp.ours, inp.baseline]
+
+def _skill_section(inp: ReportInputs) -> list[str]:
+    """Per layer, every dataset's metrics (median and quantiles over cells); then the paper's numbers."""
+    qlo, qhi = inp.quantiles
+    parts = [f"<h2>Skill per layer (median over cells [{qlo:g}, {qhi:g} quantiles])</h2>"]
     for layer in C.LAYERS:
-        t = metric_table(inp.summary, layer, inp.quantiles, order)
+        t = metric_table(inp.summary, layer, inp.quantiles, [inp.ours, inp.baseline])
         if not t.empty:
             lo, hi = C.LAYER_BOUNDS_CM[layer]
             parts.append(f"<h3>{layer} ({lo:g}–{hi:g} cm)</h3>" + _table(t))
@@ -181,43 +225,59 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
         + "<p class='small'>O &amp; Orth (2021), from the data of their Figs. 4–5 (docs/design.md, Cross-validation). On the synthetic Earth "
         "these numbers are not expected to be matched; they show what a run on real data should approach.</p>"
     )
-    fig_keys = list(inp.figures)
-    if fig_keys:
-        parts.append("<h2>Figures</h2>")
-        for k in fig_keys:
-            p, cap = inp.figures[k]
-            parts.append(_img(p, cap))
-    if inp.truth is not None:
-        tr = inp.truth
-        parts.append(f"<h2>Synthetic Earth: skill against the known truth ({_esc(tr.scope)})</h2>")
+    return parts
+
+
+def _figure_section(inp: ReportInputs) -> list[str]:
+    """The figures, embedded, in the order of `inp.figures`."""
+    if not inp.figures:
+        return []
+    return ["<h2>Figures</h2>"] + [_img(p, cap) for p, cap in inp.figures.values()]
+
+
+def _truth_section(inp: ReportInputs) -> list[str]:
+    """The synthetic Earth's skill against the truth: verdicts, tables per layer, figures."""
+    tr = inp.truth
+    if tr is None:
+        return []
+    parts = [
+        f"<h2>Synthetic Earth: skill against the known truth ({_esc(tr.scope)})</h2>",
+        f"<p>Period {_esc(tr.period[0])} to {_esc(tr.period[1])}; cells per layer: "
+        + ", ".join(f"{_esc(k)}: {v}" for k, v in tr.n_cells.items())
+        + ". The truth is the soil model itself, not rescaled to ERA5 as the targets are, so NRMSE and bias include "
+        "that rescaling; r and anomaly r do not.</p>",
+    ]
+    for v in tr.verdicts:
+        cls = "beats" if v.get("beats") else "notbeats"
         parts.append(
-            f"<p>Period {_esc(tr.period[0])} to {_esc(tr.period[1])}; cells per layer: "
-            + ", ".join(f"{_esc(k)}: {v}" for k, v in tr.n_cells.items())
-            + ". The truth is the soil model itself, not rescaled to ERA5 as the targets are, so NRMSE and bias include "
-            "that rescaling; r and anomaly r do not.</p>"
+            f"<p class='verdict {cls}' data-truth-layer='{_esc(v['layer'])}'>Against the truth: {_esc(v['sentence'])}</p>"
         )
-        for v in tr.verdicts:
-            cls = "beats" if v.get("beats") else "notbeats"
-            parts.append(
-                f"<p class='verdict {cls}' data-truth-layer='{_esc(v['layer'])}'>Against the truth: {_esc(v['sentence'])}</p>"
-            )
-        for layer in C.LAYERS:
-            t = metric_table(tr.summary, layer, inp.quantiles, None)
+    for layer in C.LAYERS:
+        t = metric_table(tr.summary, layer, inp.quantiles, None)
+        if not t.empty:
+            parts.append(f"<h3>{layer} against the truth</h3>" + _table(t))
+    return parts + [_img(p, cap) for p, cap in inp.truth_figures.values()]
+
+
+def _group_section(inp: ReportInputs) -> list[str]:
+    """Median anomaly r and NRMSE per continent and climate class, one folded table each."""
+    if not inp.group_summaries:
+        return []
+    parts = ["<h2>By continent and climate class (median anomaly r and NRMSE, cells in brackets)</h2>"]
+    for by, gs in inp.group_summaries.items():
+        datasets = list(dict.fromkeys([inp.ours, inp.baseline] + list(gs["dataset"].unique())))
+        for metric in ("anomaly_r", "nrmse"):
+            t = _group_table(gs, metric, datasets)
             if not t.empty:
-                parts.append(f"<h3>{layer} against the truth</h3>" + _table(t))
-        for k, (p, cap) in inp.truth_figures.items():
-            parts.append(_img(p, cap))
-    if inp.group_summaries:
-        parts.append("<h2>By continent and climate class (median anomaly r and NRMSE, cells in brackets)</h2>")
-        for by, gs in inp.group_summaries.items():
-            for metric in ("anomaly_r", "nrmse"):
-                t = _group_table(
-                    gs, metric, list(dict.fromkeys([inp.ours, inp.baseline] + list(gs["dataset"].unique())))
+                parts.append(
+                    f"<details><summary>{_esc(METRICS[metric].label)} by {_esc(by)}</summary>{_table(t)}</details>"
                 )
-                if not t.empty:
-                    parts.append(
-                        f"<details><summary>{_esc(METRICS[metric].label)} by {_esc(by)}</summary>{_table(t)}</details>"
-                    )
+    return parts
+
+
+def _notes_and_files(inp: ReportInputs, path: Path) -> list[str]:
+    """The notes, and the output files linked relative to the report at `path`."""
+    parts = []
     if inp.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_esc(n)}</li>" for n in inp.notes) + "</ul>")
     if inp.files:
@@ -229,18 +289,4 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
                 rel = Path(p)
             parts.append(f"<li><a href='{_esc(rel.as_posix())}'>{_esc(rel.as_posix())}</a>: {_esc(label)}</li>")
         parts.append("</ul>")
-    parts.append(
-        "<h2>Metric definitions</h2><ul>"
-        "<li>NRMSE = RMSE / mean(obs) (O &amp; Orth 2021); relative bias = (mean(sim) − mean(obs)) / mean(obs).</li>"
-        "<li>r: Pearson correlation; anomaly r: correlation of short-term anomalies, value minus the mean of the centred "
-        "window [d−17, d+17] when it holds ≥ 10 values, both series restricted to the days both have (Albergel et al. 2013; "
-        "Dorigo et al. 2015; O &amp; Orth 2021).</li>"
-        "<li>ubRMSE = sqrt(RMSE² − bias²) (Entekhabi et al. 2010); KGE = 1 − sqrt((r−1)² + (α−1)² + (β−1)²) (Gupta et al. 2009).</li>"
-        "<li>All metrics per cell over the pair-wise complete days; summaries are the median and quantiles over cells.</li></ul>"
-    )
-    parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return parts

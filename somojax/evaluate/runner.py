@@ -28,7 +28,7 @@ import xarray as xr
 
 from somojax import constants as C
 from somojax import grid, stores
-from somojax.config import Config
+from somojax.config import Config, EvaluateConfig
 from somojax.errors import StoreError, writing
 from somojax.evaluate import figures as F
 from somojax.evaluate import metrics as M
@@ -57,6 +57,65 @@ class EvaluationResult:
     verdicts: list[dict]
     figures: dict[str, Path] = field(default_factory=dict)
     truth: T.TruthResult | None = None
+
+
+Figures = dict[str, tuple[Path, str]]  # key -> (png, caption), in the report's order
+
+
+@dataclass
+class InputStores:
+    """The stores the evaluation reads; the prediction store and the truth are optional."""
+
+    targets: xr.Dataset
+    forcings: xr.Dataset
+    statics: xr.Dataset
+    predictions: xr.Dataset | None
+    truth: xr.Dataset | None
+
+
+@dataclass
+class Aligned:
+    """Every scored dataset on the target cells and the evaluation days."""
+
+    span: tuple[pd.Timestamp, pd.Timestamp]  # first and last evaluation day
+    cells: np.ndarray
+    lat: np.ndarray  # float64 [cell]
+    lon: np.ndarray
+    obs: xr.DataArray  # targets [layer, cell, time] over `span`, on the days somojax* is defined
+    series: dict[str, xr.DataArray]  # dataset name -> [layer, cell, time] on `cells` and the days of `span`
+    described: list[tuple[str, str, str]]  # name, layers, source: the report's dataset table
+    refs: list[R.Reference]  # ERA5 and the references, gridded
+    ours: xr.DataArray | None = None  # the cross-validated series (also `series[OURS]`), None when not given
+
+    @property
+    def period(self) -> tuple[str, str]:
+        """The evaluation period as ISO dates."""
+        return str(self.span[0].date()), str(self.span[1].date())
+
+
+@dataclass
+class Scored:
+    """The scores of every dataset and what is derived from them."""
+
+    scores: xr.Dataset  # [dataset, layer, cell]
+    climate: pd.DataFrame  # `scoring.cell_climate`, indexed by cell
+    obs_days: xr.DataArray  # [layer, cell] observed days in the evaluation period
+    table: pd.DataFrame  # one row per (dataset, layer, cell) that has a target
+    summaries: dict[str, pd.DataFrame]  # `scoring.summaries`: "all" and one per grouping
+    verdicts: list[dict]  # `scoring.verdicts` of OURS against BASELINE; empty without OURS
+
+    @property
+    def groups(self) -> dict[str, pd.DataFrame]:
+        """The summaries per grouping (continent, climate classes), without the overall one."""
+        return {k: v for k, v in self.summaries.items() if k != "all"}
+
+
+@dataclass
+class TruthOutputs:
+    """The synthetic Earth's section: skill against the truth and its figures."""
+
+    result: T.TruthResult
+    figures: Figures
 
 
 def evaluate(cfg: Config) -> EvaluationResult:
@@ -180,13 +239,44 @@ def evaluate_series(
     """Scores the cross-validated series `cv` [layer, cell, time] and the references; figures; report.
 
     Stores not given are opened from `cfg.store_dir` (targets, forcings, statics, truth) and
-    `cfg.predictions_path` (predictions); "auto" means: use it when it exists.
+    `cfg.predictions_path` (predictions); "auto" means: use it when it exists. The steps, each a
+    function of its own: `open_stores`, `align`, `score`, `write_tables`, `draw_figures`,
+    `score_truth` (synthetic Earth only) and `write_evaluation_report`.
     """
-    ev = cfg.evaluate
     out = cfg.evaluation_dir
-    figdir = out / "figures"
     with writing("the evaluation outputs", out):
         out.mkdir(parents=True, exist_ok=True)
+    st = open_stores(cfg, targets, forcings, statics, predictions, truth)
+    M.check_window(cfg.evaluate.anomaly_window_days, cfg.evaluate.anomaly_min_count)
+    al = align(cfg, cv, st)
+    sc = score(cfg.evaluate, al, st.statics, st.forcings)
+    write_tables(out, al, sc)
+    figs = draw_figures(cfg, st, al, sc)
+    tr = score_truth(cfg, st, al) if st.truth is not None else None
+    report = write_evaluation_report(cfg, st, al, sc, figs, tr)
+    for v in sc.verdicts:
+        log.info("%s", v["sentence"])
+    log.info("report: %s", report)
+    return EvaluationResult(
+        report=report,
+        scores=sc.scores,
+        table=sc.table,
+        summary=sc.summaries["all"],
+        verdicts=sc.verdicts,
+        figures={k: v[0] for k, v in {**figs, **(tr.figures if tr else {})}.items()},
+        truth=tr.result if tr else None,
+    )
+
+
+def open_stores(
+    cfg: Config,
+    targets: xr.Dataset | None,
+    forcings: xr.Dataset | None,
+    statics: xr.Dataset | None,
+    predictions: xr.Dataset | None | str,
+    truth: xr.Dataset | None | str,
+) -> InputStores:
+    """The given stores, the others opened from `cfg` (predictions and truth "auto": when they exist)."""
     targets = targets if targets is not None else stores.open_store(cfg.store_dir, "targets")
     forcings = forcings if forcings is not None else stores.open_store(cfg.store_dir, "forcings")
     statics = statics if statics is not None else stores.open_store(cfg.store_dir, "statics")
@@ -194,31 +284,32 @@ def evaluate_series(
         predictions = _open_predictions(cfg.predictions_path)
     if isinstance(truth, str):
         truth = _open_optional(stores.store_path(cfg.store_dir, "truth"), "truth")
-    M.check_window(ev.anomaly_window_days, ev.anomaly_min_count)
+    return InputStores(targets, forcings, statics, predictions, truth)
 
-    lo, hi = _period(cfg, targets, cv)
+
+def align(cfg: Config, cv: xr.DataArray | None, st: InputStores) -> Aligned:
+    """The targets, `cv` and the references (ERA5 first) on the target cells and the evaluation days.
+
+    The targets keep only the days where `cv` is defined, so every dataset is scored on them.
+    """
+    lo, hi = _period(cfg, st.targets, cv)
     period = (str(lo.date()), str(hi.date()))
     days = pd.date_range(lo, hi, freq="D")
-    cells = targets[C.CELL].values
-    lat, lon = targets[C.LAT].values.astype(np.float64), targets[C.LON].values.astype(np.float64)
-    obs = targets[C.SM].sel({C.TIME: slice(lo, hi)}).load()
-
-    # --- datasets on the target cells and days ----------------------------------------------
+    cells = st.targets[C.CELL].values
+    lat, lon = st.targets[C.LAT].values.astype(np.float64), st.targets[C.LON].values.astype(np.float64)
+    obs = st.targets[C.SM].sel({C.TIME: slice(lo, hi)}).load()
+    ours = None
     series: dict[str, xr.DataArray] = {}
     described: list[tuple[str, str, str]] = []
     if cv is not None:
-        cvp = cv.sel({C.TIME: slice(lo, hi)}).reindex({C.CELL: cells, C.TIME: days}).load()
-        series[OURS] = cvp
-        described.append(
-            (
-                OURS,
-                ",".join(str(x) for x in cvp[C.LAYER].values),
-                f"{cfg.evaluate.folds}-fold cross-validation over target cells",
-            )
-        )
-        for layer in (str(x) for x in cvp[C.LAYER].values):  # score every dataset on the days somojax* is defined
-            obs.loc[{C.LAYER: layer}] = obs.sel({C.LAYER: layer}).where(cvp.sel({C.LAYER: layer}).notnull())
-    refs = [R.era5_reference(forcings, BASELINE)] + [R.open_reference(s, period[0], period[1]) for s in ev.references]
+        ours = cv.sel({C.TIME: slice(lo, hi)}).reindex({C.CELL: cells, C.TIME: days}).load()
+        series[OURS] = ours
+        layers = [str(x) for x in ours[C.LAYER].values]
+        described.append((OURS, ",".join(layers), f"{cfg.evaluate.folds}-fold cross-validation over target cells"))
+        for layer in layers:
+            obs.loc[{C.LAYER: layer}] = obs.sel({C.LAYER: layer}).where(ours.sel({C.LAYER: layer}).notnull())
+    refs = [R.era5_reference(st.forcings, BASELINE)]
+    refs += [R.open_reference(s, period[0], period[1]) for s in cfg.evaluate.references]
     for ref in refs:
         if ref.name in series:
             raise StoreError(
@@ -226,120 +317,192 @@ def evaluate_series(
             )
         series[ref.name] = R.sample_cells(ref.data, lat, lon, days, cells).load()
         described.append((ref.name, ",".join(ref.layers), ref.source))
+    return Aligned((lo, hi), cells, lat, lon, obs, series, described, refs, ours)
 
-    # --- scores, table, summaries ---------------------------------------------------------
-    scores = S.score_datasets(obs, series, ev.anomaly_window_days, ev.anomaly_min_count, ev.common_days)
-    climate = S.cell_climate(cells, lat, lon, statics, forcings, period)
-    obs_days = obs.notnull().sum(C.TIME)
+
+def score(ev: EvaluateConfig, al: Aligned, statics: xr.Dataset | None, forcings: xr.Dataset | None) -> Scored:
+    """Per-cell metrics of every dataset and layer against the targets, the per-cell table with each
+    cell's climate (from `statics` and `forcings`), its summaries and, with OURS, the verdicts."""
+    scores = S.score_datasets(al.obs, al.series, ev.anomaly_window_days, ev.anomaly_min_count, ev.common_days)
+    climate = S.cell_climate(al.cells, al.lat, al.lon, statics, forcings, al.period)
+    obs_days = al.obs.notnull().sum(C.TIME)
     table = S.cell_table(scores, climate, obs_days)
-    sums = S.summaries(table, ev.quantiles)
-    verdicts = S.verdicts(table, OURS, BASELINE) if cv is not None else []
+    verdicts = S.verdicts(table, OURS, BASELINE) if al.ours is not None else []
+    return Scored(scores, climate, obs_days, table, S.summaries(table, ev.quantiles), verdicts)
 
-    table.to_csv(out / "metrics_cells.csv", index=False)
-    nc = scores.assign_coords(
-        {k: (C.CELL, climate.loc[cells, k].to_numpy()) for k in ("continent", "aridity", "temperature")}
-    )
-    nc = nc.assign_coords(n_obs_days=obs_days)
-    for k in ("continent", "aridity", "temperature"):
+
+def write_tables(out: Path, al: Aligned, sc: Scored) -> None:
+    """Writes metrics_cells.csv and .nc, summary.csv, summary_by_group.csv (when grouped) and
+    verdicts.json into `out`."""
+    sc.table.to_csv(out / "metrics_cells.csv", index=False)
+    classes = ("continent", "aridity", "temperature")
+    nc = sc.scores.assign_coords({k: (C.CELL, sc.climate.loc[al.cells, k].to_numpy()) for k in classes})
+    nc = nc.assign_coords(n_obs_days=sc.obs_days)
+    for k in classes:
         nc[k] = nc[k].astype(str)
+    period = al.period
     nc.attrs.update(
-        {"period": f"{period[0]}..{period[1]}", "datasets": ", ".join(series), "somojax_product": "per-cell metrics"}
+        {"period": f"{period[0]}..{period[1]}", "datasets": ", ".join(al.series), "somojax_product": "per-cell metrics"}
     )
     nc.to_netcdf(out / "metrics_cells.nc")
-    sums["all"].to_csv(out / "summary.csv", index=False)
-    groups = {k: v for k, v in sums.items() if k != "all"}
-    if groups:
-        pd.concat(groups.values(), ignore_index=True).to_csv(out / "summary_by_group.csv", index=False)
-    (out / "verdicts.json").write_text(json.dumps(verdicts, indent=1))
+    sc.summaries["all"].to_csv(out / "summary.csv", index=False)
+    if sc.groups:
+        pd.concat(sc.groups.values(), ignore_index=True).to_csv(out / "summary_by_group.csv", index=False)
+    (out / "verdicts.json").write_text(json.dumps(sc.verdicts, indent=1))
 
-    # --- figures --------------------------------------------------------------------------
-    land = statics[C.LAND_MASK].load() if C.LAND_MASK in statics else None
-    figs: dict[str, tuple[Path, str]] = {}
-    n_days_all = targets[C.SM].notnull().sum(C.TIME).load().assign_coords({C.LAT: (C.CELL, lat), C.LON: (C.CELL, lon)})
-    figs["fig2"] = (
-        F.fig_target_cells(n_days_all, figdir / "fig2_target_cells.png", land),
-        "Fig. 2: target cells per layer, coloured by data length.",
+
+def draw_figures(cfg: Config, st: InputStores, al: Aligned, sc: Scored) -> Figures:
+    """Fig. 2, the metric box plots (Figs. 4, 5, S3, S4) and, with a land mask, Figs. 6a and 6b."""
+    figdir = cfg.evaluation_dir / "figures"
+    land = st.statics[C.LAND_MASK].load() if C.LAND_MASK in st.statics else None
+    n_days = (
+        st.targets[C.SM].notnull().sum(C.TIME).load().assign_coords({C.LAT: (C.CELL, al.lat), C.LON: (C.CELL, al.lon)})
     )
-    q = tuple(ev.quantiles)
-    primary = OURS if cv is not None else None
+    figs = {
+        "fig2": (
+            F.fig_target_cells(n_days, figdir / "fig2_target_cells.png", land),
+            "Fig. 2: target cells per layer, coloured by data length.",
+        )
+    }
+    q = tuple(cfg.evaluate.quantiles)
+    primary = OURS if al.ours is not None else None
     for key, metric, cap in (
         ("fig4", "nrmse", "Fig. 4: NRMSE against the in-situ targets"),
         ("fig5", "anomaly_r", "Fig. 5: anomaly correlation against the in-situ targets"),
         ("figS_r", "r", "Correlation against the in-situ targets (cf. Fig. S4)"),
         ("figS_bias", "rel_bias", "Relative bias against the in-situ targets (cf. Fig. S3)"),
     ):
-        p = F.fig_metric_boxplots(table, metric, figdir / f"{key}_{metric}.png", q, primary)
         figs[key] = (
-            p,
+            F.fig_metric_boxplots(sc.table, metric, figdir / f"{key}_{metric}.png", q, primary),
             f"{cap}; left: {OURS} per cell over aridity and temperature; right: datasets ranked by median "
             f"(box: quartiles, whiskers: {q[0]:g}–{q[1]:g} quantiles, no fliers).",
         )
-    prof_period = period
-    if predictions is not None:
-        tp = pd.DatetimeIndex(predictions[C.TIME].values)
-        prof_period = (str(tp[0].date()), str(tp[-1].date()))
     if land is not None:
-        gridded = {}
-        if predictions is not None:
-            gridded[PRODUCT] = gridded_median(predictions[C.SM], land, prof_period)
-        for ref in refs:
-            gridded[ref.name] = gridded_median(ref.data, land, prof_period)
-        if truth is not None:
-            gridded["truth"] = gridded_median(truth[C.SM_TRUE], land, prof_period)
-        cellmed = {}
-        if cv is not None:
-            cellmed[OURS] = _median_time(series[OURS]).assign_coords({C.LAT: (C.CELL, lat)})
-        cellmed["in situ (targets)"] = _median_time(targets[C.SM].sel({C.TIME: slice(lo, hi)})).assign_coords(
-            {C.LAT: (C.CELL, lat)}
+        figs.update(_median_figures(st, al, land, figdir))
+    return figs
+
+
+def _median_figures(st: InputStores, al: Aligned, land: xr.DataArray, figdir: Path) -> Figures:
+    """Figs. 6a (map of the long-term median) and 6b (latitudinal median profiles of all datasets),
+    over the prediction store's period when there is one, else the evaluation period."""
+    period = al.period
+    if st.predictions is not None:
+        tp = pd.DatetimeIndex(st.predictions[C.TIME].values)
+        period = (str(tp[0].date()), str(tp[-1].date()))
+    gridded = {}
+    if st.predictions is not None:
+        gridded[PRODUCT] = gridded_median(st.predictions[C.SM], land, period)
+    for ref in al.refs:
+        gridded[ref.name] = gridded_median(ref.data, land, period)
+    if st.truth is not None:
+        gridded["truth"] = gridded_median(st.truth[C.SM_TRUE], land, period)
+    cellmed = {}
+    if al.ours is not None:
+        cellmed[OURS] = _median_time(al.ours).assign_coords({C.LAT: (C.CELL, al.lat)})
+    in_situ = st.targets[C.SM].sel({C.TIME: slice(*al.span)})
+    cellmed["in situ (targets)"] = _median_time(in_situ).assign_coords({C.LAT: (C.CELL, al.lat)})
+    width = 0.25 if float(land[C.LAT].max() - land[C.LAT].min()) <= 10 else 1.0
+    if PRODUCT in gridded:
+        m6, what = gridded[PRODUCT], f"{PRODUCT} prediction store"
+    elif al.ours is not None:
+        m6, what = (
+            cellmed[OURS].assign_coords({C.LON: (C.CELL, al.lon)}),
+            f"{OURS} (cross-validated, target cells only)",
         )
-        extent = float(land[C.LAT].max() - land[C.LAT].min())
-        width = 0.25 if extent <= 10 else 1.0
-        profiles = lat_profiles(gridded, cellmed, width)
-        if PRODUCT in gridded:
-            m6, what = gridded[PRODUCT], f"{PRODUCT} prediction store"
-        elif cv is not None:
-            m6, what = (
-                cellmed[OURS].assign_coords({C.LON: (C.CELL, lon)}),
-                f"{OURS} (cross-validated, target cells only)",
-            )
-        else:
-            m6, what = gridded[BASELINE], BASELINE
-        figs["fig6a"] = (
-            F.fig_median_map(
-                m6,
-                figdir / "fig6a_median_map.png",
-                f"Long-term median soil moisture: {what}, {prof_period[0]}..{prof_period[1]}",
-                land,
-            ),
+    else:
+        m6, what = gridded[BASELINE], BASELINE
+    title = f"Long-term median soil moisture: {what}, {period[0]}..{period[1]}"
+    profiles = lat_profiles(gridded, cellmed, width)
+    profiles_title = f"Latitudinal median profiles ({width:g}° bands, land cells)"
+    return {
+        "fig6a": (
+            F.fig_median_map(m6, figdir / "fig6a_median_map.png", title, land),
             f"Fig. 6a: long-term median of {what}.",
-        )
-        figs["fig6b"] = (
-            F.fig_lat_profiles(
-                profiles,
-                figdir / "fig6b_lat_profiles.png",
-                f"Latitudinal median profiles ({width:g}° bands, land cells)",
-            ),
-            f"Fig. 6b: latitudinal median profiles of all datasets over {prof_period[0]}..{prof_period[1]} ({width:g}° latitude bands).",
-        )
+        ),
+        "fig6b": (
+            F.fig_lat_profiles(profiles, figdir / "fig6b_lat_profiles.png", profiles_title),
+            f"Fig. 6b: latitudinal median profiles of all datasets over {period[0]}..{period[1]} ({width:g}° latitude bands).",
+        ),
+    }
 
-    # --- synthetic Earth: the truth -------------------------------------------------------
-    truth_res, truth_figs = None, {}
-    if truth is not None:
-        truth_res = _score_truth(
-            cfg, truth, forcings, statics, predictions, series.get(OURS), lat, lon, cells, (lo, hi)
-        )
-        if truth_res.grid_scores is not None:
-            truth_res.grid_scores.to_netcdf(out / "truth_metrics.nc")
-            p = F.fig_truth_maps(truth_res.grid_scores, "anomaly_r", figdir / "truth_anomaly_r_maps.png")
-            truth_figs["truth_anom"] = (p, "Anomaly correlation against the synthetic truth on every land cell.")
-            p = F.fig_truth_maps(truth_res.grid_scores, "r", figdir / "truth_r_maps.png")
-            truth_figs["truth_r"] = (p, "Correlation against the synthetic truth on every land cell.")
-        truth_res.table.to_csv(out / "truth_metrics_cells.csv", index=False)
-        truth_res.summary.to_csv(out / "truth_summary.csv", index=False)
 
-    # --- report ---------------------------------------------------------------------------
-    n_cells = {l: int((obs_days.sel({C.LAYER: l}) > 0).sum()) for l in (str(x) for x in obs[C.LAYER].values)}
-    protocol = [
+def score_truth(cfg: Config, st: InputStores, al: Aligned) -> TruthOutputs:
+    """The synthetic Earth: skill against `st.truth` (on every land cell with a prediction store,
+    else at the target cells), written to truth_*.csv (and truth_metrics.nc with its maps)."""
+    out, figdir = cfg.evaluation_dir, cfg.evaluation_dir / "figures"
+    result = _truth_result(cfg.evaluate, st, al.series.get(OURS), al)
+    figs: Figures = {}
+    if result.grid_scores is not None:
+        result.grid_scores.to_netcdf(out / "truth_metrics.nc")
+        p = F.fig_truth_maps(result.grid_scores, "anomaly_r", figdir / "truth_anomaly_r_maps.png")
+        figs["truth_anom"] = (p, "Anomaly correlation against the synthetic truth on every land cell.")
+        p = F.fig_truth_maps(result.grid_scores, "r", figdir / "truth_r_maps.png")
+        figs["truth_r"] = (p, "Correlation against the synthetic truth on every land cell.")
+    result.table.to_csv(out / "truth_metrics_cells.csv", index=False)
+    result.summary.to_csv(out / "truth_summary.csv", index=False)
+    return TruthOutputs(result, figs)
+
+
+def _truth_result(ev: EvaluateConfig, st: InputStores, cv: xr.DataArray | None, al: Aligned) -> T.TruthResult:
+    """The prediction store and ERA5 against the truth on every land cell; without a prediction
+    store, `cv` and ERA5 at the target cells, on the days `cv` is defined."""
+    era = st.forcings[C.SM_ERA5]
+    window, quantiles = (ev.anomaly_window_days, ev.anomaly_min_count), tuple(ev.quantiles)
+    if st.predictions is not None:
+        truth, land = st.truth[C.SM_TRUE], st.statics[C.LAND_MASK]
+        sims = {PRODUCT: st.predictions[C.SM], BASELINE: era}
+        return T.score_truth_grid(truth, sims, land, PRODUCT, BASELINE, *window, quantiles)
+    if cv is None:
+        raise StoreError("no prediction store and no cross-validated series to score against the truth")
+    era_c = R.sample_cells(era, al.lat, al.lon, cv[C.TIME].values, al.cells).load()
+    era_c = era_c.sel({C.LAYER: list(cv[C.LAYER].values)}).where(cv.notnull())  # same cells and days as somojax*
+    sims = {OURS: cv, BASELINE: era_c}
+    return T.score_truth_cells(st.truth[C.SM_TRUE], sims, al.lat, al.lon, al.cells, OURS, BASELINE, *window, quantiles)
+
+
+def write_evaluation_report(
+    cfg: Config, st: InputStores, al: Aligned, sc: Scored, figs: Figures, truth: TruthOutputs | None
+) -> Path:
+    """Writes report.html (`report.write_report`) into the evaluation folder and returns its path;
+    it links the output files that exist by now."""
+    out = cfg.evaluation_dir
+    files = {
+        "per-cell metrics (CSV)": out / "metrics_cells.csv",
+        "per-cell metrics (NetCDF)": out / "metrics_cells.nc",
+        "summary (CSV)": out / "summary.csv",
+        "fold assignment": out / "folds.csv",
+        "cross-validated series (Zarr)": out / "cv_predictions.zarr",
+    }
+    notes = []
+    if cfg.data.source == "synthetic":
+        notes.append("Synthetic Earth: 'ERA5' is the synthetic ERA5-like reanalysis, a degraded model of the truth.")
+    inputs = ReportInputs(
+        title=f"somojax evaluation: {cfg.name}",
+        run_name=cfg.name,
+        period=al.period,
+        summary=sc.summaries["all"],
+        group_summaries=sc.groups,
+        verdicts=sc.verdicts,
+        figures=figs,
+        files={k: v for k, v in files.items() if Path(v).exists()},
+        ours=OURS,
+        baseline=BASELINE,
+        quantiles=tuple(cfg.evaluate.quantiles),
+        protocol=_protocol(cfg.evaluate, al, sc, st.truth is not None),
+        datasets=al.described,
+        truth=truth.result if truth else None,
+        truth_figures=truth.figures if truth else {},
+        notes=notes,
+    )
+    return write_report(inputs, out / "report.html")
+
+
+def _protocol(ev: EvaluateConfig, al: Aligned, sc: Scored, has_truth: bool) -> list[str]:
+    """The report's protocol section: how the series were made and scored."""
+    layers = [str(x) for x in al.obs[C.LAYER].values]
+    n_cells = {l: int((sc.obs_days.sel({C.LAYER: l}) > 0).sum()) for l in layers}
+    period = al.period
+    return [
         f"{ev.folds}-fold cross-validation over target cells (fold_seed {ev.fold_seed}); folds are assigned per cell across layers, "
         "and each fold trains the whole cascade L1→L2→L3 on the other folds' cells, so a test cell is unseen by every model "
         "that feeds its prediction (also through the upper-layer inputs). The folds train together, each layer one stacked "
@@ -357,83 +520,5 @@ def evaluate_series(
         f"Anomalies: centred {ev.anomaly_window_days}-day window, at least {ev.anomaly_min_count} values.",
         "References are sampled at the nearest grid cell of each target cell (0.25° cell centres).",
         f"The prediction store ({PRODUCT}, trained on all cells) is not scored at the target cells (it saw them); it appears in Fig. 6"
-        + (" and in the synthetic-truth section." if truth is not None else "."),
+        + (" and in the synthetic-truth section." if has_truth else "."),
     ]
-    files = {
-        "per-cell metrics (CSV)": out / "metrics_cells.csv",
-        "per-cell metrics (NetCDF)": out / "metrics_cells.nc",
-        "summary (CSV)": out / "summary.csv",
-        "fold assignment": out / "folds.csv",
-        "cross-validated series (Zarr)": out / "cv_predictions.zarr",
-    }
-    files = {k: v for k, v in files.items() if Path(v).exists()}
-    synthetic = cfg.data.source == "synthetic"
-    notes = []
-    if synthetic:
-        notes.append("Synthetic Earth: 'ERA5' is the synthetic ERA5-like reanalysis, a degraded model of the truth.")
-    report = write_report(
-        ReportInputs(
-            title=f"somojax evaluation: {cfg.name}",
-            run_name=cfg.name,
-            period=period,
-            summary=sums["all"],
-            group_summaries=groups,
-            verdicts=verdicts,
-            figures=figs,
-            files=files,
-            ours=OURS,
-            baseline=BASELINE,
-            quantiles=q,
-            protocol=protocol,
-            datasets=described,
-            truth=truth_res,
-            truth_figures=truth_figs,
-            notes=notes,
-        ),
-        out / "report.html",
-    )
-    for v in verdicts:
-        log.info("%s", v["sentence"])
-    log.info("report: %s", report)
-    return EvaluationResult(
-        report=report,
-        scores=scores,
-        table=table,
-        summary=sums["all"],
-        verdicts=verdicts,
-        figures={k: v[0] for k, v in {**figs, **truth_figs}.items()},
-        truth=truth_res,
-    )
-
-
-def _score_truth(cfg, truth, forcings, statics, predictions, cv, lat, lon, cells, period) -> T.TruthResult:
-    ev = cfg.evaluate
-    era = forcings[C.SM_ERA5]
-    if predictions is not None:
-        return T.score_truth_grid(
-            truth[C.SM_TRUE],
-            {PRODUCT: predictions[C.SM], BASELINE: era},
-            statics[C.LAND_MASK],
-            PRODUCT,
-            BASELINE,
-            ev.anomaly_window_days,
-            ev.anomaly_min_count,
-            tuple(ev.quantiles),
-        )
-    if cv is None:
-        raise StoreError("no prediction store and no cross-validated series to score against the truth")
-    days = cv[C.TIME].values
-    era_c = R.sample_cells(era, lat, lon, days, cells).load()
-    era_c = era_c.sel({C.LAYER: list(cv[C.LAYER].values)}).where(cv.notnull())  # same cells and days as somojax*
-    return T.score_truth_cells(
-        truth[C.SM_TRUE],
-        {OURS: cv, BASELINE: era_c},
-        lat,
-        lon,
-        cells,
-        OURS,
-        BASELINE,
-        ev.anomaly_window_days,
-        ev.anomaly_min_count,
-        tuple(ev.quantiles),
-    )

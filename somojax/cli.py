@@ -309,52 +309,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str], console: bool) -> int:
+    """Runs the command `argv` names and returns its exit code: 0 done, 2 an error the user can
+    fix or no command, 1 a bug, 130/143 interrupted (`--debug` raises errors instead)."""
     parser = _parser(argv)
-    args = parser.parse_args(argv)
-    for name in ("layers", "only"):  # `--layers L1 train.epochs=2`: the list option took the overrides
-        values = getattr(args, name, None)
-        if values:
-            setattr(args, name, [v for v in values if "=" not in v] or None)
-            args.overrides = [v for v in values if "=" in v] + list(args.overrides)
+    args = _parse_args(parser, argv)
     if not args.command:
         parser.print_help()
         return 2
-    args.config_given = _config_given(argv)
-    from somojax.config import load_config, save_config
     from somojax.utils.logging import setup_logging
 
     from somojax.utils import signals
 
-    log = setup_logging(logging.DEBUG if args.debug else logging.INFO)
+    setup_logging(logging.DEBUG if args.debug else logging.INFO)
     handlers = signals.install()  # SIGINT/SIGTERM: a clean stop, exit 130/143 (somojax/utils/signals.py)
     try:
-        cfg = load_config(args.config, args.overrides)
-        from somojax.utils.devices import configure_cpu_devices
-
-        configure_cpu_devices(cfg.cpu_devices, cfg.train.batch_size)  # before JAX starts
-        pid = 0
-        if args.command in DISTRIBUTED:  # a multi-process job (SLURM, TPU pod, SOMOJAX_COORDINATOR)
-            from somojax.utils.distributed import initialize
-
-            pid, _ = initialize()
-        if args.command != "bench":  # benchmarks report first-call (compile) times as they are
-            from somojax.utils.compile_cache import enable_compilation_cache
-
-            enable_compilation_cache()
-        run_dir = cfg.run_dir
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        if pid == 0:  # one writer per job; every process logs to its own file
-            with writing("the resolved config into the run directory", run_dir):
-                save_config(cfg, run_dir / "config.yaml")
-                save_config(cfg, run_dir / "configs" / f"{args.command}-{stamp}.yaml")
-        log_name = f"{args.command}.log" if pid == 0 else f"{args.command}.p{pid}.log"
-        setup_logging(logging.DEBUG if args.debug else logging.INFO, run_dir / "logs" / log_name)
-        log.info("somojax %s %s: config %s, run directory %s", __version__, args.command, args.config, run_dir)
-        _dispatch(args, cfg)
-        if args.command in DISTRIBUTED:
-            from somojax.utils.distributed import finish
-
-            finish()
+        _run_command(args)
         return 0
     except SomojaxError as e:
         if args.debug:
@@ -387,6 +356,54 @@ def _main(argv: list[str], console: bool) -> int:
         return 1
     finally:
         signals.finishing() if console else signals.restore(handlers)  # a signal now: exit at once
+
+
+def _parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`argv` parsed, with the overrides that a list option (`--layers`, `--only`) took back
+    among the overrides, and `config_given` (whether `argv` names a config)."""
+    args = parser.parse_args(argv)
+    for name in ("layers", "only"):  # `--layers L1 train.epochs=2`: the list option took the overrides
+        values = getattr(args, name, None)
+        if values:
+            setattr(args, name, [v for v in values if "=" not in v] or None)
+            args.overrides = [v for v in values if "=" in v] + list(args.overrides)
+    args.config_given = _config_given(argv)
+    return args
+
+
+def _run_command(args: argparse.Namespace) -> None:
+    """Loads the config, sets up the devices (and the processes of a multi-process job), saves
+    the resolved config and opens the log file in the run directory, then runs the command."""
+    from somojax.config import load_config, save_config
+    from somojax.utils.logging import setup_logging
+
+    cfg = load_config(args.config, args.overrides)
+    from somojax.utils.devices import configure_cpu_devices
+
+    configure_cpu_devices(cfg.cpu_devices, cfg.train.batch_size)  # before JAX starts
+    pid = 0
+    if args.command in DISTRIBUTED:  # a multi-process job (SLURM, TPU pod, SOMOJAX_COORDINATOR)
+        from somojax.utils.distributed import initialize
+
+        pid, _ = initialize()
+    if args.command != "bench":  # benchmarks report first-call (compile) times as they are
+        from somojax.utils.compile_cache import enable_compilation_cache
+
+        enable_compilation_cache()
+    run_dir = cfg.run_dir
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if pid == 0:  # one writer per job; every process logs to its own file
+        with writing("the resolved config into the run directory", run_dir):
+            save_config(cfg, run_dir / "config.yaml")
+            save_config(cfg, run_dir / "configs" / f"{args.command}-{stamp}.yaml")
+    log_name = f"{args.command}.log" if pid == 0 else f"{args.command}.p{pid}.log"
+    log = setup_logging(logging.DEBUG if args.debug else logging.INFO, run_dir / "logs" / log_name)
+    log.info("somojax %s %s: config %s, run directory %s", __version__, args.command, args.config, run_dir)
+    _dispatch(args, cfg)
+    if args.command in DISTRIBUTED:
+        from somojax.utils.distributed import finish
+
+        finish()
 
 
 if __name__ == "__main__":  # pragma: no cover

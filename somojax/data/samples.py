@@ -161,15 +161,65 @@ def layer_inputs(
     d, m = cfg.data, cfg.model
     forcings, statics, targets = datasets or open_stores(cfg)
     days = pd.DatetimeIndex(forcings[C.TIME].values)
+    raw, report = _raw_inputs(cfg, layer, cells, upper, (forcings, statics, targets), days)
+    train_ids, val_ids = split(cfg, raw.cells)
+    in_train = np.isin(raw.cells, train_ids)
+    split_days = _split_days(cfg, days)
+    stats = _layer_stats(cfg, layer, (forcings, statics, targets), raw.dynamic, train_ids, in_train, split_days)
+    dyn_names = tuple(d.dynamic_inputs) + C.UPPER_LAYER_INPUTS[layer]
+    st_names = tuple(d.static_inputs)
+    arrays = _normalised(stats, layer, dyn_names, st_names, raw, split_days.in_period, days)
+    ok = valid_windows(arrays.dynamic, m.seq_length)
+    tr = sample_table(ok, arrays.target, split_days.train, in_train, m.predict_last_n)
+    va = sample_table(ok, arrays.target, split_days.val, np.isin(raw.cells, val_ids), m.predict_last_n)
+    report.update(_sample_counts(cfg, train_ids, val_ids, tr, va, raw.target, split_days.in_target, ok))
+    _log_samples(cfg, layer, report)
+    val_cells = val_ids if d.split == "cell" else np.empty(0, np.int64)
+    return LayerInputs(arrays, tr, va, stats, dyn_names, st_names, days, train_ids, val_cells, report)
+
+
+@dataclass
+class _RawInputs:
+    """A layer's usable cells and their raw (not normalised) inputs and target on the forcing days."""
+
+    cells: np.ndarray  # [cell] global ids, sorted
+    dynamic: np.ndarray  # [cell, day, D] float32, upper-layer predictions last
+    static: np.ndarray  # [cell, S] float32, all finite
+    target: np.ndarray  # [cell, day] float32, NaN where missing
+
+
+@dataclass
+class _SplitDays:
+    """Masks over the forcing days: the target period, the training and validation end days,
+    and the training period that the statistics come from (`period`, as ISO dates)."""
+
+    in_target: np.ndarray
+    train: np.ndarray
+    val: np.ndarray
+    period: tuple[str, str]
+    in_period: np.ndarray
+
+
+def _raw_inputs(
+    cfg: Config,
+    layer: str,
+    cells: Sequence[int] | None,
+    upper: Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]] | None,
+    datasets: tuple[xr.Dataset, xr.Dataset, xr.Dataset],
+    days: pd.DatetimeIndex,
+) -> tuple[_RawInputs, dict]:
+    """The raw inputs of the cells with targets of `layer` (among `cells`, if given) whose
+    statics are finite, with `upper`'s predictions appended for L2 and L3; and the report so
+    far (`cells`, and `dropped_cells_bad_statics` when statics dropped some)."""
+    forcings, statics, targets = datasets
+    d = cfg.data
     ids = layer_cells(targets, layer, d.target_start, d.target_end, cells)
     if ids.size == 0:
         raise InputDataError(
             f"no cell has targets of {layer} in {d.target_start}..{d.target_end}"
             + (" among the given cells" if cells is not None else "")
         )
-    dyn_names = tuple(d.dynamic_inputs) + C.UPPER_LAYER_INPUTS[layer]
-    st_names = tuple(d.static_inputs)
-    static = cell_static(statics, ids, st_names)
+    static = cell_static(statics, ids, tuple(d.static_inputs))
     good = np.all(np.isfinite(static), axis=1)
     report: dict = {"cells": int(ids.size)}
     if not good.all():
@@ -188,8 +238,13 @@ def layer_inputs(
         preds = upper(dynamic, static)
         extra = [np.asarray(preds[n], np.float32)[..., None] for n in C.UPPER_LAYER_INPUTS[layer]]
         dynamic = np.concatenate([dynamic, *extra], axis=-1)
-    target = layer_target(targets, layer, ids, days)
-    train_ids, val_ids = split(cfg, ids)
+    return _RawInputs(ids, dynamic, static, layer_target(targets, layer, ids, days)), report
+
+
+def _split_days(cfg: Config, days: pd.DatetimeIndex) -> _SplitDays:
+    """The day masks of `cfg.data`'s split: by period, training days are the target period
+    without the validation period; by cell, both are the whole target period."""
+    d = cfg.data
     in_target = (days >= pd.Timestamp(d.target_start)) & (days <= pd.Timestamp(d.target_end))
     if d.split == "period":
         in_val = (days >= pd.Timestamp(d.val_start)) & (days <= pd.Timestamp(d.val_end))
@@ -202,11 +257,28 @@ def layer_inputs(
     else:
         train_days = val_days = in_target
         period = (d.target_start, d.target_end)
+    in_period = (days >= pd.Timestamp(period[0])) & (days <= pd.Timestamp(period[1]))
+    return _SplitDays(in_target, train_days, val_days, period, in_period)
+
+
+def _layer_stats(
+    cfg: Config,
+    layer: str,
+    datasets: tuple[xr.Dataset, xr.Dataset, xr.Dataset],
+    dynamic: np.ndarray,
+    train_ids: np.ndarray,
+    in_train: np.ndarray,
+    split_days: _SplitDays,
+) -> NormStats:
+    """Normalisation statistics from the training cells (global ids `train_ids`, rows
+    `in_train` of `dynamic`) and period: the stores' inputs and target (`compute_stats`), and
+    the upper-layer inputs from their columns of `dynamic`."""
+    d = cfg.data
+    forcings, statics, targets = datasets
+    period = split_days.period
     stats = compute_stats(forcings, statics, targets, train_ids, period)
-    train_idx = np.isin(ids, train_ids)
-    period_mask = (days >= pd.Timestamp(period[0])) & (days <= pd.Timestamp(period[1]))
     for k, name in enumerate(C.UPPER_LAYER_INPUTS[layer]):
-        vals = dynamic[train_idx][:, period_mask, len(d.dynamic_inputs) + k]
+        vals = dynamic[in_train][:, split_days.in_period, len(d.dynamic_inputs) + k]
         mu, sd = mean_std(vals, name)
         stats = NormStats(
             mean={**stats.mean, name: mu},
@@ -218,52 +290,67 @@ def layer_inputs(
         )
     if layer not in stats.target_mean:
         raise InputDataError(f"no target of {layer} among the training cells in {period[0]}..{period[1]}")
-    mean, std = stats.vector(dyn_names, "mean"), stats.vector(dyn_names, "std")
-    smean, sstd = stats.vector(st_names, "mean"), stats.vector(st_names, "std")
+    return stats
+
+
+def _normalised(
+    stats: NormStats,
+    layer: str,
+    dynamic_inputs: tuple[str, ...],
+    static_inputs: tuple[str, ...],
+    raw: _RawInputs,
+    in_period: np.ndarray,
+    days: pd.DatetimeIndex,
+) -> WindowArrays:
+    """`raw` normalised with `stats` (inputs in the order of the names), with σ_c of the raw
+    target over the training period (`in_period`)."""
+    mean, std = stats.vector(dynamic_inputs, "mean"), stats.vector(dynamic_inputs, "std")
+    smean, sstd = stats.vector(static_inputs, "mean"), stats.vector(static_inputs, "std")
     tm, ts = stats.target_mean[layer], stats.target_std[layer]
     with np.errstate(invalid="ignore"):
-        sigma = np.nanstd(np.where(period_mask[None, :], target, np.nan), axis=1).astype(np.float32)
-    arrays = WindowArrays(
-        dynamic=((dynamic - mean) / std).astype(np.float32),
-        static=((static - smean) / sstd).astype(np.float32),
-        target=((target - tm) / ts).astype(np.float32),
+        sigma = np.nanstd(np.where(in_period[None, :], raw.target, np.nan), axis=1).astype(np.float32)
+    return WindowArrays(
+        dynamic=((raw.dynamic - mean) / std).astype(np.float32),
+        static=((raw.static - smean) / sstd).astype(np.float32),
+        target=((raw.target - tm) / ts).astype(np.float32),
         sigma=sigma,
-        cells=ids,
+        cells=raw.cells,
         first_day=str(days[0].date()),
     )
-    ok = valid_windows(arrays.dynamic, m.seq_length)
-    tr = sample_table(ok, arrays.target, train_days, train_idx, m.predict_last_n)
-    va = sample_table(ok, arrays.target, val_days, np.isin(ids, val_ids), m.predict_last_n)
+
+
+def _sample_counts(
+    cfg: Config,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    target: np.ndarray,
+    in_target: np.ndarray,
+    ok_window: np.ndarray,
+) -> dict:
+    """The report's counts: cells and samples of training and validation, target days, and
+    target days whose input window is not complete (`ok_window` False)."""
     n_target = int(np.sum(np.isfinite(target) & in_target[None, :]))
-    report.update(
-        {
-            "train_cells": int(train_ids.size),
-            "val_cells": int(val_ids.size) if d.split == "cell" else 0,
-            "train_samples": int(len(tr)),
-            "val_samples": int(len(va)),
-            "target_days": n_target,
-            "target_days_without_full_window": int(n_target - np.sum(np.isfinite(target) & in_target[None, :] & ok)),
-        }
-    )
+    return {
+        "train_cells": int(train_ids.size),
+        "val_cells": int(val_ids.size) if cfg.data.split == "cell" else 0,
+        "train_samples": int(len(train)),
+        "val_samples": int(len(val)),
+        "target_days": n_target,
+        "target_days_without_full_window": int(n_target - np.sum(np.isfinite(target) & in_target[None, :] & ok_window)),
+    }
+
+
+def _log_samples(cfg: Config, layer: str, report: dict) -> None:
+    """Logs the samples and cells of `report` (`_sample_counts`)."""
     log.info(
         "%s: %d training samples on %d cells, %d validation samples (%s split); %d target days lack a full %d-day input window",
         layer,
-        len(tr),
-        train_ids.size,
-        len(va),
-        d.split,
+        report["train_samples"],
+        report["train_cells"],
+        report["val_samples"],
+        cfg.data.split,
         report["target_days_without_full_window"],
-        m.seq_length,
-    )
-    return LayerInputs(
-        arrays,
-        tr,
-        va,
-        stats,
-        dyn_names,
-        st_names,
-        days,
-        train_ids,
-        val_ids if d.split == "cell" else np.empty(0, np.int64),
-        report,
+        cfg.model.seq_length,
     )

@@ -475,6 +475,55 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
       The summary (also stored in the store's attrs as `somojax_summary`).
     """
     t_start = time.perf_counter()
+    run = _start(cfg, layers, fresh)
+    cell_steps = _roll_out(run)
+    distributed.barrier("somojax-predict-done")  # process 0 then sees every process's records
+    wall = time.perf_counter() - t_start
+    records = pstore.finished(run.path)
+    summary = _summary(run, cell_steps, records, wall)
+    if run.pid == 0:
+        _store_summary(run, summary, records)
+    _log_finished(run, summary, wall)
+    return summary
+
+
+@dataclass
+class _Run:
+    """One process's share of a rollout: the plan, the stores it reads and writes, the
+    (tile, time block) pairs it has to do, and how its device passes run."""
+
+    cfg: Config
+    plan: Plan
+    path: Path  # the prediction store
+    forcings: xr.Dataset
+    statics: xr.Dataset
+    work: list[tuple[int, int]]  # (tile, time block) pairs, in order
+    pid: int
+    nproc: int
+    dynamic: list[str]  # the forcing variables the models read
+    static: list[str]
+    options: engine.KernelOptions
+    sharding: NamedSharding
+    n_dev: int
+
+
+@dataclass
+class _Pair:
+    """The raw inputs of one (tile, time block) pair: the tile's cells to predict (`rows`,
+    `cols` within the tile) with their forcings [C, T] over the block plus spin-up, statics [C]."""
+
+    ti: int
+    bi: int
+    rows: np.ndarray
+    cols: np.ndarray
+    dynamic: dict[str, np.ndarray]
+    static: dict[str, np.ndarray]
+
+
+def _start(cfg: Config, layers: Sequence[str] | None, fresh: bool) -> _Run:
+    """Steps 1-2 of the rollout: loads and checks the models and stores (before any compute),
+    creates or re-opens the prediction store, lists this process's unfinished pairs and logs
+    them; returns the `_Run` that the later steps share."""
     forcings, statics = open_stores(cfg)
     out, bundles = load_bundles(cfg, layers)
     check_settings(cfg, bundles)
@@ -482,8 +531,25 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
     plan = make_plan(cfg, out, bundles, forcings, statics)
     path = cfg.predictions_path
     fp = fingerprint(plan, cfg)
-    ref = next(iter(plan.bundles.values()))
-    attrs = {
+    pid, nproc = jax.process_index(), jax.process_count()
+    _open_store(path, plan.layout, _store_attrs(cfg, plan), fp, fresh, pid, nproc)
+    done = pstore.finished(path)
+    work = _work(plan, done, pid, nproc)
+    _log_start(plan, work, len(done))
+    mesh = make_mesh(1, devices=jax.local_devices())  # each process rolls out its own tiles
+    sharding = NamedSharding(mesh, P(C.DATA_AXIS))
+    dyn, sta = inputs_of(plan.bundles)
+    options = engine.KernelOptions(
+        rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist]
+    )
+    return _Run(
+        cfg, plan, path, forcings, statics, work, pid, nproc, dyn, sta, options, sharding, mesh.shape[C.DATA_AXIS]
+    )
+
+
+def _store_attrs(cfg: Config, plan: Plan) -> dict:
+    """The global attributes a new prediction store is created with: models, provenance, period."""
+    return {
         **model_attrs(plan.bundles, plan.modes, plan.layers),
         "somojax_checkpoints": {
             l: str((cfg.checkpoint_dir / l).resolve()) for l in plan.bundles
@@ -492,144 +558,169 @@ def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = Fals
         "somojax_region": cfg.infer.region,
         "ensemble": "sm: mean of the members' predictions (each de-normalised and clipped at 0); sm_spread: their standard deviation (ddof=0)",
     }
-    pid, nproc = jax.process_index(), jax.process_count()
-    _open_store(path, plan.layout, attrs, fp, fresh, pid, nproc)
-    done = pstore.finished(path)
-    work = [
+
+
+def _work(plan: Plan, done: Mapping, pid: int, nproc: int) -> list[tuple[int, int]]:
+    """The (tile, time block) pairs process `pid` of `nproc` has to do: tiles with a cell to
+    predict, dealt out round-robin, each with the time blocks not in `done`."""
+    return [
         (ti, bi)
         for ti, (ys, xs) in enumerate(plan.tiles)
         if plan.mask[ys, xs].any() and ti % nproc == pid
         for bi in range(len(plan.blocks))
         if (ti, bi) not in done
     ]
-    n_cells = int(plan.mask.sum())
+
+
+def _log_start(plan: Plan, work: list[tuple[int, int]], n_done: int) -> None:
+    """Logs what the rollout covers and how many of this process's pairs are to do."""
     log.info(
         "predict %s: %d cells x %d days, modes %s, %d members; %d tiles x %d time blocks, %d to do (%d done)",
         plan.layers,
-        n_cells,
+        int(plan.mask.sum()),
         len(plan.layout.times),
         plan.modes,
-        ref.n_members,
+        next(iter(plan.bundles.values())).n_members,
         sum(plan.mask[ys, xs].any() for ys, xs in plan.tiles),
         len(plan.blocks),
         len(work),
-        len(done),
+        n_done,
     )
-    mesh = make_mesh(1, devices=jax.local_devices())  # each process rolls out its own tiles
-    sharding = NamedSharding(mesh, P(C.DATA_AXIS))
-    n_dev = mesh.shape[C.DATA_AXIS]
-    dyn, sta = inputs_of(plan.bundles)
-    options = engine.KernelOptions(
-        rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist]
-    )
-    times = plan.layout.times
 
-    def read(item):
-        ti, bi = item
-        ys, xs = plan.tiles[ti]
-        blk = plan.blocks[bi]
-        rows, cols = np.nonzero(plan.mask[ys, xs])
-        t0 = times[blk.start] - pd.Timedelta(days=plan.spin)
-        t1 = times[blk.stop - 1]
-        gy, gx = _abs(statics, plan, ys, C.LAT), _abs(statics, plan, xs, C.LON)
-        cols_d = _read(forcings, dyn, t0, t1, gy, gx, rows, cols)
-        cols_s = _read(statics, sta, None, None, gy, gx, rows, cols)
-        return item, rows, cols, cols_d, cols_s
 
-    totals = {"cell_steps": 0, "clipped": 0, "cells_days": 0}
+def _read_pair(run: _Run, item: tuple[int, int]) -> _Pair:
+    """Reads the raw inputs of the pair `item` = (tile, time block) from the stores."""
+    ti, bi = item
+    plan, times = run.plan, run.plan.layout.times
+    ys, xs = plan.tiles[ti]
+    blk = plan.blocks[bi]
+    rows, cols = np.nonzero(plan.mask[ys, xs])
+    t0 = times[blk.start] - pd.Timedelta(days=plan.spin)
+    t1 = times[blk.stop - 1]
+    gy, gx = _abs(run.statics, plan, ys, C.LAT), _abs(run.statics, plan, xs, C.LON)
+    cols_d = _read(run.forcings, run.dynamic, t0, t1, gy, gx, rows, cols)
+    cols_s = _read(run.statics, run.static, None, None, gy, gx, rows, cols)
+    return _Pair(ti, bi, rows, cols, cols_d, cols_s)
+
+
+def _roll_out(run: _Run) -> int:
+    """Step 3: every pair of `run.work` read (a reader thread prefetches the next), predicted,
+    then written and recorded as finished (a writer thread); returns the cell-steps computed."""
+    cell_steps = 0
+    work = run.work
     with (
         Progress(total=len(work), desc="predict", unit="block") as prog,
         cf.ThreadPoolExecutor(1) as reader,
         cf.ThreadPoolExecutor(1) as writer,
     ):
         pending_write = None
-        nxt = reader.submit(read, work[0]) if work else None
+        nxt = reader.submit(_read_pair, run, work[0]) if work else None
         for k in range(len(work)):
-            item, rows, cols, cols_d, cols_s = nxt.result()
-            nxt = reader.submit(read, work[k + 1]) if k + 1 < len(work) else None
-            ti, bi = item
-            ys, xs = plan.tiles[ti]
-            blk = plan.blocks[bi]
-            t_blk = time.perf_counter()
-            outs = _run_batches(plan, cols_d, cols_s, cfg, options, sharding, n_dev)
-            n_out = blk.stop - blk.start
-            shape = (n_out, ys.stop - ys.start, xs.stop - xs.start)
-            values = {C.SM: {}, C.SM_SPREAD: {}}
-            nans = {l: engine.count_nan_reasons(outs[l].nan_reason[:, plan.spin :]) for l in plan.layers}
-            for l in plan.layers:
-                for var, attr in ((C.SM, "mean"), (C.SM_SPREAD, "spread")):
-                    a = np.full(shape, np.nan, np.float32)
-                    a[:, rows, cols] = getattr(outs[l], attr)[:, plan.spin :].T
-                    values[var][l] = a
-            steps = sum(o.cell_steps for o in outs.values())
-            clipped = sum(outs[l].clipped for l in plan.layers)
-            record = {
-                "cells": int(rows.size),
-                "days": int(n_out),
-                "cell_steps": int(steps),
-                "clipped": int(clipped),
-                "nan": nans,
-                "seconds": round(time.perf_counter() - t_blk, 3),
-                "process": pid,
-            }
+            pair = nxt.result()
+            nxt = reader.submit(_read_pair, run, work[k + 1]) if k + 1 < len(work) else None
+            tile, blk = run.plan.tiles[pair.ti], run.plan.blocks[pair.bi]
+            values, record = _predict_pair(run, pair)
             if pending_write is not None:
                 pending_write.result()
                 faults.point("predict_after_block", k)  # k blocks of this process written and marked
-            pending_write = writer.submit(_write_and_mark, path, plan.layout, (ys, xs), blk, values, ti, bi, record)
-            totals["cell_steps"] += steps
-            totals["clipped"] += clipped
-            totals["cells_days"] += rows.size * n_out
-            prog.update(1, cells=rows.size, cell_steps=steps)
+            pending_write = writer.submit(
+                _write_and_mark, run.path, run.plan.layout, tile, blk, values, pair.ti, pair.bi, record
+            )
+            cell_steps += record["cell_steps"]
+            prog.update(1, cells=pair.rows.size, cell_steps=record["cell_steps"])
         if pending_write is not None:
             pending_write.result()
-    distributed.barrier("somojax-predict-done")  # process 0 then sees every process's records
-    wall = time.perf_counter() - t_start
-    records = pstore.finished(path)
-    expected = sum(len(plan.blocks) for ys, xs in plan.tiles if plan.mask[ys, xs].any())
-    summary = {
+    return cell_steps
+
+
+def _predict_pair(run: _Run, pair: _Pair) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """The cascade on one pair's cells: (every layer's mean and spread on the tile's grid over
+    the block, NaN off the cells, by variable then layer; the pair's record for the store)."""
+    plan = run.plan
+    ys, xs = plan.tiles[pair.ti]
+    blk = plan.blocks[pair.bi]
+    t_blk = time.perf_counter()
+    outs = _run_batches(plan, pair.dynamic, pair.static, run.cfg, run.options, run.sharding, run.n_dev)
+    n_out = blk.stop - blk.start
+    shape = (n_out, ys.stop - ys.start, xs.stop - xs.start)
+    values = {C.SM: {}, C.SM_SPREAD: {}}
+    nans = {l: engine.count_nan_reasons(outs[l].nan_reason[:, plan.spin :]) for l in plan.layers}
+    for l in plan.layers:
+        for var, attr in ((C.SM, "mean"), (C.SM_SPREAD, "spread")):
+            a = np.full(shape, np.nan, np.float32)
+            a[:, pair.rows, pair.cols] = getattr(outs[l], attr)[:, plan.spin :].T
+            values[var][l] = a
+    record = {
+        "cells": int(pair.rows.size),
+        "days": int(n_out),
+        "cell_steps": int(sum(o.cell_steps for o in outs.values())),
+        "clipped": int(sum(outs[l].clipped for l in plan.layers)),
+        "nan": nans,
+        "seconds": round(time.perf_counter() - t_blk, 3),
+        "process": run.pid,
+    }
+    return values, record
+
+
+def _summary(run: _Run, cell_steps: int, records: Mapping[object, dict], wall: float) -> dict:
+    """The rollout's summary: this process's `cell_steps` in this run, the store's `records` of
+    finished pairs (every process's), the models and the machine; `wall` seconds since `predict` began."""
+    plan = run.plan
+    return {
         "layers": plan.layers,
-        "cells": n_cells,
-        "days": len(times),
+        "cells": int(plan.mask.sum()),
+        "days": len(plan.layout.times),
         "modes": plan.modes,
         "members": {l: plan.bundles[l].n_members for l in plan.layers},
-        "cell_steps_this_run": totals["cell_steps"],
+        "cell_steps_this_run": cell_steps,
         "cell_steps_total": int(sum(r["cell_steps"] for r in records.values())),
         "clipped_member_values": int(sum(r["clipped"] for r in records.values())),
-        "blocks_this_run": len(work),
+        "blocks_this_run": len(run.work),
         "blocks_total": len(records),
-        "blocks_expected": expected,
+        "blocks_expected": _expected_blocks(plan),
         "nan_counts": pstore.sum_nan_counts(records.values(), plan.layers),
         "wall_seconds": round(wall, 2),
-        "cell_steps_per_second": round(totals["cell_steps"] / wall, 1) if wall > 0 else None,
-        "devices": n_dev,
-        "processes": nproc,
+        "cell_steps_per_second": round(cell_steps / wall, 1) if wall > 0 else None,
+        "devices": run.n_dev,
+        "processes": run.nproc,
         "backend": jax.default_backend(),
         "somojax_version": __version__,
     }
-    if pid == 0:
-        pstore.set_attrs(
-            path,
-            {
-                "somojax_summary": summary,
-                "somojax_clipped_member_values": summary["clipped_member_values"],
-                "somojax_nan_counts": summary["nan_counts"],
-                # export and evaluate refuse a store whose (tile, block) pairs are not all finished
-                "somojax_complete": len(records) == expected,
-            },
-        )
+
+
+def _expected_blocks(plan: Plan) -> int:
+    """The (tile, time block) pairs of the whole rollout (all processes)."""
+    return sum(len(plan.blocks) for ys, xs in plan.tiles if plan.mask[ys, xs].any())
+
+
+def _store_summary(run: _Run, summary: dict, records: Mapping[object, dict]) -> None:
+    """Step 4 (process 0): the summary into the store's attributes, and whether it is complete."""
+    pstore.set_attrs(
+        run.path,
+        {
+            "somojax_summary": summary,
+            "somojax_clipped_member_values": summary["clipped_member_values"],
+            "somojax_nan_counts": summary["nan_counts"],
+            # export and evaluate refuse a store whose (tile, block) pairs are not all finished
+            "somojax_complete": len(records) == summary["blocks_expected"],
+        },
+    )
+
+
+def _log_finished(run: _Run, summary: dict, wall: float) -> None:
+    """Logs the rollout's size, wall time and throughput, then each layer's NaN counts."""
     log.info(
         "predicted %d cells x %d days (%s) in %s: %.3g cell-steps, %.3g cell-steps/s; store %s",
-        n_cells,
-        len(times),
-        plan.modes,
+        summary["cells"],
+        summary["days"],
+        run.plan.modes,
         format_seconds(wall),
-        totals["cell_steps"],
+        summary["cell_steps_this_run"],
         summary["cell_steps_per_second"] or 0,
-        path,
+        run.path,
     )
     for l, counts in summary["nan_counts"].items():
         log.info("%s: %s", l, pstore.describe_nan_counts(counts))
-    return summary
 
 
 def _open_store(path: Path, layout: pstore.Layout, attrs: dict, fp: str, fresh: bool, pid: int, nproc: int) -> None:

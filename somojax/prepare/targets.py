@@ -543,42 +543,68 @@ def build_targets(
     """
     ledger = ledger or Ledger()
     sensors, problems, implausible = daily_series(scan, rules, ledger, workers)
+    series = _selected_series(sensors, ledger)
+    kept_series, rescale_stats = _rescaled_series(series, _era5_reference(era5_sm, series, rules), rules, ledger)
+    ds = _gridded(
+        kept_series, pd.date_range(rules.start, rules.end, freq="D"), {s.key: s.label for s in series}, ledger
+    )
+    info = {
+        "file_problems": problems,
+        "implausible_values": implausible,
+        "rescaling": rescale_stats,
+        "cell_days_with_value": int(np.isfinite(ds[C.SM].values).sum()),
+    }
+    return ds, ledger, info
 
-    # 6. layer selection
+
+def _selected_series(sensors: Sequence[SensorSeries], ledger: Ledger) -> list[Series]:
+    """Step 6: the series of the sensors `select_layers` chooses, one per (network, station, layer),
+    in slot order; the days of the others are counted in `ledger` as not selected."""
     chosen, not_chosen = select_layers(sensors)
-    n_days = sum(len(s.daily) for s in sensors)
     used = {s.key for s in chosen.values()}
-    labels = {s.key: s.label for s in sensors}
     ledger.step(
         "layer selection",
         "days",
-        n_days,
+        sum(len(s.daily) for s in sensors),
         sum(len(s.daily) for s in sensors if s.key in used),
         {"sensor not selected": sum(len(s.daily) for s in sensors if s.key not in used)},
         [s.key for s in sensors],
         used,
         not_chosen,
-        labels,
+        {s.key: s.label for s in sensors},
     )
-    series = [Series(slot, slot[2], s, s.daily) for slot, s in sorted(chosen.items())]
+    return [Series(slot, slot[2], s, s.daily) for slot, s in sorted(chosen.items())]
 
-    # 7. rescaling to ERA5 of the cell
-    days = pd.date_range(rules.start, rules.end, freq="D")
+
+def _era5_reference(
+    era5_sm: Callable[[np.ndarray], xr.DataArray], series: Sequence[Series], rules: TargetRules
+) -> dict[tuple[str, int], pd.Series]:
+    """ERA5 soil moisture over the target period by (layer, global cell id), for the cells of
+    `series` (`era5_sm` is not called when there is none)."""
     cells = np.array(sorted({s.sensor.cell for s in series}), np.int64)
-    ref = era5_sm(cells) if cells.size else None
-    ref_np = {}
-    if ref is not None:
-        ref = ref.sel({C.TIME: slice(rules.start, rules.end)}).transpose(C.LAYER, C.CELL, C.TIME)
-        arr = np.asarray(ref.values, np.float64)
-        rdays = pd.DatetimeIndex(ref[C.TIME].values)
-        for li, layer in enumerate(ref[C.LAYER].values):
-            for ci, c in enumerate(cells):
-                ref_np[(str(layer), int(c))] = pd.Series(arr[li, ci], index=rdays)
+    if not cells.size:
+        return {}
+    ref = era5_sm(cells).sel({C.TIME: slice(rules.start, rules.end)}).transpose(C.LAYER, C.CELL, C.TIME)
+    arr = np.asarray(ref.values, np.float64)
+    rdays = pd.DatetimeIndex(ref[C.TIME].values)
+    return {
+        (str(layer), int(c)): pd.Series(arr[li, ci], index=rdays)
+        for li, layer in enumerate(ref[C.LAYER].values)
+        for ci, c in enumerate(cells)
+    }
+
+
+def _rescaled_series(
+    series: Sequence[Series], reference: Mapping[tuple[str, int], pd.Series], rules: TargetRules, ledger: Ledger
+) -> tuple[list[Series], dict[str, dict]]:
+    """Step 7: each series rescaled to the ERA5 `reference` of its cell and layer (`rescale`);
+    returns (the rescaled series, `rescale`'s statistics by series label). Series without a
+    reference or that cannot be rescaled are counted in `ledger` with the reason."""
     kept_series: list[Series] = []
     skip_reasons: dict[tuple, str] = {}
     rescale_stats: dict[str, dict] = {}
     for s in series:
-        r = ref_np.get((s.layer, s.sensor.cell))
+        r = reference.get((s.layer, s.sensor.cell))
         if r is None:
             skip_reasons[s.key] = "no ERA5 soil moisture for the cell"
             continue
@@ -588,7 +614,6 @@ def build_targets(
             skip_reasons[s.key] = (_category(why), why)
             continue
         kept_series.append(Series(s.key, s.layer, s.sensor, y))
-    slabels = {s.key: s.label for s in series}
     ledger.step(
         "rescaling",
         "days",
@@ -598,32 +623,31 @@ def build_targets(
         [s.key for s in series],
         [s.key for s in kept_series],
         skip_reasons,
-        slabels,
+        {s.key: s.label for s in series},
         what="series",
     )
+    return kept_series, rescale_stats
 
-    # 8. gridding and averaging
-    ds = grid_series(kept_series, days)
-    n_vals = int(np.isfinite(ds[C.SM].values).sum())
+
+def _gridded(
+    series: Sequence[Series], days: pd.DatetimeIndex, labels: Mapping[tuple, str], ledger: Ledger
+) -> xr.Dataset:
+    """Step 8: `series` gridded and averaged per cell over `days` (`grid_series`); every series
+    is kept (recorded in `ledger`, with the series' `labels`)."""
+    ds = grid_series(series, days)
     ledger.step(
         "gridding",
         "days",
-        sum(len(s.values) for s in kept_series),
-        sum(len(s.values) for s in kept_series),
+        sum(len(s.values) for s in series),
+        sum(len(s.values) for s in series),
         {},
-        [s.key for s in kept_series],
-        [s.key for s in kept_series],
+        [s.key for s in series],
+        [s.key for s in series],
         {},
-        slabels,
+        labels,
         what="series",
     )
-    info = {
-        "file_problems": problems,
-        "implausible_values": implausible,
-        "rescaling": rescale_stats,
-        "cell_days_with_value": n_vals,
-    }
-    return ds, ledger, info
+    return ds
 
 
 def grid_series(series: Sequence[Series], days: pd.DatetimeIndex) -> xr.Dataset:

@@ -41,7 +41,7 @@ import pandas as pd
 
 from somojax import constants as C
 from somojax.checkpoint import STATE_DIR, BEST_DIR, Bundle, discard_checkpoints, save_bundle
-from somojax.config import Config, to_dict
+from somojax.config import Config, ModelConfig, to_dict
 from somojax.errors import CheckpointError, InputDataError, writing
 from somojax.models.ealstm import PARAM_NAMES
 from somojax.normalization import NormStats
@@ -349,6 +349,28 @@ def import_torch(
     """
     if layer not in C.LAYERS:
         raise InputDataError(f"layer {layer!r}: expected one of {C.LAYERS}")
+    paths, members = _read_members(state_dict)
+    norm, order = read_stats(stats, layer)
+    dynamic, static = _input_order(cfg, layer, order, members[0], paths[0])
+    missing = [v for v in dynamic + static if v not in norm.mean]
+    if missing:
+        raise InputDataError(
+            f"{_show(stats)} has no mean/std for the model inputs {missing} (it has {sorted(norm.mean)})"
+        )
+    model = _model_config(cfg, members[0], seq_length)
+    params = {k: np.stack([m[k] for m in members]) for k in PARAM_NAMES}
+    bundle = Bundle(layer, params, model, norm, dynamic, static, config=to_dict(cfg))
+    out = Path(out) if out else cfg.checkpoint_dir / layer
+    _make_room(out)
+    told = told or f"config {cfg.name}"
+    _save(bundle, out, paths, stats, told)
+    _log_import(bundle, len(members), out, told, stats)
+    return out
+
+
+def _read_members(state_dict: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[dict[str, np.ndarray]]]:
+    """(paths, converted weights) of the members named by `state_dict` (as `import_torch`
+    takes it); every member must have the first one's architecture."""
     paths = _split_paths(state_dict)
     if not paths:
         raise InputDataError(
@@ -362,70 +384,77 @@ def import_torch(
             raise InputDataError(
                 f"{p}: {bad[0]} has shape {list(m[bad[0]].shape)} but {paths[0]} has {list(shapes[bad[0]])}; members must have one architecture"
             )
-    norm, order = read_stats(stats, layer)
+    return paths, members
+
+
+def _input_order(
+    cfg: Config, layer: str, order: Mapping[str, Sequence[str]], weights: Mapping[str, np.ndarray], source: Path
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(dynamic, static) input names of the model, in its order: the statistics file's `order`
+    (`read_stats`) where it gives one, else the config's; as many as `weights` (of `source`) take."""
     dynamic = tuple(order.get("dynamic_inputs", tuple(cfg.data.dynamic_inputs) + C.UPPER_LAYER_INPUTS[layer]))
     static = tuple(order.get("static_inputs", tuple(cfg.data.static_inputs)))
-    d, s, h = shapes["W_ih"][0], shapes["W_sh"][0], shapes["W_hh"][0]
+    d, s = weights["W_ih"].shape[0], weights["W_sh"].shape[0]
     for what, names, n, key in (("dynamic", dynamic, d, "lstm.weight_ih"), ("static", static, s, "lstm.weight_sh")):
         if len(names) != n:
             raise InputDataError(
-                f"{paths[0]}: {key} has {n} {what} inputs but layer {layer} uses {len(names)} ({', '.join(names)}); "
+                f"{source}: {key} has {n} {what} inputs but layer {layer} uses {len(names)} ({', '.join(names)}); "
                 f"give the model's {what} input order as data.{what}_inputs in the config (or `{what}_inputs` in a JSON statistics file)"
             )
-    missing = [v for v in dynamic + static if v not in norm.mean]
-    if missing:
-        raise InputDataError(
-            f"{_show(stats)} has no mean/std for the model inputs {missing} (it has {sorted(norm.mean)})"
-        )
+    return dynamic, static
+
+
+def _model_config(cfg: Config, weights: Mapping[str, np.ndarray], seq_length: int | None) -> ModelConfig:
+    """`cfg.model` with the hidden size of `weights` (a warning where the config says another)
+    and the window length `seq_length` (default `cfg.model.seq_length`)."""
     length = int(seq_length if seq_length is not None else cfg.model.seq_length)
     if length < 1:
         raise InputDataError(
             f"--seq-length {length}: the model's window length must be at least 1 day (SoMo.ml v1: 365)"
         )
+    h = weights["W_hh"].shape[0]
     if h != cfg.model.hidden_size:
         log.warning(
             "the weights have H=%d hidden units, the config says model.hidden_size=%d: the checkpoint takes H from the weights",
             h,
             cfg.model.hidden_size,
         )
-    model = dataclasses.replace(cfg.model, hidden_size=int(h), seq_length=length)
-    params = {k: np.stack([m[k] for m in members]) for k in PARAM_NAMES}
-    bundle = Bundle(
-        layer=layer,
-        params=params,
-        model=model,
-        stats=norm,
-        dynamic_inputs=dynamic,
-        static_inputs=static,
-        config=to_dict(cfg),
-    )
-    out = Path(out) if out else cfg.checkpoint_dir / layer
-    _make_room(out)
+    return dataclasses.replace(cfg.model, hidden_size=int(h), seq_length=length)
+
+
+def _save(
+    bundle: Bundle, out: Path, state_dicts: Sequence[Path], stats: str | Path | Sequence[str | Path], told: str
+) -> None:
+    """Writes `bundle` to `out` with its provenance: the state dicts and statistics files it
+    came from (absolute paths) and where its settings were told."""
     with writing("the imported checkpoint", out):
         save_bundle(
             bundle,
             out,
             source="import-torch",
-            state_dicts=[str(p.resolve()) for p in paths],
+            state_dicts=[str(p.resolve()) for p in state_dicts],
             statistics=[str(p.resolve()) for p in _split_paths(stats)],
-            told=told or f"config {cfg.name}",
+            told=told,
         )
+
+
+def _log_import(bundle: Bundle, n_members: int, out: Path, told: str, stats: str | Path | Sequence[str | Path]) -> None:
+    """Logs what was imported into `out`, and where the settings a state dict lacks came from."""
     log.info(
         "imported %d member(s) of %s into %s: H=%d (from the weights); window L=%d days, predict_last_n=%d, "
         "dynamic inputs %s, static inputs %s (from %s; a state dict does not record them); statistics of %d variables and the target from %s",
-        len(members),
-        layer,
+        n_members,
+        bundle.layer,
         out,
-        h,
-        length,
-        model.predict_last_n,
-        list(dynamic),
-        list(static),
-        told or f"config {cfg.name}",
-        len(norm.mean),
+        bundle.model.hidden_size,
+        bundle.model.seq_length,
+        bundle.model.predict_last_n,
+        list(bundle.dynamic_inputs),
+        list(bundle.static_inputs),
+        told,
+        len(bundle.stats.mean),
         _show(stats),
     )
-    return out
 
 
 def _show(paths) -> str:

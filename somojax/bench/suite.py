@@ -421,45 +421,17 @@ def _peer_rollout_row(days: int, L: int, H: int, floor_s: float) -> dict:
 def bench_zarr(cfg: Config) -> dict:
     """Write throughput of the prediction store layout (sharded Zarr v3, zstd): 2 x 2 tiles of the
     configured shard size (paper: 120 x 120 cells) x 2 time blocks of one shard (720 days)."""
-    import pandas as pd
-
-    from somojax import grid
     from somojax.infer import store as pstore
 
     i = cfg.infer
     n_lat, n_lon, days = 2 * i.shard_lat, 2 * i.shard_lon, 2 * i.shard_time
-    layout = pstore.Layout(
-        tuple(C.LAYERS),
-        pd.date_range("2000-01-01", periods=days, freq="D"),
-        grid.lat_centres(30.0, 30.0 + n_lat / 4),
-        grid.lon_centres(0.0, n_lon / 4),
-        (i.shard_time, i.shard_lat, i.shard_lon),
-        (i.chunk_time, i.chunk_lat, i.chunk_lon),
-    )
+    layout = _zarr_layout(i)
     rng = np.random.default_rng(0)
     land = rng.random((n_lat, n_lon)) < 0.3
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "p.zarr"
         pstore.open_or_create(path, layout, {}, "bench", fresh=True)
-        blocks = layout.time_blocks(i.shard_time)
-        tiles = layout.tiles()
-        values = {}
-        for ys, xs in tiles[:1]:
-            shape = (blocks[0].stop - blocks[0].start, ys.stop - ys.start, xs.stop - xs.start)
-            a = np.where(land[ys, xs], rng.uniform(0.05, 0.45, shape), np.nan).astype(np.float32)
-            values = {v: {l: a for l in layout.layers} for v in pstore.VARIABLES}
-        t0 = time.perf_counter()
-        n_bytes = 0
-        for blk in blocks:
-            for ti, tile in enumerate(tiles):
-                n = blk.stop - blk.start
-                vals = {
-                    v: {l: a[:n, : tile[0].stop - tile[0].start, : tile[1].stop - tile[1].start] for l, a in d.items()}
-                    for v, d in values.items()
-                }
-                pstore.write_block(path, layout, tile, blk, vals)
-                n_bytes += sum(x.nbytes for d in vals.values() for x in d.values())
-        wall = time.perf_counter() - t0
+        n_bytes, wall = _write_store(path, layout, land, rng, i.shard_time)
         stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     rows = [
         {
@@ -482,6 +454,54 @@ def bench_zarr(cfg: Config) -> dict:
         ],
         cfg,
     )
+
+
+def _zarr_layout(i):
+    """The prediction store layout `bench_zarr` writes, from `cfg.infer`: 2 x 2 shards of cells
+    from 30° N, 0° E, 2 shards of days from 2000-01-01, the configured shard and chunk shapes."""
+    import pandas as pd
+
+    from somojax import grid
+    from somojax.infer import store as pstore
+
+    n_lat, n_lon, days = 2 * i.shard_lat, 2 * i.shard_lon, 2 * i.shard_time
+    return pstore.Layout(
+        tuple(C.LAYERS),
+        pd.date_range("2000-01-01", periods=days, freq="D"),
+        grid.lat_centres(30.0, 30.0 + n_lat / 4),
+        grid.lon_centres(0.0, n_lon / 4),
+        (i.shard_time, i.shard_lat, i.shard_lon),
+        (i.chunk_time, i.chunk_lat, i.chunk_lon),
+    )
+
+
+def _write_store(path: Path, layout, land: np.ndarray, rng: np.random.Generator, shard_time: int) -> tuple[int, float]:
+    """Writes every tile x time block of `layout` into the store at `path`, each the values drawn
+    for the first tile (soil moisture where `land`, NaN elsewhere), cut to the tile's size.
+
+    Returns (bytes written, before compression; seconds the writes took).
+    """
+    from somojax.infer import store as pstore
+
+    blocks = layout.time_blocks(shard_time)
+    tiles = layout.tiles()
+    values = {}
+    for ys, xs in tiles[:1]:
+        shape = (blocks[0].stop - blocks[0].start, ys.stop - ys.start, xs.stop - xs.start)
+        a = np.where(land[ys, xs], rng.uniform(0.05, 0.45, shape), np.nan).astype(np.float32)
+        values = {v: {l: a for l in layout.layers} for v in pstore.VARIABLES}
+    t0 = time.perf_counter()
+    n_bytes = 0
+    for blk in blocks:
+        for tile in tiles:
+            n = blk.stop - blk.start
+            vals = {
+                v: {l: a[:n, : tile[0].stop - tile[0].start, : tile[1].stop - tile[1].start] for l, a in d.items()}
+                for v, d in values.items()
+            }
+            pstore.write_block(path, layout, tile, blk, vals)
+            n_bytes += sum(x.nbytes for d in vals.values() for x in d.values())
+    return n_bytes, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------------------

@@ -98,16 +98,7 @@ def validate(
     found = ds.attrs.get("somojax_store")
     if found is not None and found != kind:
         raise StoreError(f"{source} is a {found!r} store, expected a {kind!r} store")
-    default_dims = (C.TIME, C.LAT, C.LON) if schema.daily else (C.LAT, C.LON)
-    required = schema.variables if variables is None else {v: schema.variables.get(v, default_dims) for v in variables}
-    for var, dims in required.items():
-        if var not in ds.variables:
-            raise StoreError(
-                f"{source}: variable {var!r} is missing (the {kind} store needs {sorted(required)}; "
-                f"it has {sorted(ds.data_vars)}). Re-run `somojax prepare` or fix the store."
-            )
-        if tuple(ds[var].dims) != tuple(dims):
-            raise StoreError(f"{source}: variable {var!r} has dims {tuple(ds[var].dims)}, expected {tuple(dims)}")
+    required = _check_variables(ds, schema, kind, source, variables)
     # a subset of the variables needs only the coordinates of its dimensions (no `layer` without sm_era5)
     coords = (
         schema.coords
@@ -118,40 +109,74 @@ def validate(
         if coord not in ds.coords:
             raise StoreError(f"{source}: coordinate {coord!r} is missing (found {sorted(ds.coords)})")
     if schema.gridded:
-        for d in (C.LAT, C.LON):
-            v = np.asarray(ds[d].values, np.float64)
-            if v.size > 1 and not np.allclose(np.diff(v), C.GRID_RES, atol=1e-4):
-                raise StoreError(f"{source}: {d} must increase in 0.25° steps (got steps {np.unique(np.diff(v))[:4]})")
-            off = (v - C.GRID_RES / 2) / C.GRID_RES
-            if not np.allclose(off, np.round(off), atol=1e-3):
-                raise StoreError(f"{source}: {d} values are not 0.25° cell centres (first: {v[:3]})")
-        lon = ds[C.LON].values
-        if lon.size and (lon.min() < -180 or lon.max() > 180):
-            raise StoreError(f"{source}: longitude must lie in -180..180 (found {lon.min()}..{lon.max()})")
+        _check_grid(ds, source)
     if schema.daily and C.TIME in ds.coords:
-        t = ds[C.TIME].values
-        if not np.issubdtype(t.dtype, np.datetime64):
-            raise StoreError(f"{source}: time has dtype {t.dtype}, expected datetime64")
-        if t.size > 1 and not np.all(np.diff(t) == np.timedelta64(1, "D")):
-            raise StoreError(f"{source}: time must be consecutive days without gaps")
+        _check_daily_time(ds[C.TIME].values, source)
     if C.LAYER in ds.coords:
         bad = [str(x) for x in ds[C.LAYER].values if str(x) not in C.LAYERS]
         if bad:
             raise StoreError(f"{source}: unknown layer labels {bad}; expected a subset of {C.LAYERS}")
     if kind == "targets" and ds.sizes.get(C.CELL, 0):
-        from somojax.grid import cell_id
+        _check_cell_ids(ds, source)
 
-        cells = np.asarray(ds[C.CELL].values)
-        if np.unique(cells).size != cells.size:
-            raise StoreError(f"{source}: cell ids are not unique")
-        expect = cell_id(np.asarray(ds[C.LAT].values), np.asarray(ds[C.LON].values))
-        wrong = np.nonzero(expect != cells)[0]
-        if wrong.size:
-            i = int(wrong[0])
+
+def _check_variables(
+    ds: xr.Dataset, schema: StoreSchema, kind: str, source: str | os.PathLike, variables: Iterable[str] | None
+) -> dict[str, tuple[str, ...]]:
+    """Raises `StoreError` on the first required variable missing or with other dims than the
+    schema's; returns the required variables with their dims ({name: dims})."""
+    default_dims = (C.TIME, C.LAT, C.LON) if schema.daily else (C.LAT, C.LON)
+    required = schema.variables if variables is None else {v: schema.variables.get(v, default_dims) for v in variables}
+    for var, dims in required.items():
+        if var not in ds.variables:
             raise StoreError(
-                f"{source}: cell {int(cells[i])} has latitude/longitude {float(ds[C.LAT].values[i])}, "
-                f"{float(ds[C.LON].values[i])}, which lie in cell {int(expect[i])} ({wrong.size} such cells)"
+                f"{source}: variable {var!r} is missing (the {kind} store needs {sorted(required)}; "
+                f"it has {sorted(ds.data_vars)}). Re-run `somojax prepare` or fix the store."
             )
+        if tuple(ds[var].dims) != tuple(dims):
+            raise StoreError(f"{source}: variable {var!r} has dims {tuple(ds[var].dims)}, expected {tuple(dims)}")
+    return required
+
+
+def _check_grid(ds: xr.Dataset, source: str | os.PathLike) -> None:
+    """Raises `StoreError` unless latitude and longitude are increasing 0.25° cell centres, the
+    longitudes within -180..180."""
+    for d in (C.LAT, C.LON):
+        v = np.asarray(ds[d].values, np.float64)
+        if v.size > 1 and not np.allclose(np.diff(v), C.GRID_RES, atol=1e-4):
+            raise StoreError(f"{source}: {d} must increase in 0.25° steps (got steps {np.unique(np.diff(v))[:4]})")
+        off = (v - C.GRID_RES / 2) / C.GRID_RES
+        if not np.allclose(off, np.round(off), atol=1e-3):
+            raise StoreError(f"{source}: {d} values are not 0.25° cell centres (first: {v[:3]})")
+    lon = ds[C.LON].values
+    if lon.size and (lon.min() < -180 or lon.max() > 180):
+        raise StoreError(f"{source}: longitude must lie in -180..180 (found {lon.min()}..{lon.max()})")
+
+
+def _check_daily_time(t: np.ndarray, source: str | os.PathLike) -> None:
+    """Raises `StoreError` unless the time values `t` are datetime64 consecutive days."""
+    if not np.issubdtype(t.dtype, np.datetime64):
+        raise StoreError(f"{source}: time has dtype {t.dtype}, expected datetime64")
+    if t.size > 1 and not np.all(np.diff(t) == np.timedelta64(1, "D")):
+        raise StoreError(f"{source}: time must be consecutive days without gaps")
+
+
+def _check_cell_ids(ds: xr.Dataset, source: str | os.PathLike) -> None:
+    """Raises `StoreError` unless a targets store's cell ids are unique and each is the cell of
+    its station's latitude/longitude (`grid.cell_id`)."""
+    from somojax.grid import cell_id
+
+    cells = np.asarray(ds[C.CELL].values)
+    if np.unique(cells).size != cells.size:
+        raise StoreError(f"{source}: cell ids are not unique")
+    expect = cell_id(np.asarray(ds[C.LAT].values), np.asarray(ds[C.LON].values))
+    wrong = np.nonzero(expect != cells)[0]
+    if wrong.size:
+        i = int(wrong[0])
+        raise StoreError(
+            f"{source}: cell {int(cells[i])} has latitude/longitude {float(ds[C.LAT].values[i])}, "
+            f"{float(ds[C.LON].values[i])}, which lie in cell {int(expect[i])} ({wrong.size} such cells)"
+        )
 
 
 def store_path(store_dir: str | os.PathLike, kind: str) -> Path:

@@ -157,9 +157,41 @@ def bench_train(cfg: Config) -> dict:
     """Training step: 1 and 5 members (one jitted step), against the PyTorch peers."""
     b = cfg.bench
     B, T, H = b.batch_size, b.seq_length, b.hidden_size
+    times, measured = _timed_with_floor(_train_fns(cfg), (B, H, 3 * H), b)
+    rate = measured["gflops"]
+    floor_s = floor.train_step_flop(B, T, H) / (rate * 1e9)
+    rows = _train_rows(times, floor_s, B, T)
+    return _report(
+        "train_step",
+        {
+            "sizes": {"batch": B, "days": T, "hidden": H, "dynamic": D, "static": S},
+            "rows": rows,
+            "ratios": _train_ratios(times, rows, B, T, H),
+            "recurrent_matmul_gflops": rate,
+            "matmul_floor": measured,
+            "measurement_failures": _failures(rows),
+        },
+        [
+            ("variant", "training step", "s"),
+            ("ms", "ms", ".1f"),
+            ("iqr_ms", "IQR", ".1f"),
+            ("ms_per_member", "ms/member", ".1f"),
+            ("samples_per_s", "samples/s", ".0f"),
+            ("cell_steps_per_s", "cell-steps/s", ".3g"),
+            ("floor_ms", "floor ms", ".1f"),
+        ],
+        cfg,
+    )
+
+
+def _train_fns(cfg: Config) -> dict:
+    """{variant: one training step} of `bench_train`: the engine's step with 1 and 5 members,
+    and the PyTorch peers that are installed."""
+    b = cfg.bench
+    B, T, H = b.batch_size, b.seq_length, b.hidden_size
     fns = {}
     one, _ = _engine_step(cfg, 1)
-    five, mesh5 = _engine_step(cfg, 5)
+    five, _ = _engine_step(cfg, 5)
     fns["somojax, 1 member"] = one
     fns["somojax, 5 members (one step)"] = five
     peers = _peers_available()
@@ -169,9 +201,12 @@ def bench_train(cfg: Config) -> dict:
         fns["PyTorch ealstm_regional loop"] = pp.regional_train_step(B, T, D, S, H)
         if peers["neuralhydrology"]:
             fns["neuralhydrology EALSTM"] = pp.neuralhydrology_steps(B, T, D, S, H)[0]
-    times, measured = _timed_with_floor(fns, (B, H, 3 * H), b)
-    rate = measured["gflops"]
-    floor_s = floor.train_step_flop(B, T, H) / (rate * 1e9)
+    return fns
+
+
+def _train_rows(times: dict, floor_s: float, B: int, T: int) -> list[dict]:
+    """One row per timed step (ms, spread, per member, samples/s, cell-steps/s), against the
+    matmul floor `floor_s` of one member's step, times the members, and its check."""
     rows = []
     for name, t in times.items():
         m = 5 if "5 members" in name else 1
@@ -188,6 +223,12 @@ def bench_train(cfg: Config) -> dict:
                 **floor.floor_check(t["median_s"], floor_s * m),
             }
         )
+    return rows
+
+
+def _train_ratios(times: dict, rows: list[dict], B: int, T: int, H: int) -> dict:
+    """The ratios `bench_train` reports: 5 members against 1, the step against its floor, and
+    the speed-ups against the design anchor (at its shapes) and the peers that ran."""
     ours = times["somojax, 1 member"]["median_s"]
     ratios = {
         "5 members / 1 member (target <= 5)": times["somojax, 5 members (one step)"]["median_s"] / ours,
@@ -198,27 +239,7 @@ def bench_train(cfg: Config) -> dict:
     for peer in ("PyTorch ealstm_regional loop", "neuralhydrology EALSTM"):
         if peer in times:
             ratios[f"speed-up vs {peer} (target >= 2)"] = times[peer]["median_s"] / ours
-    return _report(
-        "train_step",
-        {
-            "sizes": {"batch": B, "days": T, "hidden": H, "dynamic": D, "static": S},
-            "rows": rows,
-            "ratios": ratios,
-            "recurrent_matmul_gflops": rate,
-            "matmul_floor": measured,
-            "measurement_failures": _failures(rows),
-        },
-        [
-            ("variant", "training step", "s"),
-            ("ms", "ms", ".1f"),
-            ("iqr_ms", "IQR", ".1f"),
-            ("ms_per_member", "ms/member", ".1f"),
-            ("samples_per_s", "samples/s", ".0f"),
-            ("cell_steps_per_s", "cell-steps/s", ".3g"),
-            ("floor_ms", "floor ms", ".1f"),
-        ],
-        cfg,
-    )
+    return ratios
 
 
 def bench_scaling(cfg: Config, device_counts=(1, 2, 4, 8)) -> dict:
@@ -273,55 +294,15 @@ def bench_scaling(cfg: Config, device_counts=(1, 2, 4, 8)) -> dict:
 # ----------------------------------------------------------------------------------------
 def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
     """Exact and chunked rollout of one cell × `bench.rollout_days`, and of a tile of cells."""
-    from somojax import sharding as shd
-    from somojax.infer import engine, kernels
-    from somojax.models import ensemble
+    from somojax.infer import engine
 
     b = cfg.bench
     H, L, days = b.hidden_size, b.seq_length, b.rollout_days
-    params = ensemble.init_ensemble(jax.random.key(0), 1, D, S, H)
-    rng = np.random.default_rng(0)
     opts = engine.KernelOptions()
-    cases = {
-        "exact, 1 cell": (1, days, "exact", 1),
-        f"chunked (k={chunked_k}), 1 cell": (1, days, "chunked", chunked_k),
-        "exact, tile of 64 cells x 1 year": (64, 365, "exact", 1),  # cells over the devices
-    }
-    fns, work = {}, {}
-    devices = jax.local_devices()
-    for name, (cells, n_out, mode, k) in cases.items():
-        x = jnp.asarray(rng.standard_normal((cells, n_out + L - 1, D)), jnp.float32)
-        xs = jnp.asarray(rng.standard_normal((cells, S)), jnp.float32)
-        if cells % len(devices) == 0 and len(devices) > 1:  # cells over `data`, as `somojax predict` does
-            cell_sharding = shd.batch_sharding(shd.make_mesh(1, 0, devices), per_member=False)
-            x, xs = jax.device_put(x, cell_sharding), jax.device_put(xs, cell_sharding)
-        kw = dict(
-            seq_length=L,
-            mode=mode,
-            last_n=k,
-            rows_per_step=opts.resolved_rows(H),
-            hoist=opts.resolved_hoist(),
-            member_map=opts.resolved_member_map(),
-        )
-        fns[name] = lambda x=x, xs=xs, kw=kw: kernels.predict_normalised(params, x, xs, **kw).block_until_ready()
-        work[name] = (cells, n_out, kernels.cost_per_output(mode, L, k))
+    fns, work = _rollout_cases(b, opts, chunked_k)
     times, measured = _timed_with_floor(fns, (opts.resolved_rows(H), H + D, 3 * H), b)
     rate = measured["gflops"]
-    rows = []
-    for name, t in times.items():
-        cells, n_out, cost = work[name]
-        steps = cells * n_out * cost
-        floor_s = steps * floor.cell_step_flop(H) / (rate * 1e9)
-        rows.append(
-            {
-                "variant": name,
-                "s": t["median_s"],
-                "s_per_cell_20y": t["median_s"] / cells * (7305 / n_out),
-                "cell_steps_per_s": steps / t["median_s"],
-                "floor_s": floor_s,
-                **floor.floor_check(t["median_s"], floor_s, "rollout"),
-            }
-        )
+    rows = _rollout_rows(times, work, rate, H)
     exact = times["exact, 1 cell"]["median_s"]
     valid = [r["cell_steps_per_s"] for r in rows if r["variant"].startswith("exact") and r["floor_ratio"] is not None]
     best = max(valid) if valid else None  # a row below its floor measured the load, not the rollout
@@ -329,20 +310,8 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
     ratios = {"exact 1 cell / matmul floor (target <= 1.6)": rows[0]["floor_ratio"]}
     peers = _peers_available()
     if peers["torch"] and days == 7305:
-        from somojax.bench import peers as pp
-
-        run = pp.regional_sliding_inference(days, L, D, S, H)
-        t = harness.measure(run, warmup=0, repeats=1)
-        rows.append(
-            {
-                "variant": "PyTorch SoMo.ml-style sliding windows, 1 cell",
-                "s": t["median_s"],
-                "s_per_cell_20y": t["median_s"],
-                "cell_steps_per_s": days * L / t["median_s"],
-                "floor_s": rows[0]["floor_s"],
-            }
-        )
-        ratios["speed-up vs SoMo.ml-style PyTorch (target >= 40)"] = t["median_s"] / exact
+        rows.append(_peer_rollout_row(days, L, H, rows[0]["floor_s"]))
+        ratios["speed-up vs SoMo.ml-style PyTorch (target >= 40)"] = rows[-1]["s"] / exact
     ratios["speed-up vs DESIGN anchor 46.7 s"] = 46.7 / exact if days == 7305 else None
     return _report(
         "rollout",
@@ -371,49 +340,98 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
     )
 
 
+def _rollout_cases(b, opts, chunked_k: int) -> tuple[dict, dict]:
+    """The rollouts `bench_rollout` times, on random inputs and a fresh one-member ensemble.
+
+    Takes `cfg.bench` and the `engine.KernelOptions`; returns ({variant: a function running it
+    to completion}, {variant: (cells, days out, cell-steps per output day)}). A tile whose cells
+    divide over the local devices is sharded over them, as `somojax predict` does.
+    """
+    from somojax import sharding as shd
+    from somojax.infer import kernels
+    from somojax.models import ensemble
+
+    H, L, days = b.hidden_size, b.seq_length, b.rollout_days
+    params = ensemble.init_ensemble(jax.random.key(0), 1, D, S, H)
+    rng = np.random.default_rng(0)
+    cases = {
+        "exact, 1 cell": (1, days, "exact", 1),
+        f"chunked (k={chunked_k}), 1 cell": (1, days, "chunked", chunked_k),
+        "exact, tile of 64 cells x 1 year": (64, 365, "exact", 1),  # cells over the devices
+    }
+    fns, work = {}, {}
+    devices = jax.local_devices()
+    for name, (cells, n_out, mode, k) in cases.items():
+        x = jnp.asarray(rng.standard_normal((cells, n_out + L - 1, D)), jnp.float32)
+        xs = jnp.asarray(rng.standard_normal((cells, S)), jnp.float32)
+        if cells % len(devices) == 0 and len(devices) > 1:
+            cell_sharding = shd.batch_sharding(shd.make_mesh(1, 0, devices), per_member=False)
+            x, xs = jax.device_put(x, cell_sharding), jax.device_put(xs, cell_sharding)
+        kw = dict(
+            seq_length=L,
+            mode=mode,
+            last_n=k,
+            rows_per_step=opts.resolved_rows(H),
+            hoist=opts.resolved_hoist(),
+            member_map=opts.resolved_member_map(),
+        )
+        fns[name] = lambda x=x, xs=xs, kw=kw: kernels.predict_normalised(params, x, xs, **kw).block_until_ready()
+        work[name] = (cells, n_out, kernels.cost_per_output(mode, L, k))
+    return fns, work
+
+
+def _rollout_rows(times: dict, work: dict, rate: float, H: int) -> list[dict]:
+    """One row per timed rollout: seconds, seconds per cell over 20 years, cell-steps/s, and the
+    matmul floor at `rate` [GFLOP/s] with its check (`floor.floor_check`)."""
+    rows = []
+    for name, t in times.items():
+        cells, n_out, cost = work[name]
+        steps = cells * n_out * cost
+        floor_s = steps * floor.cell_step_flop(H) / (rate * 1e9)
+        rows.append(
+            {
+                "variant": name,
+                "s": t["median_s"],
+                "s_per_cell_20y": t["median_s"] / cells * (7305 / n_out),
+                "cell_steps_per_s": steps / t["median_s"],
+                "floor_s": floor_s,
+                **floor.floor_check(t["median_s"], floor_s, "rollout"),
+            }
+        )
+    return rows
+
+
+def _peer_rollout_row(days: int, L: int, H: int, floor_s: float) -> dict:
+    """The row of SoMo.ml-style PyTorch sliding-window inference of one cell over `days`
+    (needs torch), timed once, shown against the exact rollout's floor `floor_s`."""
+    from somojax.bench import peers as pp
+
+    run = pp.regional_sliding_inference(days, L, D, S, H)
+    t = harness.measure(run, warmup=0, repeats=1)
+    return {
+        "variant": "PyTorch SoMo.ml-style sliding windows, 1 cell",
+        "s": t["median_s"],
+        "s_per_cell_20y": t["median_s"],
+        "cell_steps_per_s": days * L / t["median_s"],
+        "floor_s": floor_s,
+    }
+
+
 # ----------------------------------------------------------------------------------------
 def bench_zarr(cfg: Config) -> dict:
     """Write throughput of the prediction store layout (sharded Zarr v3, zstd): 2 x 2 tiles of the
     configured shard size (paper: 120 x 120 cells) x 2 time blocks of one shard (720 days)."""
-    import pandas as pd
-
-    from somojax import grid
     from somojax.infer import store as pstore
 
     i = cfg.infer
     n_lat, n_lon, days = 2 * i.shard_lat, 2 * i.shard_lon, 2 * i.shard_time
-    layout = pstore.Layout(
-        tuple(C.LAYERS),
-        pd.date_range("2000-01-01", periods=days, freq="D"),
-        grid.lat_centres(30.0, 30.0 + n_lat / 4),
-        grid.lon_centres(0.0, n_lon / 4),
-        (i.shard_time, i.shard_lat, i.shard_lon),
-        (i.chunk_time, i.chunk_lat, i.chunk_lon),
-    )
+    layout = _zarr_layout(i)
     rng = np.random.default_rng(0)
     land = rng.random((n_lat, n_lon)) < 0.3
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "p.zarr"
         pstore.open_or_create(path, layout, {}, "bench", fresh=True)
-        blocks = layout.time_blocks(i.shard_time)
-        tiles = layout.tiles()
-        values = {}
-        for ys, xs in tiles[:1]:
-            shape = (blocks[0].stop - blocks[0].start, ys.stop - ys.start, xs.stop - xs.start)
-            a = np.where(land[ys, xs], rng.uniform(0.05, 0.45, shape), np.nan).astype(np.float32)
-            values = {v: {l: a for l in layout.layers} for v in pstore.VARIABLES}
-        t0 = time.perf_counter()
-        n_bytes = 0
-        for blk in blocks:
-            for ti, tile in enumerate(tiles):
-                n = blk.stop - blk.start
-                vals = {
-                    v: {l: a[:n, : tile[0].stop - tile[0].start, : tile[1].stop - tile[1].start] for l, a in d.items()}
-                    for v, d in values.items()
-                }
-                pstore.write_block(path, layout, tile, blk, vals)
-                n_bytes += sum(x.nbytes for d in vals.values() for x in d.values())
-        wall = time.perf_counter() - t0
+        n_bytes, wall = _write_store(path, layout, land, rng, i.shard_time)
         stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     rows = [
         {
@@ -436,6 +454,54 @@ def bench_zarr(cfg: Config) -> dict:
         ],
         cfg,
     )
+
+
+def _zarr_layout(i):
+    """The prediction store layout `bench_zarr` writes, from `cfg.infer`: 2 x 2 shards of cells
+    from 30° N, 0° E, 2 shards of days from 2000-01-01, the configured shard and chunk shapes."""
+    import pandas as pd
+
+    from somojax import grid
+    from somojax.infer import store as pstore
+
+    n_lat, n_lon, days = 2 * i.shard_lat, 2 * i.shard_lon, 2 * i.shard_time
+    return pstore.Layout(
+        tuple(C.LAYERS),
+        pd.date_range("2000-01-01", periods=days, freq="D"),
+        grid.lat_centres(30.0, 30.0 + n_lat / 4),
+        grid.lon_centres(0.0, n_lon / 4),
+        (i.shard_time, i.shard_lat, i.shard_lon),
+        (i.chunk_time, i.chunk_lat, i.chunk_lon),
+    )
+
+
+def _write_store(path: Path, layout, land: np.ndarray, rng: np.random.Generator, shard_time: int) -> tuple[int, float]:
+    """Writes every tile x time block of `layout` into the store at `path`, each the values drawn
+    for the first tile (soil moisture where `land`, NaN elsewhere), cut to the tile's size.
+
+    Returns (bytes written, before compression; seconds the writes took).
+    """
+    from somojax.infer import store as pstore
+
+    blocks = layout.time_blocks(shard_time)
+    tiles = layout.tiles()
+    values = {}
+    for ys, xs in tiles[:1]:
+        shape = (blocks[0].stop - blocks[0].start, ys.stop - ys.start, xs.stop - xs.start)
+        a = np.where(land[ys, xs], rng.uniform(0.05, 0.45, shape), np.nan).astype(np.float32)
+        values = {v: {l: a for l in layout.layers} for v in pstore.VARIABLES}
+    t0 = time.perf_counter()
+    n_bytes = 0
+    for blk in blocks:
+        for tile in tiles:
+            n = blk.stop - blk.start
+            vals = {
+                v: {l: a[:n, : tile[0].stop - tile[0].start, : tile[1].stop - tile[1].start] for l, a in d.items()}
+                for v, d in values.items()
+            }
+            pstore.write_block(path, layout, tile, blk, vals)
+            n_bytes += sum(x.nbytes for d in vals.values() for x in d.values())
+    return n_bytes, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------------------

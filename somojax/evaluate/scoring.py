@@ -152,7 +152,7 @@ def verdicts(table: pd.DataFrame, ours: str, baseline: str, metric: str = "anoma
     share_better (fraction of cells where ours is better), beats (bool, or None when no common
     cell), sentence.
     """
-    better = M.METRICS[metric].better
+    spec = M.METRICS[metric]
     out = []
     for layer in C.LAYERS:
         a = table[(table["dataset"] == ours) & (table["layer"] == layer)].set_index(C.CELL)[metric]
@@ -161,7 +161,6 @@ def verdicts(table: pd.DataFrame, ours: str, baseline: str, metric: str = "anoma
             continue
         j = pd.concat([a.rename("a"), b.rename("b")], axis=1).dropna()
         title = f"{layer} ({int(C.LAYER_BOUNDS_CM[layer][0])}–{int(C.LAYER_BOUNDS_CM[layer][1])} cm)"
-        label = M.METRICS[metric].label.replace("anomaly r", "anomaly correlation")
         if j.empty:
             out.append(
                 {
@@ -176,33 +175,42 @@ def verdicts(table: pd.DataFrame, ours: str, baseline: str, metric: str = "anoma
                 }
             )
             continue
-        ma, mb = float(j["a"].median()), float(j["b"].median())
-        if better == "higher":
-            median_better, share = ma > mb, float((j["a"] > j["b"]).mean())
-        elif better == "lower":
-            median_better, share = ma < mb, float((j["a"] < j["b"]).mean())
-        else:
-            median_better, share = abs(ma) < abs(mb), float((j["a"].abs() < j["b"].abs()).mean())
-        beats = bool(median_better and share > 0.5)
-        verb = "beats" if beats else "does not beat"
-        why = ""
-        if median_better != (share > 0.5):
-            why = (
-                "; the median is better, the majority of cells is not"
-                if median_better
-                else "; the majority of cells is better, the median is not"
-            )
-        out.append(
-            {
-                "layer": layer,
-                "n_cells": int(len(j)),
-                "median_ours": ma,
-                "median_baseline": mb,
-                "median_better": bool(median_better),
-                "share_better": share,
-                "beats": beats,
-                "sentence": f"{title}: {ours} {verb} the {baseline} baseline in {label} (median {ma:.3f} vs {mb:.3f} over "
-                f"{len(j)} cells; better in {100 * share:.0f}% of them{why}).",
-            }
-        )
+        out.append({"layer": layer, **_verdict(j["a"], j["b"], spec, title, ours, baseline)})
     return out
+
+
+def _verdict(a: pd.Series, b: pd.Series, spec: M.MetricInfo, title: str, ours: str, baseline: str) -> dict:
+    """The verdict over common cells: `a` (ours) and `b` (baseline), the scores in the metric
+    `spec` (an entry of `metrics.METRICS`).
+
+    Returns {n_cells, median_ours, median_baseline, median_better, share_better, beats,
+    sentence} (see `verdicts`); `title` names the layer in the sentence.
+    """
+    better = spec.better
+    label = spec.label.replace("anomaly r", "anomaly correlation")
+    ma, mb = float(a.median()), float(b.median())
+    if better == "higher":
+        median_better, share = ma > mb, float((a > b).mean())
+    elif better == "lower":
+        median_better, share = ma < mb, float((a < b).mean())
+    else:
+        median_better, share = abs(ma) < abs(mb), float((a.abs() < b.abs()).mean())
+    beats = bool(median_better and share > 0.5)
+    verb = "beats" if beats else "does not beat"
+    why = ""
+    if median_better != (share > 0.5):
+        why = (
+            "; the median is better, the majority of cells is not"
+            if median_better
+            else "; the majority of cells is better, the median is not"
+        )
+    return {
+        "n_cells": int(len(a)),
+        "median_ours": ma,
+        "median_baseline": mb,
+        "median_better": bool(median_better),
+        "share_better": share,
+        "beats": beats,
+        "sentence": f"{title}: {ours} {verb} the {baseline} baseline in {label} (median {ma:.3f} vs {mb:.3f} over "
+        f"{len(a)} cells; better in {100 * share:.0f}% of them{why}).",
+    }

@@ -112,25 +112,58 @@ def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | N
     Variables somojax does not use are dropped. Data stays lazy. A variable without a `units`
     attribute takes the unit `stated_units` (`data.units`) gives it, else it is an error.
     """
-    # --- names -------------------------------------------------------------------------
+    ds, cmip = _short_names(ds, source, stated_units or {})
+    ds = _time_dim(_flatten_forecast_steps(ds))
+    _check_increasing_time(ds, source)
+    ds = _fold_expver(ds)
+    ds = ds.drop_vars([c for c in ds.coords if c not in ds.dims and c not in ("latitude", "longitude", "lat", "lon")])
+    ds = _convert_cmip(ds, cmip, source)
+    for v in ds.data_vars:
+        check_units(v, ds[v].attrs.get("units"), ERA5_UNITS[v], source)
+    ds = _normalize_grid(ds, source)
+    for v in ds.data_vars:
+        ds[v].attrs["source_file"] = source
+    return ds
+
+
+def _short_names(
+    ds: xr.Dataset, source: str, stated_units: Mapping[str, str]
+) -> tuple[xr.Dataset, dict[str, tuple[str, str]]]:
+    """Renames long names to short names and keeps the variables somojax uses, with units.
+
+    Takes an opened file and the units `data.units` states; returns the dataset of the known
+    short-name variables and the CMIP-named ones, and the CMIP names found ({name: (short,
+    kind)}, converted later by `_convert_cmip`).
+    """
     ren = {k: v for k, v in LONG_NAMES.items() if k in ds.data_vars and v not in ds.data_vars}
     ds = ds.rename(ren)
     cmip = {k: v for k, v in CMIP_NAMES.items() if k in ds.data_vars and v[0] not in ds.data_vars}
     keep = [v for v in ds.data_vars if v in KNOWN] + list(cmip)
-    ds = _with_stated_units(ds[keep], stated_units or {}, cmip, source)
-    # --- time ----------------------------------------------------------------------------
+    return _with_stated_units(ds[keep], stated_units, cmip, source), cmip
+
+
+def _flatten_forecast_steps(ds: xr.Dataset) -> xr.Dataset:
+    """GRIB forecast fields on (time, step) -> one `valid_time` axis, sorted; others unchanged."""
     if "step" in ds.dims and "time" in ds.dims and "valid_time" in ds.coords:
-        # GRIB forecast fields (time, step): flatten onto the validity time
         ds = ds.stack(_vt=("time", "step"))
         vt = ds["valid_time"].values
         ds = ds.drop_vars(["time", "step", "valid_time", "_vt"], errors="ignore")
         ds = ds.assign_coords(_vt=vt).rename({"_vt": "valid_time"}).sortby("valid_time")
+    return ds
+
+
+def _time_dim(ds: xr.Dataset) -> xr.Dataset:
+    """Names the time dimension `time`, whichever of `_TIME_NAMES` the file uses.
+
+    GRIB's `valid_time` (time + step) replaces `time`/`date` as the dimension; a scalar time
+    (GRIB, or a single map) becomes a length-1 dimension; the other time coordinates are
+    dropped. A dataset without any time is returned as it is.
+    """
     for dim in [d for d in ("time", "date") if d in ds.dims]:
         if "valid_time" in ds.coords and ds["valid_time"].dims == (dim,):
-            ds = ds.swap_dims({dim: "valid_time"})  # GRIB: validity time = time + step
+            ds = ds.swap_dims({dim: "valid_time"})
     tname = next((n for n in _TIME_NAMES if n in ds.dims), None)
     if tname is None:
-        # a single time (GRIB scalar time, or a map): promote it to a length-1 dim
         tname = next((n for n in _TIME_NAMES if n in ds.coords and ds[n].ndim == 0), None)
         if tname is not None:
             ds = ds.expand_dims(tname)
@@ -140,6 +173,11 @@ def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | N
             errors="ignore",
         )
         ds = ds.rename({tname: C.TIME})
+    return ds
+
+
+def _check_increasing_time(ds: xr.Dataset, source: str) -> None:
+    """Raises InputDataError naming the first time stamp of `source` that does not increase."""
     if C.TIME in ds.dims and ds.sizes[C.TIME] > 1:
         t = ds[C.TIME].values
         back = np.nonzero(t[1:] <= t[:-1])[0]
@@ -149,57 +187,70 @@ def standardize(ds: xr.Dataset, source: str, stated_units: Mapping[str, str] | N
                 f"{source}: time stamps within this file do not increase ({np.datetime_as_string(t[i + 1], 'h')} follows "
                 f"{np.datetime_as_string(t[i], 'h')}): the file may be truncated or damaged (download it again)"
             )
+
+
+def _fold_expver(ds: xr.Dataset) -> xr.Dataset:
+    """Old CDS layout: an `expver` dimension with ERA5 (1) and ERA5T (5) side by side, NaN where
+    not valid -> one series, the lower expver preferred. Without the dimension: unchanged."""
     if "expver" in ds.dims:
-        # old CDS layout: ERA5 (1) and ERA5T (5) side by side with NaN where not valid
         order = sorted(ds["expver"].values.tolist(), key=lambda x: int(str(x)))
         merged = ds.sel(expver=order[0])
         for ev in order[1:]:
             merged = merged.combine_first(ds.sel(expver=ev))
         ds = merged.drop_vars("expver", errors="ignore")
-    drop = [c for c in ds.coords if c not in ds.dims and c not in ("latitude", "longitude", "lat", "lon")]
-    ds = ds.drop_vars(drop)
-    # --- CMIP-style conversions ------------------------------------------------------------
+    return ds
+
+
+def _convert_cmip(ds: xr.Dataset, cmip: Mapping[str, tuple[str, str]], source: str) -> xr.Dataset:
+    """Replaces each CMIP-named variable ({name: (short, kind)}) by its ERA5 short name.
+
+    States keep their values (units checked); fluxes become amounts over the time step of the
+    file's time axis (`_cmip_amount`). Returns the dataset; raises InputDataError on a wrong unit.
+    """
     if cmip:
         dt = _time_step_seconds(ds[C.TIME].values) if C.TIME in ds.dims else None
         for name, (short, kind) in cmip.items():
             da = ds[name]
-            u = normalize_units(da.attrs.get("units"))
             if kind == "state":
-                expected = ERA5_UNITS[short]
-                check_units(f"{name} (CMIP name of {short})", da.attrs.get("units"), expected, source)
+                check_units(f"{name} (CMIP name of {short})", da.attrs.get("units"), ERA5_UNITS[short], source)
                 conv = da
             else:
-                if dt is None:
-                    raise InputDataError(f"{source}: cannot convert the flux {name!r} to an amount without a time axis")
-                if kind == "precip_flux":
-                    if u not in ("kg m-2 s-1", "mm s-1"):
-                        raise InputDataError(
-                            f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'kg m-2 s-1'"
-                        )
-                    conv = da * (dt / 1000.0)  # kg m-2 s-1 * s -> mm -> m
-                    conv.attrs = {"units": "m"}
-                else:
-                    if u != "W m-2":
-                        raise InputDataError(
-                            f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'W m-2'"
-                        )
-                    conv = da * dt
-                    conv.attrs = {"units": "J m-2"}
+                conv = _cmip_amount(da, name, kind, dt, source)
             conv.attrs.update({"somojax_converted_from": f"{name} [{da.attrs.get('units')}]"})
             ds = ds.drop_vars(name).assign({short: conv})
-    # --- units ---------------------------------------------------------------------------
-    for v in ds.data_vars:
-        check_units(v, ds[v].attrs.get("units"), ERA5_UNITS[v], source)
-    # --- coordinates -----------------------------------------------------------------------
+    return ds
+
+
+def _cmip_amount(da: xr.DataArray, name: str, kind: str, dt: float | None, source: str) -> xr.DataArray:
+    """A CMIP flux (`kind` "precip_flux" in kg m-2 s-1, else W m-2) times the time step `dt` [s]
+    -> the amount ERA5 writes (m, J m-2), with its `units` attribute."""
+    if dt is None:
+        raise InputDataError(f"{source}: cannot convert the flux {name!r} to an amount without a time axis")
+    u = normalize_units(da.attrs.get("units"))
+    if kind == "precip_flux":
+        if u not in ("kg m-2 s-1", "mm s-1"):
+            raise InputDataError(
+                f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'kg m-2 s-1'"
+            )
+        conv = da * (dt / 1000.0)  # kg m-2 s-1 * s -> mm -> m
+        conv.attrs = {"units": "m"}
+    else:
+        if u != "W m-2":
+            raise InputDataError(f"{source}: variable {name!r} has units {da.attrs.get('units')!r}, expected 'W m-2'")
+        conv = da * dt
+        conv.attrs = {"units": "J m-2"}
+    return conv
+
+
+def _normalize_grid(ds: xr.Dataset, source: str) -> xr.Dataset:
+    """A dataset on a lat/lon grid -> `grid.normalize_latlon`, float64 coordinates, dimensions
+    ordered (time, latitude, longitude, ...). One without a grid (a point series): unchanged."""
     has_grid = all(any(n in ds.dims for n in names) for names in (("latitude", "lat"), ("longitude", "lon")))
     if has_grid:
         ds = normalize_latlon(ds, source)
         for d in (C.LAT, C.LON):
             ds = ds.assign_coords({d: ds[d].astype(np.float64)})
-    if has_grid:
         ds = ds.transpose(*[d for d in (C.TIME, C.LAT, C.LON) if d in ds.dims], ...)
-    for v in ds.data_vars:
-        ds[v].attrs["source_file"] = source
     return ds
 
 

@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -58,47 +58,65 @@ class Ledger:
           what: "sensors" or "series" (station-layer series after layer selection).
         """
         before, after = set(before), set(after)
-        gone = before - after
-        reasons = dict(reasons or {})
-
-        # a reason is a string, or (category for the counts, detail for the list of dropped items)
-        def split(k):
-            r = reasons.get(k, "no values left")
-            return (r[0], r[1]) if isinstance(r, tuple) else (r, r)
-
-        why = Counter(split(k)[0] for k in gone)
-        for k in sorted(gone, key=str):
-            self.dropped.append(
-                {
-                    "step": name,
-                    "what": {"series": "series"}.get(what, what.rstrip("s")),
-                    "id": (labels or {}).get(k, str(k)),
-                    "reason": split(k)[1],
-                }
-            )
-        st_before = {_station(k) for k in before}
-        st_after = {_station(k) for k in after}
-        vr = {k: int(v) for k, v in value_reasons.items() if v}
-        accounted = sum(vr.values())
-        if accounted != values_in - values_kept:  # every value must have a reason
-            vr["other (bookkeeping difference)"] = values_in - values_kept - accounted
+        why, dropped = _dropped_keys(name, what, before - after, dict(reasons or {}), labels or {})
+        self.dropped += dropped
+        values_dropped = _values_dropped(values_in, values_kept, value_reasons)
         rec = {
             "step": name,
             "what": what,
             "unit": unit,
             "values_in": int(values_in),
             "values_kept": int(values_kept),
-            "values_dropped": vr,
+            "values_dropped": values_dropped,
             what + "_in": len(before),
             what + "_kept": len(after),
             what + "_dropped": dict(why),
         }
         if what in ("sensors", "series"):
+            st_before = {_station(k) for k in before}
+            st_after = {_station(k) for k in after}
             rec.update(
                 stations_in=len(st_before), stations_kept=len(st_after), stations_dropped=len(st_before - st_after)
             )
         self.steps.append(rec)
         return rec
+
+
+def _dropped_keys(
+    step: str, what: str, gone: set[Hashable], reasons: Mapping[Hashable, Any], labels: Mapping[Hashable, str]
+) -> tuple[Counter, list[dict]]:
+    """The keys dropped at a step, with their reasons (see `Ledger.step`).
+
+    Returns (the count of each reason category, one entry {step, what, id, reason} per dropped
+    key in key order, `reason` the detail); a key without a reason had "no values left".
+    """
+
+    # a reason is a string, or (category for the counts, detail for the list of dropped items)
+    def split(k):
+        r = reasons.get(k, "no values left")
+        return (r[0], r[1]) if isinstance(r, tuple) else (r, r)
+
+    why = Counter(split(k)[0] for k in gone)
+    entries = [
+        {
+            "step": step,
+            "what": {"series": "series"}.get(what, what.rstrip("s")),
+            "id": labels.get(k, str(k)),
+            "reason": split(k)[1],
+        }
+        for k in sorted(gone, key=str)
+    ]
+    return why, entries
+
+
+def _values_dropped(values_in: int, values_kept: int, value_reasons: Mapping[str, int]) -> dict[str, int]:
+    """The nonzero dropped values per reason; a shortfall against in − kept is recorded as
+    "other (bookkeeping difference)", so that every value has a reason."""
+    vr = {k: int(v) for k, v in value_reasons.items() if v}
+    accounted = sum(vr.values())
+    if accounted != values_in - values_kept:
+        vr["other (bookkeeping difference)"] = values_in - values_kept - accounted
+    return vr
 
 
 def _jsonable(x: Any) -> Any:
@@ -130,57 +148,17 @@ def _fmt_reasons(d: Mapping[str, int], limit: int = 6) -> str:
 def markdown(report: Mapping[str, Any]) -> str:
     """A readable summary of the report."""
     out = ["# somojax preparation report", ""]
-    meta = report.get("run", {})
-    if meta:
-        out += [
-            f"- run: `{meta.get('name')}`, source `{meta.get('source')}`, written {meta.get('finished')}",
-            f"- stores: `{meta.get('store_dir')}`",
-            f"- time: {meta.get('seconds', 0):.1f} s",
-            "",
-        ]
-    ismn = report.get("ismn", {})
-    if ismn:
-        out += ["## ISMN archive", ""]
-        out.append(f"- archive: `{ismn.get('archive')}`")
-        out.append(
-            f"- soil-moisture files read: {ismn.get('files', 0):,}; unreadable files skipped: {len(ismn.get('skipped_files', []))}"
-        )
-        if ismn.get("other_variables"):
-            out.append(f"- files of other variables not used: {ismn['other_variables']}")
-        for s in ismn.get("skipped_files", [])[:20]:
-            out.append(f"  - skipped `{s['file']}`: {s['reason']}")
-        out.append("")
-    steps = report.get("targets", {}).get("steps", [])
-    if steps:
-        out += [
-            "## Targets, step by step",
-            "",
-            "| step | unit | in | kept | dropped (reason: count) | sensors / series / cells in → kept | dropped (reason: count) | stations in → kept |",
-            "|---|---|---:|---:|---|---|---|---|",
-        ]
-        for s in steps:
-            what = s.get("what", "sensors")
-            stations = f"{s['stations_in']:,} → {s['stations_kept']:,}" if "stations_in" in s else "–"
-            out.append(
-                f"| {s['step']} | {s['unit']} | {s['values_in']:,} | {s['values_kept']:,} | {_fmt_reasons(s['values_dropped'])} | "
-                f"{s[what + '_in']:,} → {s[what + '_kept']:,} {what} | {_fmt_reasons(s[what + '_dropped'])} | {stations} |"
-            )
-        out.append("")
+    out += _run_markdown(report.get("run", {}))
+    out += _ismn_markdown(report.get("ismn", {}))
     tg = report.get("targets", {})
+    out += _steps_markdown(tg.get("steps", []))
     if tg.get("cells"):
         out += ["## Target cells", "", "| layer | cells | series | days with a value |", "|---|---:|---:|---:|"]
         for layer, c in tg["cells"].items():
             out.append(f"| {layer} | {c['cells']:,} | {c['series']:,} | {c['values']:,} |")
         out.append("")
     out += _problems_markdown(report)
-    dropped = tg.get("dropped", [])
-    if dropped:
-        out += [f"## Dropped sensors and series ({len(dropped):,}; all in the JSON report)", ""]
-        for d in dropped[:40]:
-            out.append(f"- {d['step']}: {d['what']} `{d['id']}`: {d['reason']}")
-        if len(dropped) > 40:
-            out.append(f"- … {len(dropped) - 40:,} more in prepare_report.json")
-        out.append("")
+    out += _dropped_markdown(tg.get("dropped", []))
     for sec in ("forcings", "statics", "normalization", "checks"):
         if sec in report:
             out += [
@@ -192,6 +170,70 @@ def markdown(report: Mapping[str, Any]) -> str:
                 "",
             ]
     return "\n".join(out)
+
+
+def _run_markdown(meta: Mapping[str, Any]) -> list[str]:
+    """The run's lines (name, source, stores, time) of the report's `run` section; none without."""
+    if not meta:
+        return []
+    return [
+        f"- run: `{meta.get('name')}`, source `{meta.get('source')}`, written {meta.get('finished')}",
+        f"- stores: `{meta.get('store_dir')}`",
+        f"- time: {meta.get('seconds', 0):.1f} s",
+        "",
+    ]
+
+
+def _ismn_markdown(ismn: Mapping[str, Any]) -> list[str]:
+    """The ISMN archive section's lines (files read, skipped with the first 20 reasons, files of
+    other variables) from the report's `ismn` section; none without."""
+    if not ismn:
+        return []
+    out = ["## ISMN archive", ""]
+    out.append(f"- archive: `{ismn.get('archive')}`")
+    out.append(
+        f"- soil-moisture files read: {ismn.get('files', 0):,}; unreadable files skipped: {len(ismn.get('skipped_files', []))}"
+    )
+    if ismn.get("other_variables"):
+        out.append(f"- files of other variables not used: {ismn['other_variables']}")
+    for s in ismn.get("skipped_files", [])[:20]:
+        out.append(f"  - skipped `{s['file']}`: {s['reason']}")
+    out.append("")
+    return out
+
+
+def _steps_markdown(steps: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The table of the target builder's steps (`Ledger.steps`), one row a step; none without."""
+    if not steps:
+        return []
+    out = [
+        "## Targets, step by step",
+        "",
+        "| step | unit | in | kept | dropped (reason: count) | sensors / series / cells in → kept | dropped (reason: count) | stations in → kept |",
+        "|---|---|---:|---:|---|---|---|---|",
+    ]
+    for s in steps:
+        what = s.get("what", "sensors")
+        stations = f"{s['stations_in']:,} → {s['stations_kept']:,}" if "stations_in" in s else "–"
+        out.append(
+            f"| {s['step']} | {s['unit']} | {s['values_in']:,} | {s['values_kept']:,} | {_fmt_reasons(s['values_dropped'])} | "
+            f"{s[what + '_in']:,} → {s[what + '_kept']:,} {what} | {_fmt_reasons(s[what + '_dropped'])} | {stations} |"
+        )
+    out.append("")
+    return out
+
+
+def _dropped_markdown(dropped: Sequence[Mapping[str, Any]], limit: int = 40) -> list[str]:
+    """The list of the first `limit` dropped sensors and series (`Ledger.dropped`); none without."""
+    if not dropped:
+        return []
+    out = [f"## Dropped sensors and series ({len(dropped):,}; all in the JSON report)", ""]
+    for d in dropped[:limit]:
+        out.append(f"- {d['step']}: {d['what']} `{d['id']}`: {d['reason']}")
+    if len(dropped) > limit:
+        out.append(f"- … {len(dropped) - limit:,} more in prepare_report.json")
+    out.append("")
+    return out
 
 
 def _problems_markdown(report: Mapping[str, Any], limit: int = 20) -> list[str]:

@@ -194,6 +194,32 @@ def read_etopo(
       ({"ETOPOavg", "ETOPOsd"} in memory, what the bounds found among the points read), both
       computed in one pass over the points.
     """
+    da, src_name, units = _etopo_elevation(path)
+    blk, n_lat, n_lon = _whole_cells(da, _grid_spacing(da, path), path)
+    bound = STATIC_BOUNDS["elevation"]
+    terms = screen_terms(blk, bound)
+    mean, std = _cell_mean_std(bounds_clean(blk, bound), n_lat, n_lon)
+    lats, lons = region_cells(lat_range, lon_range)
+    from somojax.stores import cf_attrs
+
+    mean, std, terms = dask.compute(mean, std, terms)
+    out = {}
+    for name, x in (("ETOPOavg", mean), ("ETOPOsd", std)):
+        x = _to_region(x, lats, lons, str(path)).astype(np.float32)
+        out[name] = x.assign_attrs(
+            {**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "points_per_cell": n_lat * n_lon}
+        )
+    extra = {"units_attribute": units or "none (metres assumed; NOAA's grids have none)"}
+    return out, screen_from_terms(terms, f"{path} ({src_name})", "elevation", bound, extra=extra)
+
+
+def _etopo_elevation(path: str | os.PathLike) -> tuple[xr.DataArray, str, str]:
+    """Opens the elevation grid of an ETOPO1 file (lazily).
+
+    Returns (the 2-D elevation on normalised latitude/longitude, the file's name for the
+    variable, its `units` attribute, "" where it has none); raises InputDataError on a unit
+    other than metres.
+    """
     ds = _open(path, "data.etopo")
     da = _pick(ds, ETOPO_NAMES, str(path), "ETOPO1 elevation")
     src_name = str(da.name)
@@ -210,7 +236,12 @@ def read_etopo(
         "metre",
     ):  # NOAA's ETOPO1 grids have no units attribute
         raise InputDataError(f"{path}: {src_name} has units {units!r}, expected metres")
-    da = normalize_latlon(da.to_dataset(name="v"), str(path))["v"]
+    return normalize_latlon(da.to_dataset(name="v"), str(path))["v"], src_name, units
+
+
+def _grid_spacing(da: xr.DataArray, path: str | os.PathLike) -> dict[str, float]:
+    """The spacing [°] {latitude: ..., longitude: ...} of a regular grid whose spacing divides
+    0.25°; raises InputDataError on any other grid."""
     res = {}
     for d in (C.LAT, C.LON):
         v = np.asarray(da[d].values, np.float64)
@@ -220,8 +251,16 @@ def read_etopo(
         if not np.allclose(steps, r, rtol=1e-3) or abs(n - round(n)) > 1e-3 or round(n) < 1:
             raise InputDataError(f"{path}: {d} spacing {r:.6g}° is not regular or does not divide 0.25°")
         res[d] = r
+    return res
+
+
+def _whole_cells(da: xr.DataArray, res: Mapping[str, float], path: str | os.PathLike) -> tuple[xr.DataArray, int, int]:
+    """Crops a grid of spacing `res` (`_grid_spacing`) to the whole 0.25° cells it covers.
+
+    Returns (the crop as float64 in dask chunks of whole cells, points per cell along latitude,
+    along longitude); raises InputDataError where the grid covers no whole cell.
+    """
     n_lat, n_lon = int(round(C.GRID_RES / res[C.LAT])), int(round(C.GRID_RES / res[C.LON]))
-    # crop to whole cells
     i0 = _edge_start(da[C.LAT].values, res[C.LAT])
     j0 = _edge_start(da[C.LON].values, res[C.LON])
     ni = (da.sizes[C.LAT] - i0) // n_lat
@@ -230,26 +269,18 @@ def read_etopo(
         raise InputDataError(f"{path}: covers no whole 0.25° cell")
     blk = da.isel({C.LAT: slice(i0, i0 + ni * n_lat), C.LON: slice(j0, j0 + nj * n_lon)})
     blk = blk.chunk({C.LAT: min(ni, 60) * n_lat, C.LON: min(nj, 120) * n_lon}).astype(np.float64)
-    bound = STATIC_BOUNDS["elevation"]
-    terms = screen_terms(blk, bound)
-    blk = bounds_clean(blk, bound)
+    return blk, n_lat, n_lon
+
+
+def _cell_mean_std(blk: xr.DataArray, n_lat: int, n_lon: int) -> tuple[xr.DataArray, xr.DataArray]:
+    """(mean, standard deviation with ddof=0) of each block of n_lat x n_lon points of a crop of
+    whole cells (`_whole_cells`), on the cells' centres; lazy, NaN points left out."""
     lat_c = (_cell_index(blk[C.LAT].values[::n_lat]) + 0.5) * C.GRID_RES
     lon_c = (_cell_index(blk[C.LON].values[::n_lon]) + 0.5) * C.GRID_RES
     co = blk.coarsen({C.LAT: n_lat, C.LON: n_lon}, boundary="exact")
     mean = co.mean().assign_coords({C.LAT: lat_c, C.LON: lon_c})
     std = co.std().assign_coords({C.LAT: lat_c, C.LON: lon_c})
-    lats, lons = region_cells(lat_range, lon_range)
-    from somojax.stores import cf_attrs
-
-    mean, std, terms = dask.compute(mean, std, terms)
-    out = {}
-    for name, x in (("ETOPOavg", mean), ("ETOPOsd", std)):
-        x = _to_region(x, lats, lons, str(path)).astype(np.float32)
-        out[name] = x.assign_attrs(
-            {**cf_attrs(name), "source_file": str(path), "source_variable": src_name, "points_per_cell": n_lat * n_lon}
-        )
-    extra = {"units_attribute": units or "none (metres assumed; NOAA's grids have none)"}
-    return out, screen_from_terms(terms, f"{path} ({src_name})", "elevation", bound, extra=extra)
+    return mean, std
 
 
 def build_statics(

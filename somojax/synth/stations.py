@@ -96,40 +96,61 @@ def make_sensors(
     sensors: list[Sensor] = []
     for i, pick in enumerate(picks):
         row, col = land_cells[pick]
-        lat = region.lat[row] + rng.uniform(-0.12, 0.12)
-        lon = region.lon[col] + rng.uniform(-0.12, 0.12)
-        elev = float(statics.elevation[row, col])
-        name = f"Station-{i + 1:03d}"
-        start_day = first_obs + int(rng.integers(0, 300))
-        end_day = days.size - int(rng.integers(0, 200)) if rng.random() < 0.4 else days.size
-        if start_day >= end_day - 1:
-            start_day = first_obs
-        profile = PROFILES[int(rng.integers(len(PROFILES)))]
-        for depth_from, depth_to, kind in profile:
-            s0, s1 = start_day, end_day
-            if rng.random() < 0.05:  # a sensor that failed after a few weeks
-                s1 = min(s1, s0 + int(rng.integers(20, 55)))
-            sensors.append(
-                _record(
-                    rng,
-                    name,
-                    row,
-                    col,
-                    lat,
-                    lon,
-                    elev,
-                    depth_from,
-                    depth_to,
-                    kind,
-                    truth,
-                    t2m,
-                    days,
-                    s0,
-                    s1,
-                    hours_per_obs,
-                    statics,
-                )
+        sensors += _station_sensors(
+            rng, f"Station-{i + 1:03d}", row, col, region, statics, truth, t2m, days, first_obs, hours_per_obs
+        )
+    return sensors
+
+
+def _station_sensors(
+    rng: np.random.Generator,
+    name: str,
+    row: int,
+    col: int,
+    region: Region,
+    statics: Statics,
+    truth: np.ndarray,
+    t2m: np.ndarray,
+    days: pd.DatetimeIndex,
+    first_obs: int,
+    hours_per_obs: int,
+) -> list[Sensor]:
+    """Draws one station in cell (row, col) (position within the cell, period from day
+    `first_obs` on, depth profile) and records its sensors (`_record`), one per depth."""
+    lat = region.lat[row] + rng.uniform(-0.12, 0.12)
+    lon = region.lon[col] + rng.uniform(-0.12, 0.12)
+    elev = float(statics.elevation[row, col])
+    start_day = first_obs + int(rng.integers(0, 300))
+    end_day = days.size - int(rng.integers(0, 200)) if rng.random() < 0.4 else days.size
+    if start_day >= end_day - 1:
+        start_day = first_obs
+    profile = PROFILES[int(rng.integers(len(PROFILES)))]
+    sensors = []
+    for depth_from, depth_to, kind in profile:
+        s0, s1 = start_day, end_day
+        if rng.random() < 0.05:  # a sensor that failed after a few weeks
+            s1 = min(s1, s0 + int(rng.integers(20, 55)))
+        sensors.append(
+            _record(
+                rng,
+                name,
+                row,
+                col,
+                lat,
+                lon,
+                elev,
+                depth_from,
+                depth_to,
+                kind,
+                truth,
+                t2m,
+                days,
+                s0,
+                s1,
+                hours_per_obs,
+                statics,
             )
+        )
     return sensors
 
 

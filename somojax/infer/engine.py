@@ -184,25 +184,7 @@ def layer_predictions(
     if t < L:
         return LayerOutput(mean, spread, 0, 0, reason)
     ok = reason == 0
-    x_d = np.where(np.isfinite(x_d), x_d, 0.0).astype(np.float32)
-    x_s = np.where(np.isfinite(x_s), x_s, 0.0).astype(np.float32)
-    xd, xs = jnp.asarray(x_d), jnp.asarray(x_s)
-    if sharding is not None:
-        xd, xs = jax.device_put(xd, sharding), jax.device_put(xs, sharding)
-    y = kernels.predict_normalised(
-        dict(bundle.params),
-        xd,
-        xs,
-        seq_length=L,
-        mode=mode,
-        last_n=k,
-        rows_per_step=options.resolved_rows(bundle.model.hidden_size),
-        hoist=options.resolved_hoist(),
-        precision=options.precision,
-        unroll=options.unroll,
-        member_map=options.resolved_member_map(),
-    )
-    y = np.asarray(y, np.float64)  # [M, C, T − L + 1]
+    y = _member_predictions(bundle, x_d, x_s, mode, options, sharding)  # [M, C, T − L + 1]
     mu, sd = bundle.stats.target_mean[bundle.layer], bundle.stats.target_std[bundle.layer]
     raw = y * sd + mu
     valid = ok[:, L - 1 :]
@@ -217,6 +199,39 @@ def layer_predictions(
     n_members = y.shape[0]
     steps = int(n_members * n_real * (t - L + 1) * kernels.cost_per_output(mode, L, k))
     return LayerOutput(mean, spread, clipped, steps, reason)
+
+
+def _member_predictions(
+    bundle: Bundle,
+    x_d: np.ndarray,
+    x_s: np.ndarray,
+    mode: str,
+    options: KernelOptions,
+    sharding: jax.sharding.Sharding | None,
+) -> np.ndarray:
+    """Every member's normalised predictions [M, C, T − L + 1] (float64) from normalised inputs.
+
+    Non-finite inputs are read as 0 (`layer_predictions` marks their outputs with a NaN reason).
+    """
+    x_d = np.where(np.isfinite(x_d), x_d, 0.0).astype(np.float32)
+    x_s = np.where(np.isfinite(x_s), x_s, 0.0).astype(np.float32)
+    xd, xs = jnp.asarray(x_d), jnp.asarray(x_s)
+    if sharding is not None:
+        xd, xs = jax.device_put(xd, sharding), jax.device_put(xs, sharding)
+    y = kernels.predict_normalised(
+        dict(bundle.params),
+        xd,
+        xs,
+        seq_length=bundle.model.seq_length,
+        mode=mode,
+        last_n=bundle.model.predict_last_n,
+        rows_per_step=options.resolved_rows(bundle.model.hidden_size),
+        hoist=options.resolved_hoist(),
+        precision=options.precision,
+        unroll=options.unroll,
+        member_map=options.resolved_member_map(),
+    )
+    return np.asarray(y, np.float64)
 
 
 def cascade(

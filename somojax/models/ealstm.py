@@ -146,8 +146,28 @@ def recurrence(
     b, t, _ = x_d.shape
     hs = params["W_hh"].shape[0]
     i = input_gate(params, x_s, precision)
-    w_hh = params["W_hh"]
+    step, xs = _scan_step(params, x_d, i, hoist, precision, compute_dtype)
+    if remat:
+        step = jax.checkpoint(step)
+    zeros = jnp.zeros((b, hs), x_d.dtype)
+    if last_n == 1:
+        (h, _), _ = jax.lax.scan(lambda cr, x: (step(cr, x)[0], None), (zeros, zeros), xs, unroll=unroll)
+        return h[:, None, :]
+    if last_n > t:
+        raise ValueError(f"last_n={last_n} exceeds the sequence length {t}")
+    # Days before the last n are run without collecting outputs.
+    carry, _ = jax.lax.scan(lambda cr, x: (step(cr, x)[0], None), (zeros, zeros), xs[: t - last_n], unroll=unroll)
+    _, hseq = jax.lax.scan(step, carry, xs[t - last_n :], unroll=unroll)
+    return jnp.swapaxes(hseq, 0, 1)  # [B, n, H]
 
+
+def _scan_step(params: Mapping[str, jax.Array], x_d: jax.Array, i: jax.Array, hoist: bool, precision, compute_dtype):
+    """(step, xs): the scan step ((h, c), xs_t) -> ((h, c), h) of `recurrence` and its inputs xs.
+
+    Hoisted, xs [T, B, 3H] is x W_ih + b for all days; else xs [T, B, D] is x_d itself and each
+    step computes x_t W_ih + b.
+    """
+    w_hh = params["W_hh"]
     if hoist:
         xs = jnp.swapaxes(project(params, x_d, precision), 0, 1)  # [T, B, 3H]
 
@@ -163,18 +183,7 @@ def recurrence(
             h, c = cell(w_hh, i, *carry, matmul(x_t, w_ih, precision, None) + bias, precision, compute_dtype)
             return (h, c), h
 
-    if remat:
-        step = jax.checkpoint(step)
-    zeros = jnp.zeros((b, hs), x_d.dtype)
-    if last_n == 1:
-        (h, _), _ = jax.lax.scan(lambda cr, x: (step(cr, x)[0], None), (zeros, zeros), xs, unroll=unroll)
-        return h[:, None, :]
-    if last_n > t:
-        raise ValueError(f"last_n={last_n} exceeds the sequence length {t}")
-    # Days before the last n are run without collecting outputs.
-    carry, _ = jax.lax.scan(lambda cr, x: (step(cr, x)[0], None), (zeros, zeros), xs[: t - last_n], unroll=unroll)
-    _, hseq = jax.lax.scan(step, carry, xs[t - last_n :], unroll=unroll)
-    return jnp.swapaxes(hseq, 0, 1)  # [B, n, H]
+    return step, xs
 
 
 def dropout(h: jax.Array, rate: float, key: jax.Array | None, deterministic: bool) -> jax.Array:

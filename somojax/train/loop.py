@@ -458,23 +458,9 @@ class Trainer:
                     else:
                         progress.update(1, samples=samples_per_step)
                     faults.point("after_step", loop.step)
-                    due_log = loop.step % max(tc.log_every_steps, 1) == 0
-                    due_ckpt = bool(tc.checkpoint_every_steps) and loop.step % tc.checkpoint_every_steps == 0
-                    stop = self._stop_requested(due_log or due_ckpt) if loop.step < end else None
-                    if due_log or due_ckpt or stop:
-                        window += self._check(pending)
-                        pending = []
-                    if due_log and window:
-                        self._log_train(metrics, loop.step, lr, window, progress)
-                        window = []
-                    if (due_ckpt or stop) and loop.step < end:
-                        loop.log_window = [
-                            {"step": w["step"], "loss": w["loss"].tolist(), "grad_norm": w["grad_norm"].tolist()}
-                            for w in window
-                        ]
-                        ckpt.save(loop.step, state, self._meta(loop, it), wait=bool(stop))
-                    if stop:
-                        self._interrupted(stop, loop.step)
+                    pending, window = self._after_step(
+                        state, loop, it, ckpt, metrics, progress, end, lr, pending, window
+                    )
                 window += self._check(pending)
                 pending = []
                 if window:
@@ -488,6 +474,44 @@ class Trainer:
         finally:
             progress.close()
         return state
+
+    def _after_step(
+        self,
+        state: dict,
+        loop: LoopState,
+        it: Any,
+        ckpt: TrainCheckpointer,
+        metrics: MetricsWriter,
+        progress: Progress,
+        end: int,
+        lr: float,
+        pending: list[tuple[int, dict]],
+        window: list[dict],
+    ) -> tuple[list[tuple[int, dict]], list[dict]]:
+        """The bookkeeping after update `loop.step` of a run of updates up to `end` (a validation).
+
+        On the steps it is due: checks the `pending` device metrics into the `window` of checked
+        ones, writes the train log line, saves a checkpoint (not at `end`: the validation saves
+        one), and stops for a pending signal. Returns (pending, window) as they are left.
+        """
+        tc = self.tc
+        due_log = loop.step % max(tc.log_every_steps, 1) == 0
+        due_ckpt = bool(tc.checkpoint_every_steps) and loop.step % tc.checkpoint_every_steps == 0
+        stop = self._stop_requested(due_log or due_ckpt) if loop.step < end else None
+        if due_log or due_ckpt or stop:
+            window += self._check(pending)
+            pending = []
+        if due_log and window:
+            self._log_train(metrics, loop.step, lr, window, progress)
+            window = []
+        if (due_ckpt or stop) and loop.step < end:
+            loop.log_window = [
+                {"step": w["step"], "loss": w["loss"].tolist(), "grad_norm": w["grad_norm"].tolist()} for w in window
+            ]
+            ckpt.save(loop.step, state, self._meta(loop, it), wait=bool(stop))
+        if stop:
+            self._interrupted(stop, loop.step)
+        return pending, window
 
     def _check(self, pending: list[tuple[int, dict]]) -> list[dict]:
         """Fetches pending step metrics; raises TrainingError at the first non-finite loss."""

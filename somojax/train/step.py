@@ -255,6 +255,21 @@ def make_train_step(
     `loop` and `stacked` recurrences run data-parallel under `shard_map`
     (`data_parallel_recurrence`); `vmap` is left to the automatic partitioner.
     """
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble mode {mode!r}: expected one of {ENSEMBLE_MODES}")
+    if mode == "stacked" and not opts.custom_vjp:
+        raise ValueError(
+            "ensemble mode 'stacked' needs the hand-written backward pass (model.backward: auto or custom)"
+        )
+    if mode == "vmap":
+        return _vmapped_step(opts, tx, shared_batches)
+    if mode == "loop":
+        return _looped_step(opts, tx, shared_batches, mesh)
+    return _stacked_step(opts, tx, shared_batches, mesh)
+
+
+def _vmapped_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool):
+    """The train step of mode "vmap" (`make_train_step`): `member_update` vmapped over members."""
 
     def vmapped(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         batch = {k: batch[k] for k in BATCH_KEYS}
@@ -265,8 +280,13 @@ def make_train_step(
         params, opt_state, loss, gnorm = upd(
             state["params"], state["opt_state"], state["rng"], batch, member_rates(lr, state)
         )
-        new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
-        return new, {"loss": loss, "grad_norm": gnorm}
+        return _next_state(state, params, opt_state), {"loss": loss, "grad_norm": gnorm}
+
+    return vmapped
+
+
+def _looped_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool, mesh: Mesh | None):
+    """The train step of mode "loop" (`make_train_step`): one loss chain per member, summed."""
 
     def looped(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         batch = {k: batch[k] for k in BATCH_KEYS}
@@ -282,13 +302,13 @@ def make_train_step(
             losses = jnp.stack(losses)
             return jnp.sum(losses), losses
 
-        (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
+        return _update_members(state, total, lr, tx)
 
-        params, opt_state, gnorm = jax.vmap(lambda p, o, g, l: _apply(p, o, g, l, tx))(
-            state["params"], state["opt_state"], grads, member_rates(lr, state)
-        )
-        new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
-        return new, {"loss": loss, "grad_norm": gnorm}
+    return looped
+
+
+def _stacked_step(opts: StepOptions, tx: optax.GradientTransformation, shared_batches: bool, mesh: Mesh | None):
+    """The train step of mode "stacked" (`make_train_step`): one recurrence loop for all members."""
 
     def stacked(state: dict, batch: dict, lr: jax.Array) -> tuple[dict, dict]:
         batch = {k: batch[k] for k in BATCH_KEYS}
@@ -306,20 +326,26 @@ def make_train_step(
             loss = jax.vmap(one, in_axes=(0, 0, 0, batch_axes(batch, shared_batches)))(params, h, keys, batch)
             return jnp.sum(loss), loss
 
-        (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
-        params, opt_state, gnorm = jax.vmap(lambda p, o, g, l: _apply(p, o, g, l, tx))(
-            state["params"], state["opt_state"], grads, member_rates(lr, state)
-        )
-        new = {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
-        return new, {"loss": loss, "grad_norm": gnorm}
+        return _update_members(state, total, lr, tx)
 
-    if mode not in ENSEMBLE_MODES:
-        raise ValueError(f"ensemble mode {mode!r}: expected one of {ENSEMBLE_MODES}")
-    if mode == "stacked" and not opts.custom_vjp:
-        raise ValueError(
-            "ensemble mode 'stacked' needs the hand-written backward pass (model.backward: auto or custom)"
-        )
-    return {"vmap": vmapped, "loop": looped, "stacked": stacked}[mode]
+    return stacked
+
+
+def _update_members(state: dict, total, lr: jax.Array, tx: optax.GradientTransformation) -> tuple[dict, dict]:
+    """The step after the gradient of `total(params) -> (Σ member losses, losses [M])`.
+
+    Clipping and Adam are vmapped over members (`_apply`). Returns (state, metrics).
+    """
+    (_, loss), grads = jax.value_and_grad(total, has_aux=True)(state["params"])
+    params, opt_state, gnorm = jax.vmap(lambda p, o, g, l: _apply(p, o, g, l, tx))(
+        state["params"], state["opt_state"], grads, member_rates(lr, state)
+    )
+    return _next_state(state, params, opt_state), {"loss": loss, "grad_norm": gnorm}
+
+
+def _next_state(state: dict, params, opt_state) -> dict:
+    """The train state after one update to `params` and `opt_state`."""
+    return {"params": params, "opt_state": opt_state, "rng": state["rng"], "step": state["step"] + 1}
 
 
 def member_rates(lr: jax.Array, state: Mapping) -> jax.Array:

@@ -105,6 +105,103 @@ def _missing_message(name: str, missing: np.ndarray, expected_n: int, source: st
     )
 
 
+def _source_text(da: xr.DataArray) -> str:
+    """The files `da` was read from, as one string for messages (at most 300 characters)."""
+    return ", ".join(map(str, da.attrs.get("source_files", [da.attrs.get("source_file", "?")])))[:300]
+
+
+def _time_step(t: np.ndarray, name: str, start: str, end: str, source: str) -> np.timedelta64:
+    """The time step of the stamps `t` (datetime64[ns]), in seconds: the most common spacing, or
+    one day for a single stamp. Raises `InputDataError` when `t` is empty."""
+    dt = _step(t.astype("datetime64[s]"))
+    if dt is None:
+        dt = np.timedelta64(86400, "s") if t.size == 1 else None
+    if dt is None:
+        raise InputDataError(
+            f"{name}: no time step in {start}..{end} in {source}"
+            + (" (the files hold none of the forcing period)" if t.size == 0 else "")
+        )
+    return dt
+
+
+def _pick_days(da: xr.DataArray, idx: np.ndarray, days: np.ndarray) -> xr.DataArray:
+    """The time steps `idx` of `da`, restamped with `days` (one per day)."""
+    return da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
+
+
+def _from_daily_file(da: xr.DataArray, t: np.ndarray, days: np.ndarray, name: str, source: str) -> xr.DataArray:
+    """`days` taken from a daily file (stamps `t` at 00:00 or 12:00); raises `InputDataError`
+    naming the days missing."""
+    tday = t.astype("datetime64[D]").astype("datetime64[ns]")
+    idx = pd.Index(tday).get_indexer(days)
+    if (idx < 0).any():
+        raise InputDataError(
+            _missing_message(
+                name, days[idx < 0], days.size, source, " Extend the ERA5 files to cover the forcing period."
+            )
+        )
+    return _pick_days(da, idx, days)
+
+
+def _from_since_00utc(da: xr.DataArray, t: np.ndarray, days: np.ndarray, name: str, source: str) -> xr.DataArray:
+    """Day totals of a running total since 00 UTC: the value stamped D+1 00:00 is the total of
+    day D. Raises `InputDataError` naming the stamps missing."""
+    need = days + DAY
+    idx = pd.Index(t).get_indexer(need)
+    if (idx < 0).any():
+        raise InputDataError(
+            _missing_message(
+                name, need[idx < 0], days.size, source, " (accumulated since 00 UTC: day D needs D+1 00:00)"
+            )
+        )
+    return _pick_days(da, idx, days)
+
+
+def _sub_daily_steps(
+    da: xr.DataArray, t: np.ndarray, days: np.ndarray, dt: np.timedelta64, name: str, source: str, accumulated: bool
+) -> xr.DataArray:
+    """The `days.size * n` steps of `da` that make up `days` (n steps of `dt` per day; for an
+    accumulation the steps ending D 01:00 ... D+1 00:00), in order along time. Raises
+    `InputDataError` for an accumulation that is not hourly and for steps missing."""
+    dt_s = int(dt / np.timedelta64(1, "s"))
+    n = 86400 // dt_s
+    if accumulated and dt_s != 3600:
+        raise InputDataError(
+            f"{name}: accumulated variables need hourly data (each value the amount of the preceding hour) "
+            f"or daily totals; found a {dt_s / 3600:g}-hourly step in {source}. Request all 24 hours from the CDS."
+        )
+    first = days[0] + (dt if accumulated else np.timedelta64(0, "s"))
+    need = first + np.arange(days.size * n) * dt.astype("timedelta64[ns]")
+    idx = pd.Index(t).get_indexer(need)
+    if (idx < 0).any():
+        hint = (
+            " The accumulation of the last hour of day D is stamped D+1 00:00; include that step."
+            if accumulated
+            else ""
+        )
+        raise InputDataError(_missing_message(name, need[idx < 0], days.size * n, source, hint))
+    i0 = int(idx[0])
+    contiguous = bool(np.all(np.diff(idx) == 1))
+    return da.isel({C.TIME: slice(i0, i0 + days.size * n)}) if contiguous else da.isel({C.TIME: idx})
+
+
+def _aggregate_days(
+    sel: xr.DataArray, n: int, days: np.ndarray, accumulated: bool, days_per_chunk: int | None
+) -> xr.DataArray:
+    """(day·n, ...) steps `sel` -> (day, ...) day totals (`accumulated`) or means, stamped `days`.
+    A dask `sel` is rechunked to `days_per_chunk` days (default ~100 MB) per chunk first."""
+    nd = days.size
+    if hasattr(sel.data, "dask"):
+        per_day = int(np.prod([sel.sizes[d] for d in sel.dims if d != C.TIME])) * 4 * n
+        k = days_per_chunk or max(1, int(96e6 // max(per_day, 1)))
+        sel = sel.chunk({C.TIME: n * min(k, nd)})
+    sel = sel.drop_vars(C.TIME)
+    # strict reductions: a missing step makes the day NaN
+    per = sel.coarsen({C.TIME: n}, boundary="exact").construct({C.TIME: (C.TIME, "_step")})
+    out = per.sum("_step", skipna=False) if accumulated else per.mean("_step", skipna=False)
+    return out.assign_coords({C.TIME: days})
+
+
 def daily(
     da: xr.DataArray,
     name: str,
@@ -128,74 +225,23 @@ def daily(
       (time, ...) with one value per day stamped at 00:00 UTC. Every needed time step must be
       present; otherwise `InputDataError` names the missing ones.
     """
-    source = ", ".join(map(str, da.attrs.get("source_files", [da.attrs.get("source_file", "?")])))[:300]
+    source = _source_text(da)
     t = da[C.TIME].values.astype("datetime64[ns]")
     days = pd.date_range(start, end, freq="D").values.astype("datetime64[ns]")
-    nd = days.size
-    dt = _step(t.astype("datetime64[s]"))
-    if dt is None:
-        dt = np.timedelta64(86400, "s") if t.size == 1 else None
-    if dt is None:
-        raise InputDataError(
-            f"{name}: no time step in {start}..{end} in {source}"
-            + (" (the files hold none of the forcing period)" if t.size == 0 else "")
-        )
+    dt = _time_step(t, name, start, end, source)
     dt_s = int(dt / np.timedelta64(1, "s"))
-    attrs = {"source_files": da.attrs.get("source_files", [])}
-    if dt_s == 86400:  # daily file: a value per day (stamped 00:00 or 12:00)
-        tday = t.astype("datetime64[D]").astype("datetime64[ns]")
-        idx = pd.Index(tday).get_indexer(days)
-        if (idx < 0).any():
-            raise InputDataError(
-                _missing_message(name, days[idx < 0], nd, source, " Extend the ERA5 files to cover the forcing period.")
-            )
-        out = da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
-        out.attrs = attrs
-        return out
-    if 86400 % dt_s != 0:
+    if dt_s == 86400:
+        out = _from_daily_file(da, t, days, name, source)
+    elif 86400 % dt_s != 0:
         raise InputDataError(
             f"{name}: time step {dt_s / 3600:g} h does not divide a day; use hourly or daily ERA5 ({source})"
         )
-    n = 86400 // dt_s
-    if accumulated and accumulation == "since_00utc":
-        # running total since 00 UTC: the value stamped D+1 00:00 is the total of day D
-        need = days + DAY
-        idx = pd.Index(t).get_indexer(need)
-        if (idx < 0).any():
-            raise InputDataError(
-                _missing_message(name, need[idx < 0], nd, source, " (accumulated since 00 UTC: day D needs D+1 00:00)")
-            )
-        out = da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
-        out.attrs = attrs
-        return out
-    if accumulated and dt_s != 3600:
-        raise InputDataError(
-            f"{name}: accumulated variables need hourly data (each value the amount of the preceding hour) "
-            f"or daily totals; found a {dt_s / 3600:g}-hourly step in {source}. Request all 24 hours from the CDS."
-        )
-    first = days[0] + (dt if accumulated else np.timedelta64(0, "s"))
-    need = first + np.arange(nd * n) * dt.astype("timedelta64[ns]")
-    idx = pd.Index(t).get_indexer(need)
-    if (idx < 0).any():
-        hint = (
-            " The accumulation of the last hour of day D is stamped D+1 00:00; include that step."
-            if accumulated
-            else ""
-        )
-        raise InputDataError(_missing_message(name, need[idx < 0], nd * n, source, hint))
-    i0 = int(idx[0])
-    contiguous = bool(np.all(np.diff(idx) == 1))
-    sel = da.isel({C.TIME: slice(i0, i0 + nd * n)}) if contiguous else da.isel({C.TIME: idx})
-    if hasattr(sel.data, "dask"):
-        per_day = int(np.prod([sel.sizes[d] for d in sel.dims if d != C.TIME])) * 4 * n
-        k = days_per_chunk or max(1, int(96e6 // max(per_day, 1)))
-        sel = sel.chunk({C.TIME: n * min(k, nd)})
-    sel = sel.drop_vars(C.TIME)
-    # (day·n, ...) -> (day, n, ...); strict reductions: a missing step makes the day NaN
-    per = sel.coarsen({C.TIME: n}, boundary="exact").construct({C.TIME: (C.TIME, "_step")})
-    out = per.sum("_step", skipna=False) if accumulated else per.mean("_step", skipna=False)
-    out = out.assign_coords({C.TIME: days})
-    out.attrs = attrs
+    elif accumulated and accumulation == "since_00utc":
+        out = _from_since_00utc(da, t, days, name, source)
+    else:
+        sel = _sub_daily_steps(da, t, days, dt, name, source, accumulated)
+        out = _aggregate_days(sel, 86400 // dt_s, days, accumulated, days_per_chunk)
+    out.attrs = {"source_files": da.attrs.get("source_files", [])}
     return out
 
 

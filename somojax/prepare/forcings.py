@@ -17,7 +17,7 @@ total is the value stamped D+1 00:00) is supported with `accumulation="since_00u
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -340,6 +340,93 @@ def region_bbox(lat_range: Sequence[float], lon_range: Sequence[float]) -> tuple
     return float(lat_range[0]), float(lat_range[1]), float(lon_range[0]), float(lon_range[1])
 
 
+# which ERA5 variables each dynamic input is built from
+_INPUT_SOURCES: dict[str, tuple[str, ...]] = {
+    "log_tp": ("tp",),
+    "t2m": ("t2m",),
+    "snr": ("ssr", "str"),
+    "ssrd": ("ssrd",),
+    "q": ("d2m", "sp"),
+    "skt": ("skt",),
+}
+
+
+def _check_era5(era5: Mapping[str, xr.DataArray], inputs: Sequence[str]) -> None:
+    """Raises `InputDataError` for an input somojax does not build or an ERA5 variable that is not
+    on a latitude/longitude grid."""
+    unknown = [v for v in inputs if v not in _INPUT_SOURCES]
+    if unknown:
+        raise InputDataError(f"data.dynamic_inputs: unknown input(s) {unknown}; somojax builds {list(_INPUT_SOURCES)}")
+    for v, da in era5.items():
+        if C.LAT not in da.dims or C.LON not in da.dims:
+            raise InputDataError(
+                f"ERA5 {v} in {da.attrs.get('source_files')} has dims {da.dims}, not a latitude/longitude grid; "
+                "forcings need gridded ERA5 (a 0.25° latitude/longitude grid)"
+            )
+
+
+def _dynamic_input(
+    v: str,
+    era5: Mapping[str, xr.DataArray],
+    day: Callable[[str], xr.DataArray],
+    cells: Callable[[xr.DataArray, str], xr.DataArray],
+    start: str,
+    end: str,
+) -> xr.DataArray:
+    """Dynamic input `v` (time, latitude, longitude), float32 with its CF attrs; `day(name)` gives
+    the daily values of an ERA5 variable and `cells(da, name)` puts them on the cell centres."""
+    if v == "log_tp":
+        x = log_precip(cells(day("tp"), "tp") * MM_PER_M)
+    elif v == "t2m" or v == "skt":
+        x = cells(day(v), v)
+    elif v == "snr":
+        x = cells(net_radiation_mj(day("ssr"), day("str")), "ssr+str")
+    elif v == "ssrd":
+        x = cells(day("ssrd"), "ssrd") / J_PER_MJ
+    elif v == "q":
+        # humidity is nonlinear in d2m and sp: computed per time step before the daily mean
+        d2m, sp = xr.align(era5["d2m"], era5["sp"], join="inner")
+        qh = specific_humidity(d2m, sp)
+        qh.attrs = {
+            "source_files": list(era5["d2m"].attrs.get("source_files", []))
+            + list(era5["sp"].attrs.get("source_files", []))
+        }
+        x = cells(daily(qh, "q (from d2m and sp)", start, end, accumulated=False), "q")
+    return x.astype(np.float32).assign_attrs(cf_attrs(v))
+
+
+def _sm_era5(day: Callable[[str], xr.DataArray], cells: Callable[[xr.DataArray, str], xr.DataArray]) -> xr.DataArray:
+    """ERA5 soil moisture on the target layers (layer, time, latitude, longitude), float32 with its
+    CF attrs: swvl1..3 (daily, on the cell centres) weighted per `era5_layer_weights`."""
+    sm = {k: cells(day(k), k) for k in C.ERA5_SM_VARS}
+    layers = []
+    for layer, w in era5_layer_weights().items():
+        layers.append(sum(wk * sm[k] for k, wk in w.items()))
+    out = (
+        xr.concat(layers, dim=C.LAYER)
+        .assign_coords({C.LAYER: np.array(C.LAYERS, dtype=object)})
+        .transpose(C.LAYER, C.TIME, C.LAT, C.LON)
+        .astype(np.float32)
+        .assign_attrs(cf_attrs(C.SM_ERA5))
+    )
+    out.attrs["layer_weights"] = str(C.ERA5_TO_TARGET_WEIGHTS)
+    return out
+
+
+def _forcings_dataset(out: Mapping[str, xr.DataArray], accumulation: Accumulation) -> xr.Dataset:
+    """The variables `out` as one dataset, with the grid's coordinate attrs and the dataset attrs
+    recording the accumulation convention and the grid handling."""
+    ds = xr.Dataset(out)
+    attrs = grid_coord_attrs()
+    for d in (C.LAT, C.LON, C.LAYER):
+        if d in ds.coords:
+            ds[d].attrs.update(attrs[d])
+    ds[C.TIME].attrs.update({"long_name": "UTC day", "standard_name": "time"})
+    ds.attrs["era5_accumulation_convention"] = accumulation
+    ds.attrs["era5_grid_handling"] = "ERA5 points on multiples of 0.25 deg averaged (4 points) to 0.25 deg cell centres"
+    return ds
+
+
 def build_forcings(
     era5: Mapping[str, xr.DataArray],
     start: str,
@@ -362,72 +449,18 @@ def build_forcings(
       with_sm: also build `sm_era5` from swvl1..3.
     """
     lats, lons = region_cells(lat_range, lon_range)
-    need = {
-        "log_tp": ("tp",),
-        "t2m": ("t2m",),
-        "snr": ("ssr", "str"),
-        "ssrd": ("ssrd",),
-        "q": ("d2m", "sp"),
-        "skt": ("skt",),
-    }
-    unknown = [v for v in inputs if v not in need]
-    if unknown:
-        raise InputDataError(f"data.dynamic_inputs: unknown input(s) {unknown}; somojax builds {list(need)}")
-    for v, da in era5.items():
-        if C.LAT not in da.dims or C.LON not in da.dims:
-            raise InputDataError(
-                f"ERA5 {v} in {da.attrs.get('source_files')} has dims {da.dims}, not a latitude/longitude grid; "
-                "forcings need gridded ERA5 (a 0.25° latitude/longitude grid)"
-            )
+    _check_era5(era5, inputs)
 
-    def day(name: str, da: xr.DataArray | None = None) -> xr.DataArray:
-        src = era5[name] if da is None else da
-        return daily(src, name, start, end, accumulated=name in ACCUMULATED, accumulation=accumulation)
+    def day(name: str) -> xr.DataArray:
+        return daily(era5[name], name, start, end, accumulated=name in ACCUMULATED, accumulation=accumulation)
 
     def cells(da: xr.DataArray, name: str) -> xr.DataArray:
         return to_cell_centres(da, lats, lons, f"ERA5 {name} ({', '.join(map(str, era5_files(era5, name)))[:200]})")
 
-    out: dict[str, xr.DataArray] = {}
-    for v in inputs:
-        if v == "log_tp":
-            x = log_precip(cells(day("tp"), "tp") * MM_PER_M)
-        elif v == "t2m" or v == "skt":
-            x = cells(day(v), v)
-        elif v == "snr":
-            x = cells(net_radiation_mj(day("ssr"), day("str")), "ssr+str")
-        elif v == "ssrd":
-            x = cells(day("ssrd"), "ssrd") / J_PER_MJ
-        elif v == "q":
-            d2m, sp = xr.align(era5["d2m"], era5["sp"], join="inner")
-            qh = specific_humidity(d2m, sp)
-            qh.attrs = {
-                "source_files": list(era5["d2m"].attrs.get("source_files", []))
-                + list(era5["sp"].attrs.get("source_files", []))
-            }
-            x = cells(daily(qh, "q (from d2m and sp)", start, end, accumulated=False), "q")
-        out[v] = x.astype(np.float32).assign_attrs(cf_attrs(v))
+    out = {v: _dynamic_input(v, era5, day, cells, start, end) for v in inputs}
     if with_sm:
-        sm = {k: cells(day(k), k) for k in C.ERA5_SM_VARS}
-        layers = []
-        for layer, w in era5_layer_weights().items():
-            layers.append(sum(wk * sm[k] for k, wk in w.items()))
-        out[C.SM_ERA5] = (
-            xr.concat(layers, dim=C.LAYER)
-            .assign_coords({C.LAYER: np.array(C.LAYERS, dtype=object)})
-            .transpose(C.LAYER, C.TIME, C.LAT, C.LON)
-            .astype(np.float32)
-            .assign_attrs(cf_attrs(C.SM_ERA5))
-        )
-        out[C.SM_ERA5].attrs["layer_weights"] = str(C.ERA5_TO_TARGET_WEIGHTS)
-    ds = xr.Dataset(out)
-    attrs = grid_coord_attrs()
-    for d in (C.LAT, C.LON, C.LAYER):
-        if d in ds.coords:
-            ds[d].attrs.update(attrs[d])
-    ds[C.TIME].attrs.update({"long_name": "UTC day", "standard_name": "time"})
-    ds.attrs["era5_accumulation_convention"] = accumulation
-    ds.attrs["era5_grid_handling"] = "ERA5 points on multiples of 0.25 deg averaged (4 points) to 0.25 deg cell centres"
-    return ds
+        out[C.SM_ERA5] = _sm_era5(day, cells)
+    return _forcings_dataset(out, accumulation)
 
 
 def era5_files(era5: Mapping[str, xr.DataArray], name: str) -> list[str]:

@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 import textwrap
-from typing import Sequence
+from typing import Callable, Sequence
 
 from somojax import __version__
 from somojax.errors import SomojaxError, describe_os_error, writing
@@ -108,20 +108,11 @@ def _window_text(argv: Sequence[str]) -> str:
     )
 
 
-def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    epilog = "commands:\n" + "\n".join(f"  {k:<13} {v}" for k, v in COMMANDS.items())
-    p = argparse.ArgumentParser(
-        prog="somojax",
-        description="Global daily soil moisture from in-situ data: SoMo.ml's EA-LSTM ensemble in JAX.",
-        epilog=epilog
-        + "\n\n"
-        + _settings_text(SETTINGS)
-        + "\n\nRun `somojax <command> --help` for the options of a command.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--version", action="version", version=f"somojax {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="<command>")
+_AddCommand = Callable[..., argparse.ArgumentParser]
 
+
+def _common_options() -> argparse.ArgumentParser:
+    """The parent parser of every command: -c/--config, the section.key=value overrides, --debug."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-c",
@@ -136,22 +127,11 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="override config values, e.g. train.members=3 model.hidden_size=64",
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    return common
 
-    asks_help = "-h" in argv or "--help" in argv
-    window = _window_text(argv) if asks_help and "predict" in argv else "model.seq_length days"
 
-    def add(name: str, **kw) -> argparse.ArgumentParser:
-        if name in SETTINGS_OF:
-            kw["epilog"] = _settings_text(SETTINGS_OF[name])
-        return sub.add_parser(
-            name,
-            parents=[common],
-            help=COMMANDS[name],
-            description=COMMANDS[name] + ". " + DETAILS[name].format(window=window),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            **kw,
-        )
-
+def _add_data_commands(add: _AddCommand) -> None:
+    """Adds the data stages synth and prepare through `add(name, **kw)` (returns the subparser)."""
     add("synth")
     sp = add("prepare")
     sp.add_argument(
@@ -160,6 +140,10 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="run the dask graphs on a cluster: local[:N] (N worker processes here), HOST:PORT, a scheduler file "
         "(*.json), slurm:N (dask-jobqueue); needs somojax[cluster]. Default: threads in this process",
     )
+
+
+def _add_model_commands(add: _AddCommand) -> None:
+    """Adds the model stages train, predict, export, evaluate through `add(name, **kw)`."""
     sp = add("train")
     sp.add_argument("--layers", nargs="+", default=None, help="layers to train (default: train.layers)")
     sp.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start over")
@@ -168,6 +152,10 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sp.add_argument("--fresh", action="store_true", help="discard an unfinished prediction store and start over")
     add("export")
     add("evaluate")
+
+
+def _add_tool_commands(add: _AddCommand) -> None:
+    """Adds the tools import-torch, bench, run (all stages), plan through `add(name, **kw)`."""
     sp = add("import-torch")
     sp.add_argument(
         "--state-dict",
@@ -206,6 +194,41 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sp.add_argument(
         "--device-gflops", type=float, default=None, help="float32 matmul GFLOP/s of a device without a measured rate"
     )
+
+
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The somojax argument parser; `argv` only decides how much the help of predict spells out."""
+    epilog = "commands:\n" + "\n".join(f"  {k:<13} {v}" for k, v in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="somojax",
+        description="Global daily soil moisture from in-situ data: SoMo.ml's EA-LSTM ensemble in JAX.",
+        epilog=epilog
+        + "\n\n"
+        + _settings_text(SETTINGS)
+        + "\n\nRun `somojax <command> --help` for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"somojax {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="<command>")
+    common = _common_options()
+    asks_help = "-h" in argv or "--help" in argv
+    window = _window_text(argv) if asks_help and "predict" in argv else "model.seq_length days"
+
+    def add(name: str, **kw) -> argparse.ArgumentParser:
+        if name in SETTINGS_OF:
+            kw["epilog"] = _settings_text(SETTINGS_OF[name])
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=COMMANDS[name],
+            description=COMMANDS[name] + ". " + DETAILS[name].format(window=window),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
+        )
+
+    _add_data_commands(add)
+    _add_model_commands(add)
+    _add_tool_commands(add)
     return p
 
 

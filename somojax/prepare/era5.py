@@ -303,6 +303,107 @@ def _chunk(da: xr.DataArray, target_bytes: float = 96e6) -> xr.DataArray:
     return da.chunk({C.TIME: min(n, da.sizes[C.TIME])})
 
 
+def _crop_period(da: xr.DataArray, period: tuple[str, str]) -> xr.DataArray | None:
+    """The time steps of `da` (with a non-empty time axis) that the UTC days `period` need, up to
+    the next day's 00:00; None when it holds none of them."""
+    t0 = np.datetime64(pd.Timestamp(period[0]).normalize().to_datetime64(), "ns")
+    t1 = np.datetime64(pd.Timestamp(period[1]).normalize().to_datetime64(), "ns") + np.timedelta64(1, "D")
+    tv = da[C.TIME].values.astype("datetime64[ns]")
+    keep = np.nonzero((tv >= t0) & (tv <= t1))[0]
+    if keep.size == 0:
+        return None
+    contiguous = keep[-1] - keep[0] + 1 == keep.size
+    return da.isel({C.TIME: slice(int(keep[0]), int(keep[-1]) + 1) if contiguous else keep})
+
+
+def _crop_box(da: xr.DataArray, bbox: tuple[float, float, float, float]) -> xr.DataArray:
+    """`da` (on a latitude/longitude grid) cut to bbox (south, north, west, east)."""
+    s, n, w, e = bbox
+    da = da.sel({C.LAT: slice(s - 1e-6, n + 1e-6)})
+    if -180.0 < w and e < 180.0:  # a box touching ±180 needs the wrapped points too
+        da = da.sel({C.LON: slice(w - 1e-6, e + 1e-6)})
+    return da
+
+
+def _check_grid(v: str, da: xr.DataArray, f: str, grids: dict[str, tuple[np.ndarray, np.ndarray, str]]) -> None:
+    """Records the first grid of variable `v` (from file `f`) in `grids`; raises `InputDataError`
+    when a later file's grid differs."""
+    if v in grids:
+        la, lo, f0 = grids[v]
+        if (
+            la.shape != da[C.LAT].shape
+            or lo.shape != da[C.LON].shape
+            or not (np.allclose(la, da[C.LAT].values) and np.allclose(lo, da[C.LON].values))
+        ):
+            raise InputDataError(
+                f"{v}: files {f0} and {f} have different latitude/longitude grids; use one grid for all ERA5 files"
+            )
+    else:
+        grids[v] = (da[C.LAT].values, da[C.LON].values, f)
+
+
+def _read_pieces(
+    files: Sequence[str],
+    want: set[str],
+    bbox: tuple[float, float, float, float] | None,
+    period: tuple[str, str] | None,
+    stated_units: Mapping[str, str] | None,
+) -> dict[str, list[xr.DataArray]]:
+    """{short name: one cropped DataArray per file holding it}, in file order. A variable no file
+    holds any of `period` of gets one empty piece, so the daily builder names the missing days."""
+    pieces: dict[str, list[xr.DataArray]] = {}
+    empty: dict[str, xr.DataArray] = {}
+    grids: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
+    for f in files:
+        ds = open_file(f, stated_units)
+        for v in ds.data_vars:
+            if v not in want:
+                continue
+            da = ds[v]
+            if period is not None and C.TIME in da.dims and da.sizes[C.TIME] > 0:
+                cropped = _crop_period(da, period)
+                if cropped is None:
+                    empty.setdefault(v, da.isel({C.TIME: slice(0, 0)}))
+                    continue
+                da = cropped
+            if bbox is not None and C.LAT in da.dims:
+                da = _crop_box(da, bbox)
+            if C.LAT in da.dims:
+                _check_grid(v, da, f, grids)
+            pieces.setdefault(v, []).append(da)
+    for v, da in empty.items():
+        pieces.setdefault(v, [da])
+    return pieces
+
+
+def _join_pieces(v: str, parts: list[xr.DataArray]) -> xr.DataArray:
+    """The pieces of variable `v` as one DataArray, in time order, with `attrs["source_files"]` and
+    (with a time axis) `attrs["file_steps"]`; raises `InputDataError` when the files overlap."""
+    if C.TIME in parts[0].dims:
+        parts = sorted(parts, key=lambda p: p[C.TIME].values[0] if p[C.TIME].size else np.datetime64("NaT"))
+    srcs = [p.attrs.get("source_file", "?") for p in parts]
+    steps = [int(p.sizes[C.TIME]) for p in parts] if C.TIME in parts[0].dims else None
+    if C.TIME in parts[0].dims:
+        parts = [_chunk(p) for p in parts]
+        da = xr.concat(parts, dim=C.TIME, join="exact", combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
+        t = da[C.TIME].values
+        if t.size > 1:
+            dup = t[1:] == t[:-1]
+            if dup.any() or np.any(t[1:] < t[:-1]):
+                first = t[1:][dup][0] if dup.any() else t[1:][t[1:] < t[:-1]][0]
+                raise InputDataError(
+                    f"{v}: the files {srcs} overlap in time (e.g. {np.datetime_as_string(first, 'h')} appears twice); "
+                    "pass each period once"
+                )
+    else:
+        da = parts[0]
+    da = da.copy()
+    da.attrs["source_files"] = srcs
+    if steps is not None:
+        da.attrs["file_steps"] = steps
+    return da
+
+
 def read_era5(
     paths: Sequence[str | os.PathLike],
     variables: Iterable[str] | None = None,
@@ -331,77 +432,8 @@ def read_era5(
     """
     files = expand_paths(paths, what)
     want = set(variables) if variables is not None else set(KNOWN)
-    pieces: dict[str, list[xr.DataArray]] = {}
-    empty: dict[str, xr.DataArray] = {}
-    grids: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
-    for f in files:
-        ds = open_file(f, stated_units)
-        for v in ds.data_vars:
-            if v not in want:
-                continue
-            da = ds[v]
-            if period is not None and C.TIME in da.dims and da.sizes[C.TIME] > 0:
-                t0 = np.datetime64(pd.Timestamp(period[0]).normalize().to_datetime64(), "ns")
-                t1 = np.datetime64(pd.Timestamp(period[1]).normalize().to_datetime64(), "ns") + np.timedelta64(1, "D")
-                tv = da[C.TIME].values.astype("datetime64[ns]")
-                keep = np.nonzero((tv >= t0) & (tv <= t1))[0]
-                if keep.size == 0:  # kept empty: the daily builder then names the missing days
-                    empty.setdefault(v, da.isel({C.TIME: slice(0, 0)}))
-                    continue
-                contiguous = keep[-1] - keep[0] + 1 == keep.size
-                da = da.isel({C.TIME: slice(int(keep[0]), int(keep[-1]) + 1) if contiguous else keep})
-            if bbox is not None and C.LAT in da.dims:
-                s, n, w, e = bbox
-                da = da.sel({C.LAT: slice(s - 1e-6, n + 1e-6)})
-                if -180.0 < w and e < 180.0:  # a box touching ±180 needs the wrapped points too
-                    da = da.sel({C.LON: slice(w - 1e-6, e + 1e-6)})
-            if C.LAT in da.dims:
-                key = v
-                if key in grids:
-                    la, lo, f0 = grids[key]
-                    if (
-                        la.shape != da[C.LAT].shape
-                        or lo.shape != da[C.LON].shape
-                        or not (np.allclose(la, da[C.LAT].values) and np.allclose(lo, da[C.LON].values))
-                    ):
-                        raise InputDataError(
-                            f"{v}: files {f0} and {f} have different latitude/longitude grids; use one grid for all ERA5 files"
-                        )
-                else:
-                    grids[key] = (da[C.LAT].values, da[C.LON].values, f)
-            pieces.setdefault(v, []).append(da)
-    for v, da in empty.items():
-        pieces.setdefault(v, [da])
-    out: dict[str, xr.DataArray] = {}
-    for v, parts in pieces.items():
-        if C.TIME in parts[0].dims:
-            parts = sorted(parts, key=lambda p: p[C.TIME].values[0] if p[C.TIME].size else np.datetime64("NaT"))
-        srcs = [p.attrs.get("source_file", "?") for p in parts]
-        steps = [int(p.sizes[C.TIME]) for p in parts] if C.TIME in parts[0].dims else None
-        if C.TIME in parts[0].dims:
-            parts = [_chunk(p) for p in parts]
-            da = (
-                xr.concat(parts, dim=C.TIME, join="exact", combine_attrs="drop_conflicts")
-                if len(parts) > 1
-                else parts[0]
-            )
-            t = da[C.TIME].values
-            if t.size > 1:
-                dup = t[1:] == t[:-1]
-                if dup.any() or np.any(t[1:] < t[:-1]):
-                    first = t[1:][dup][0] if dup.any() else t[1:][t[1:] < t[:-1]][0]
-                    raise InputDataError(
-                        f"{v}: the files {srcs} overlap in time (e.g. {np.datetime_as_string(first, 'h')} appears twice); "
-                        "pass each period once"
-                    )
-        else:
-            da = parts[0]
-        da = da.copy()
-        da.attrs["source_files"] = srcs
-        if steps is not None:
-            da.attrs["file_steps"] = steps
-        out[v] = da
-    return out
+    pieces = _read_pieces(files, want, bbox, period, stated_units)
+    return {v: _join_pieces(v, parts) for v, parts in pieces.items()}
 
 
 def require(

@@ -17,7 +17,7 @@ total is the value stamped D+1 00:00) is supported with `accumulation="since_00u
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -105,6 +105,103 @@ def _missing_message(name: str, missing: np.ndarray, expected_n: int, source: st
     )
 
 
+def _source_text(da: xr.DataArray) -> str:
+    """The files `da` was read from, as one string for messages (at most 300 characters)."""
+    return ", ".join(map(str, da.attrs.get("source_files", [da.attrs.get("source_file", "?")])))[:300]
+
+
+def _time_step(t: np.ndarray, name: str, start: str, end: str, source: str) -> np.timedelta64:
+    """The time step of the stamps `t` (datetime64[ns]), in seconds: the most common spacing, or
+    one day for a single stamp. Raises `InputDataError` when `t` is empty."""
+    dt = _step(t.astype("datetime64[s]"))
+    if dt is None:
+        dt = np.timedelta64(86400, "s") if t.size == 1 else None
+    if dt is None:
+        raise InputDataError(
+            f"{name}: no time step in {start}..{end} in {source}"
+            + (" (the files hold none of the forcing period)" if t.size == 0 else "")
+        )
+    return dt
+
+
+def _pick_days(da: xr.DataArray, idx: np.ndarray, days: np.ndarray) -> xr.DataArray:
+    """The time steps `idx` of `da`, restamped with `days` (one per day)."""
+    return da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
+
+
+def _from_daily_file(da: xr.DataArray, t: np.ndarray, days: np.ndarray, name: str, source: str) -> xr.DataArray:
+    """`days` taken from a daily file (stamps `t` at 00:00 or 12:00); raises `InputDataError`
+    naming the days missing."""
+    tday = t.astype("datetime64[D]").astype("datetime64[ns]")
+    idx = pd.Index(tday).get_indexer(days)
+    if (idx < 0).any():
+        raise InputDataError(
+            _missing_message(
+                name, days[idx < 0], days.size, source, " Extend the ERA5 files to cover the forcing period."
+            )
+        )
+    return _pick_days(da, idx, days)
+
+
+def _from_since_00utc(da: xr.DataArray, t: np.ndarray, days: np.ndarray, name: str, source: str) -> xr.DataArray:
+    """Day totals of a running total since 00 UTC: the value stamped D+1 00:00 is the total of
+    day D. Raises `InputDataError` naming the stamps missing."""
+    need = days + DAY
+    idx = pd.Index(t).get_indexer(need)
+    if (idx < 0).any():
+        raise InputDataError(
+            _missing_message(
+                name, need[idx < 0], days.size, source, " (accumulated since 00 UTC: day D needs D+1 00:00)"
+            )
+        )
+    return _pick_days(da, idx, days)
+
+
+def _sub_daily_steps(
+    da: xr.DataArray, t: np.ndarray, days: np.ndarray, dt: np.timedelta64, name: str, source: str, accumulated: bool
+) -> xr.DataArray:
+    """The `days.size * n` steps of `da` that make up `days` (n steps of `dt` per day; for an
+    accumulation the steps ending D 01:00 ... D+1 00:00), in order along time. Raises
+    `InputDataError` for an accumulation that is not hourly and for steps missing."""
+    dt_s = int(dt / np.timedelta64(1, "s"))
+    n = 86400 // dt_s
+    if accumulated and dt_s != 3600:
+        raise InputDataError(
+            f"{name}: accumulated variables need hourly data (each value the amount of the preceding hour) "
+            f"or daily totals; found a {dt_s / 3600:g}-hourly step in {source}. Request all 24 hours from the CDS."
+        )
+    first = days[0] + (dt if accumulated else np.timedelta64(0, "s"))
+    need = first + np.arange(days.size * n) * dt.astype("timedelta64[ns]")
+    idx = pd.Index(t).get_indexer(need)
+    if (idx < 0).any():
+        hint = (
+            " The accumulation of the last hour of day D is stamped D+1 00:00; include that step."
+            if accumulated
+            else ""
+        )
+        raise InputDataError(_missing_message(name, need[idx < 0], days.size * n, source, hint))
+    i0 = int(idx[0])
+    contiguous = bool(np.all(np.diff(idx) == 1))
+    return da.isel({C.TIME: slice(i0, i0 + days.size * n)}) if contiguous else da.isel({C.TIME: idx})
+
+
+def _aggregate_days(
+    sel: xr.DataArray, n: int, days: np.ndarray, accumulated: bool, days_per_chunk: int | None
+) -> xr.DataArray:
+    """(day·n, ...) steps `sel` -> (day, ...) day totals (`accumulated`) or means, stamped `days`.
+    A dask `sel` is rechunked to `days_per_chunk` days (default ~100 MB) per chunk first."""
+    nd = days.size
+    if hasattr(sel.data, "dask"):
+        per_day = int(np.prod([sel.sizes[d] for d in sel.dims if d != C.TIME])) * 4 * n
+        k = days_per_chunk or max(1, int(96e6 // max(per_day, 1)))
+        sel = sel.chunk({C.TIME: n * min(k, nd)})
+    sel = sel.drop_vars(C.TIME)
+    # strict reductions: a missing step makes the day NaN
+    per = sel.coarsen({C.TIME: n}, boundary="exact").construct({C.TIME: (C.TIME, "_step")})
+    out = per.sum("_step", skipna=False) if accumulated else per.mean("_step", skipna=False)
+    return out.assign_coords({C.TIME: days})
+
+
 def daily(
     da: xr.DataArray,
     name: str,
@@ -128,74 +225,23 @@ def daily(
       (time, ...) with one value per day stamped at 00:00 UTC. Every needed time step must be
       present; otherwise `InputDataError` names the missing ones.
     """
-    source = ", ".join(map(str, da.attrs.get("source_files", [da.attrs.get("source_file", "?")])))[:300]
+    source = _source_text(da)
     t = da[C.TIME].values.astype("datetime64[ns]")
     days = pd.date_range(start, end, freq="D").values.astype("datetime64[ns]")
-    nd = days.size
-    dt = _step(t.astype("datetime64[s]"))
-    if dt is None:
-        dt = np.timedelta64(86400, "s") if t.size == 1 else None
-    if dt is None:
-        raise InputDataError(
-            f"{name}: no time step in {start}..{end} in {source}"
-            + (" (the files hold none of the forcing period)" if t.size == 0 else "")
-        )
+    dt = _time_step(t, name, start, end, source)
     dt_s = int(dt / np.timedelta64(1, "s"))
-    attrs = {"source_files": da.attrs.get("source_files", [])}
-    if dt_s == 86400:  # daily file: a value per day (stamped 00:00 or 12:00)
-        tday = t.astype("datetime64[D]").astype("datetime64[ns]")
-        idx = pd.Index(tday).get_indexer(days)
-        if (idx < 0).any():
-            raise InputDataError(
-                _missing_message(name, days[idx < 0], nd, source, " Extend the ERA5 files to cover the forcing period.")
-            )
-        out = da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
-        out.attrs = attrs
-        return out
-    if 86400 % dt_s != 0:
+    if dt_s == 86400:
+        out = _from_daily_file(da, t, days, name, source)
+    elif 86400 % dt_s != 0:
         raise InputDataError(
             f"{name}: time step {dt_s / 3600:g} h does not divide a day; use hourly or daily ERA5 ({source})"
         )
-    n = 86400 // dt_s
-    if accumulated and accumulation == "since_00utc":
-        # running total since 00 UTC: the value stamped D+1 00:00 is the total of day D
-        need = days + DAY
-        idx = pd.Index(t).get_indexer(need)
-        if (idx < 0).any():
-            raise InputDataError(
-                _missing_message(name, need[idx < 0], nd, source, " (accumulated since 00 UTC: day D needs D+1 00:00)")
-            )
-        out = da.isel({C.TIME: idx}).assign_coords({C.TIME: days})
-        out.attrs = attrs
-        return out
-    if accumulated and dt_s != 3600:
-        raise InputDataError(
-            f"{name}: accumulated variables need hourly data (each value the amount of the preceding hour) "
-            f"or daily totals; found a {dt_s / 3600:g}-hourly step in {source}. Request all 24 hours from the CDS."
-        )
-    first = days[0] + (dt if accumulated else np.timedelta64(0, "s"))
-    need = first + np.arange(nd * n) * dt.astype("timedelta64[ns]")
-    idx = pd.Index(t).get_indexer(need)
-    if (idx < 0).any():
-        hint = (
-            " The accumulation of the last hour of day D is stamped D+1 00:00; include that step."
-            if accumulated
-            else ""
-        )
-        raise InputDataError(_missing_message(name, need[idx < 0], nd * n, source, hint))
-    i0 = int(idx[0])
-    contiguous = bool(np.all(np.diff(idx) == 1))
-    sel = da.isel({C.TIME: slice(i0, i0 + nd * n)}) if contiguous else da.isel({C.TIME: idx})
-    if hasattr(sel.data, "dask"):
-        per_day = int(np.prod([sel.sizes[d] for d in sel.dims if d != C.TIME])) * 4 * n
-        k = days_per_chunk or max(1, int(96e6 // max(per_day, 1)))
-        sel = sel.chunk({C.TIME: n * min(k, nd)})
-    sel = sel.drop_vars(C.TIME)
-    # (day·n, ...) -> (day, n, ...); strict reductions: a missing step makes the day NaN
-    per = sel.coarsen({C.TIME: n}, boundary="exact").construct({C.TIME: (C.TIME, "_step")})
-    out = per.sum("_step", skipna=False) if accumulated else per.mean("_step", skipna=False)
-    out = out.assign_coords({C.TIME: days})
-    out.attrs = attrs
+    elif accumulated and accumulation == "since_00utc":
+        out = _from_since_00utc(da, t, days, name, source)
+    else:
+        sel = _sub_daily_steps(da, t, days, dt, name, source, accumulated)
+        out = _aggregate_days(sel, 86400 // dt_s, days, accumulated, days_per_chunk)
+    out.attrs = {"source_files": da.attrs.get("source_files", [])}
     return out
 
 
@@ -294,6 +340,93 @@ def region_bbox(lat_range: Sequence[float], lon_range: Sequence[float]) -> tuple
     return float(lat_range[0]), float(lat_range[1]), float(lon_range[0]), float(lon_range[1])
 
 
+# which ERA5 variables each dynamic input is built from
+_INPUT_SOURCES: dict[str, tuple[str, ...]] = {
+    "log_tp": ("tp",),
+    "t2m": ("t2m",),
+    "snr": ("ssr", "str"),
+    "ssrd": ("ssrd",),
+    "q": ("d2m", "sp"),
+    "skt": ("skt",),
+}
+
+
+def _check_era5(era5: Mapping[str, xr.DataArray], inputs: Sequence[str]) -> None:
+    """Raises `InputDataError` for an input somojax does not build or an ERA5 variable that is not
+    on a latitude/longitude grid."""
+    unknown = [v for v in inputs if v not in _INPUT_SOURCES]
+    if unknown:
+        raise InputDataError(f"data.dynamic_inputs: unknown input(s) {unknown}; somojax builds {list(_INPUT_SOURCES)}")
+    for v, da in era5.items():
+        if C.LAT not in da.dims or C.LON not in da.dims:
+            raise InputDataError(
+                f"ERA5 {v} in {da.attrs.get('source_files')} has dims {da.dims}, not a latitude/longitude grid; "
+                "forcings need gridded ERA5 (a 0.25° latitude/longitude grid)"
+            )
+
+
+def _dynamic_input(
+    v: str,
+    era5: Mapping[str, xr.DataArray],
+    day: Callable[[str], xr.DataArray],
+    cells: Callable[[xr.DataArray, str], xr.DataArray],
+    start: str,
+    end: str,
+) -> xr.DataArray:
+    """Dynamic input `v` (time, latitude, longitude), float32 with its CF attrs; `day(name)` gives
+    the daily values of an ERA5 variable and `cells(da, name)` puts them on the cell centres."""
+    if v == "log_tp":
+        x = log_precip(cells(day("tp"), "tp") * MM_PER_M)
+    elif v == "t2m" or v == "skt":
+        x = cells(day(v), v)
+    elif v == "snr":
+        x = cells(net_radiation_mj(day("ssr"), day("str")), "ssr+str")
+    elif v == "ssrd":
+        x = cells(day("ssrd"), "ssrd") / J_PER_MJ
+    elif v == "q":
+        # humidity is nonlinear in d2m and sp: computed per time step before the daily mean
+        d2m, sp = xr.align(era5["d2m"], era5["sp"], join="inner")
+        qh = specific_humidity(d2m, sp)
+        qh.attrs = {
+            "source_files": list(era5["d2m"].attrs.get("source_files", []))
+            + list(era5["sp"].attrs.get("source_files", []))
+        }
+        x = cells(daily(qh, "q (from d2m and sp)", start, end, accumulated=False), "q")
+    return x.astype(np.float32).assign_attrs(cf_attrs(v))
+
+
+def _sm_era5(day: Callable[[str], xr.DataArray], cells: Callable[[xr.DataArray, str], xr.DataArray]) -> xr.DataArray:
+    """ERA5 soil moisture on the target layers (layer, time, latitude, longitude), float32 with its
+    CF attrs: swvl1..3 (daily, on the cell centres) weighted per `era5_layer_weights`."""
+    sm = {k: cells(day(k), k) for k in C.ERA5_SM_VARS}
+    layers = []
+    for layer, w in era5_layer_weights().items():
+        layers.append(sum(wk * sm[k] for k, wk in w.items()))
+    out = (
+        xr.concat(layers, dim=C.LAYER)
+        .assign_coords({C.LAYER: np.array(C.LAYERS, dtype=object)})
+        .transpose(C.LAYER, C.TIME, C.LAT, C.LON)
+        .astype(np.float32)
+        .assign_attrs(cf_attrs(C.SM_ERA5))
+    )
+    out.attrs["layer_weights"] = str(C.ERA5_TO_TARGET_WEIGHTS)
+    return out
+
+
+def _forcings_dataset(out: Mapping[str, xr.DataArray], accumulation: Accumulation) -> xr.Dataset:
+    """The variables `out` as one dataset, with the grid's coordinate attrs and the dataset attrs
+    recording the accumulation convention and the grid handling."""
+    ds = xr.Dataset(out)
+    attrs = grid_coord_attrs()
+    for d in (C.LAT, C.LON, C.LAYER):
+        if d in ds.coords:
+            ds[d].attrs.update(attrs[d])
+    ds[C.TIME].attrs.update({"long_name": "UTC day", "standard_name": "time"})
+    ds.attrs["era5_accumulation_convention"] = accumulation
+    ds.attrs["era5_grid_handling"] = "ERA5 points on multiples of 0.25 deg averaged (4 points) to 0.25 deg cell centres"
+    return ds
+
+
 def build_forcings(
     era5: Mapping[str, xr.DataArray],
     start: str,
@@ -316,72 +449,18 @@ def build_forcings(
       with_sm: also build `sm_era5` from swvl1..3.
     """
     lats, lons = region_cells(lat_range, lon_range)
-    need = {
-        "log_tp": ("tp",),
-        "t2m": ("t2m",),
-        "snr": ("ssr", "str"),
-        "ssrd": ("ssrd",),
-        "q": ("d2m", "sp"),
-        "skt": ("skt",),
-    }
-    unknown = [v for v in inputs if v not in need]
-    if unknown:
-        raise InputDataError(f"data.dynamic_inputs: unknown input(s) {unknown}; somojax builds {list(need)}")
-    for v, da in era5.items():
-        if C.LAT not in da.dims or C.LON not in da.dims:
-            raise InputDataError(
-                f"ERA5 {v} in {da.attrs.get('source_files')} has dims {da.dims}, not a latitude/longitude grid; "
-                "forcings need gridded ERA5 (a 0.25° latitude/longitude grid)"
-            )
+    _check_era5(era5, inputs)
 
-    def day(name: str, da: xr.DataArray | None = None) -> xr.DataArray:
-        src = era5[name] if da is None else da
-        return daily(src, name, start, end, accumulated=name in ACCUMULATED, accumulation=accumulation)
+    def day(name: str) -> xr.DataArray:
+        return daily(era5[name], name, start, end, accumulated=name in ACCUMULATED, accumulation=accumulation)
 
     def cells(da: xr.DataArray, name: str) -> xr.DataArray:
         return to_cell_centres(da, lats, lons, f"ERA5 {name} ({', '.join(map(str, era5_files(era5, name)))[:200]})")
 
-    out: dict[str, xr.DataArray] = {}
-    for v in inputs:
-        if v == "log_tp":
-            x = log_precip(cells(day("tp"), "tp") * MM_PER_M)
-        elif v == "t2m" or v == "skt":
-            x = cells(day(v), v)
-        elif v == "snr":
-            x = cells(net_radiation_mj(day("ssr"), day("str")), "ssr+str")
-        elif v == "ssrd":
-            x = cells(day("ssrd"), "ssrd") / J_PER_MJ
-        elif v == "q":
-            d2m, sp = xr.align(era5["d2m"], era5["sp"], join="inner")
-            qh = specific_humidity(d2m, sp)
-            qh.attrs = {
-                "source_files": list(era5["d2m"].attrs.get("source_files", []))
-                + list(era5["sp"].attrs.get("source_files", []))
-            }
-            x = cells(daily(qh, "q (from d2m and sp)", start, end, accumulated=False), "q")
-        out[v] = x.astype(np.float32).assign_attrs(cf_attrs(v))
+    out = {v: _dynamic_input(v, era5, day, cells, start, end) for v in inputs}
     if with_sm:
-        sm = {k: cells(day(k), k) for k in C.ERA5_SM_VARS}
-        layers = []
-        for layer, w in era5_layer_weights().items():
-            layers.append(sum(wk * sm[k] for k, wk in w.items()))
-        out[C.SM_ERA5] = (
-            xr.concat(layers, dim=C.LAYER)
-            .assign_coords({C.LAYER: np.array(C.LAYERS, dtype=object)})
-            .transpose(C.LAYER, C.TIME, C.LAT, C.LON)
-            .astype(np.float32)
-            .assign_attrs(cf_attrs(C.SM_ERA5))
-        )
-        out[C.SM_ERA5].attrs["layer_weights"] = str(C.ERA5_TO_TARGET_WEIGHTS)
-    ds = xr.Dataset(out)
-    attrs = grid_coord_attrs()
-    for d in (C.LAT, C.LON, C.LAYER):
-        if d in ds.coords:
-            ds[d].attrs.update(attrs[d])
-    ds[C.TIME].attrs.update({"long_name": "UTC day", "standard_name": "time"})
-    ds.attrs["era5_accumulation_convention"] = accumulation
-    ds.attrs["era5_grid_handling"] = "ERA5 points on multiples of 0.25 deg averaged (4 points) to 0.25 deg cell centres"
-    return ds
+        out[C.SM_ERA5] = _sm_era5(day, cells)
+    return _forcings_dataset(out, accumulation)
 
 
 def era5_files(era5: Mapping[str, xr.DataArray], name: str) -> list[str]:

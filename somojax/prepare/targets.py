@@ -26,7 +26,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -358,23 +358,46 @@ def _outcomes(groups: list[list[SensorFile]], rules: TargetRules, workers: int) 
     yield from results
 
 
-def daily_series(
-    scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: int = 1
-) -> tuple[list[SensorSeries], list[dict], list[dict]]:
-    """Steps region, read, quality flag, physical bounds, daily mean, target period, sensor length.
+_STAGES = ("read", "flag", "bounds", "daily", "period", "length", "kept")
 
-    Args:
-      workers: processes reading and reducing sensor files in parallel (1: in this process).
 
-    Returns:
-      (the surviving sensors' daily series, file problems met while reading values (unreadable
-      files, unparseable lines, duplicated time stamps), one record per file with values outside
-      the physical bounds).
-    """
-    from somojax.prepare.ismn import group_sensors
+@dataclass
+class _Tally:
+    """The sensors' outcomes summed per step, for the ledger."""
 
-    groups = group_sensors(scan)
-    labels = {g[0].key: g[0].label for g in groups}
+    alive: dict[str, list[tuple]] = field(default_factory=lambda: {k: [] for k in _STAGES})  # passed each step
+    reasons: dict[str, dict[tuple, object]] = field(default_factory=lambda: {k: {} for k in _STAGES})
+    tot: Counter = field(default_factory=Counter)
+    flag_reasons: Counter = field(default_factory=Counter)
+    bound_reasons: Counter = field(default_factory=Counter)
+
+    def add(self, o: SensorOutcome) -> None:
+        """Counts one sensor's outcome `o` in."""
+        if o.stage != "kept":
+            self.reasons[o.stage][o.key] = o.reason
+        passed = _STAGES[: _STAGES.index(o.stage)] if o.stage != "kept" else _STAGES
+        for st in passed:
+            self.alive[st].append(o.key)
+        tot = self.tot
+        tot["lines"] += o.n_lines
+        tot["garbage"] += o.n_garbage
+        tot["dup"] += o.n_dup
+        tot["flag"] += o.n_flag
+        self.flag_reasons.update(o.flag_reasons or {})
+        tot["plausible"] += o.n_plausible
+        self.bound_reasons.update(o.bound_reasons or {})
+        tot["few"] += o.few
+        tot["days"] += o.n_days
+        tot["out"] += o.n_out
+        if o.stage in ("length", "kept"):
+            tot["in_period"] += len(o.daily)
+        if o.stage == "length":
+            tot["short"] += len(o.daily)
+
+
+def _region_step(groups: list[list[SensorFile]], rules: TargetRules, ledger: Ledger, labels: dict) -> list:
+    """Records the ledger step "region" over the sensors `groups` (one list of files per sensor);
+    returns the groups whose station lies inside the region."""
     all_keys = [g[0].key for g in groups]
     inside = [g for g in groups if _in_region(g[0].latitude, g[0].longitude, rules)]
     region_reasons = {
@@ -397,54 +420,20 @@ def daily_series(
         region_reasons,
         labels,
     )
-    stages = ("read", "flag", "bounds", "daily", "period", "length", "kept")
-    alive: dict[str, list[tuple]] = {k: [] for k in stages}  # keys that passed each step
-    reasons: dict[str, dict[tuple, object]] = {k: {} for k in stages}
-    problems: list[dict] = []
-    implausible: list[dict] = []
-    tot = Counter()
-    flag_reasons: Counter = Counter()
-    bound_reasons: Counter = Counter()
-    out: list[SensorSeries] = []
-    for o in _outcomes(inside, rules, workers):
-        problems += o.problems
-        implausible += o.implausible or []
-        if o.stage != "kept":
-            reasons[o.stage][o.key] = o.reason
-        passed = stages[: stages.index(o.stage)] if o.stage != "kept" else stages
-        for st in passed:
-            alive[st].append(o.key)
-        tot["lines"] += o.n_lines
-        tot["garbage"] += o.n_garbage
-        tot["dup"] += o.n_dup
-        tot["flag"] += o.n_flag
-        flag_reasons.update(o.flag_reasons or {})
-        tot["plausible"] += o.n_plausible
-        bound_reasons.update(o.bound_reasons or {})
-        tot["few"] += o.few
-        tot["days"] += o.n_days
-        tot["out"] += o.n_out
-        if o.stage in ("length", "kept"):
-            tot["in_period"] += len(o.daily)
-        if o.stage == "length":
-            tot["short"] += len(o.daily)
-        if o.stage == "kept":
-            m = o.meta
-            out.append(
-                SensorSeries(
-                    o.key,
-                    o.label,
-                    m.network,
-                    m.station,
-                    m.latitude,
-                    m.longitude,
-                    m.depth_from,
-                    m.depth_to,
-                    m.sensor,
-                    o.daily,
-                )
-            )
-    region_keys = [g[0].key for g in inside]
+    return inside
+
+
+def _sensor_series(o: SensorOutcome) -> SensorSeries:
+    """The daily series of a kept sensor's outcome `o`, with its metadata."""
+    m = o.meta
+    return SensorSeries(
+        o.key, o.label, m.network, m.station, m.latitude, m.longitude, m.depth_from, m.depth_to, m.sensor, o.daily
+    )
+
+
+def _value_steps(ledger: Ledger, tally: _Tally, region_keys: list, labels: dict) -> None:
+    """Records the ledger steps counted in values: read, quality flag, physical bounds."""
+    tot, alive, reasons = tally.tot, tally.alive, tally.reasons
     n_read = tot["lines"] - tot["garbage"] - tot["dup"]
     read_reasons = {"unparseable line": tot["garbage"], "duplicated time stamp": tot["dup"]}
     ledger.step(
@@ -455,7 +444,7 @@ def daily_series(
         "values",
         n_read,
         tot["flag"],
-        flag_reasons,
+        tally.flag_reasons,
         alive["read"],
         alive["flag"],
         reasons["flag"],
@@ -466,12 +455,17 @@ def daily_series(
         "values",
         tot["flag"],
         tot["plausible"],
-        bound_reasons,
+        tally.bound_reasons,
         alive["flag"],
         alive["bounds"],
         reasons["bounds"],
         labels,
     )
+
+
+def _day_steps(ledger: Ledger, tally: _Tally, rules: TargetRules, labels: dict) -> None:
+    """Records the ledger steps from the daily means on: daily mean, target period, sensor length."""
+    tot, alive, reasons = tally.tot, tally.alive, tally.reasons
     ledger.step(
         "daily mean",
         "values",
@@ -505,6 +499,38 @@ def daily_series(
         reasons["length"],
         labels,
     )
+
+
+def daily_series(
+    scan: IsmnScan, rules: TargetRules, ledger: Ledger, workers: int = 1
+) -> tuple[list[SensorSeries], list[dict], list[dict]]:
+    """Steps region, read, quality flag, physical bounds, daily mean, target period, sensor length.
+
+    Args:
+      workers: processes reading and reducing sensor files in parallel (1: in this process).
+
+    Returns:
+      (the surviving sensors' daily series, file problems met while reading values (unreadable
+      files, unparseable lines, duplicated time stamps), one record per file with values outside
+      the physical bounds).
+    """
+    from somojax.prepare.ismn import group_sensors
+
+    groups = group_sensors(scan)
+    labels = {g[0].key: g[0].label for g in groups}
+    inside = _region_step(groups, rules, ledger, labels)
+    tally = _Tally()
+    problems: list[dict] = []
+    implausible: list[dict] = []
+    out: list[SensorSeries] = []
+    for o in _outcomes(inside, rules, workers):
+        problems += o.problems
+        implausible += o.implausible or []
+        tally.add(o)
+        if o.stage == "kept":
+            out.append(_sensor_series(o))
+    _value_steps(ledger, tally, [g[0].key for g in inside], labels)
+    _day_steps(ledger, tally, rules, labels)
     return out, problems, implausible
 
 

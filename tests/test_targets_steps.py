@@ -10,7 +10,7 @@ from somojax.prepare import targets
 from somojax.prepare.report import Ledger
 from somojax.prepare.targets import SensorSeries, Series, TargetRules
 
-RULES = TargetRules("2000-01-03", "2000-01-12", (40.0, 42.0), (-98.0, -96.0))
+RULES = TargetRules("2000-01-03", "2000-01-12", (40.0, 42.0), (-98.0, -96.0), min_overlap_days=2)  # a 10-day case
 DAYS = pd.date_range(RULES.start, RULES.end, freq="D")
 
 

@@ -423,16 +423,7 @@ def _forcing_gaps(forc: xr.Dataset, stat: xr.Dataset, d, report: dict) -> None:
 
 
 def _write_targets(scan: IsmnScan, forc: xr.Dataset, stat: xr.Dataset, stage: _Staging, d, report: dict) -> xr.Dataset:
-    rules = TargetRules(
-        d.target_start,
-        d.target_end,
-        tuple(d.lat_range),
-        tuple(d.lon_range),
-        tuple(d.quality_flags),
-        d.min_values_per_day,
-        d.min_days_per_sensor,
-        d.min_overlap_days,
-    )
+    rules = TargetRules.from_config(d)
 
     def era5_sm(cells: np.ndarray) -> xr.DataArray:
         from somojax.grid import select_cells as _cell_points

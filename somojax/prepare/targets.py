@@ -35,12 +35,11 @@ import xarray as xr
 
 from somojax import constants as C
 from somojax import grid
+from somojax.config import DataConfig
 from somojax.prepare.bounds import ISMN_SM, WHOLE_VARIABLE_FRACTION, Bound, classify, screen
 from somojax.prepare.ismn import IsmnScan, SensorFile
 from somojax.prepare.report import Ledger
 from somojax.stores import cf_attrs, grid_coord_attrs
-
-MIN_OVERLAP_DAYS_DEFAULT = 2
 
 
 # ----------------------------------------------------------------------------------------
@@ -112,7 +111,7 @@ def layer_of(depth_cm: float) -> str | None:
 
 
 def rescale(
-    x: pd.Series, ref: pd.Series, min_overlap: int = MIN_OVERLAP_DAYS_DEFAULT
+    x: pd.Series, ref: pd.Series, min_overlap: int = DataConfig.min_overlap_days
 ) -> tuple[pd.Series | None, str | None, dict]:
     """Rescales a daily series to the mean and standard deviation of a reference series.
 
@@ -206,16 +205,30 @@ class SensorSeries:
 
 @dataclass(frozen=True)
 class TargetRules:
-    """The target-preparation settings (from `cfg.data`)."""
+    """The target-preparation settings (from `cfg.data`; the defaults are the config's own)."""
 
     start: str
     end: str
     lat_range: tuple[float, float]
     lon_range: tuple[float, float]
-    quality_flags: tuple[str, ...] = ("G",)
-    min_values_per_day: int = 6
-    min_days_per_sensor: int = 60
-    min_overlap_days: int = MIN_OVERLAP_DAYS_DEFAULT
+    quality_flags: tuple[str, ...] = DataConfig.quality_flags
+    min_values_per_day: int = DataConfig.min_values_per_day
+    min_days_per_sensor: int = DataConfig.min_days_per_sensor
+    min_overlap_days: int = DataConfig.min_overlap_days
+
+    @classmethod
+    def from_config(cls, d: DataConfig) -> "TargetRules":
+        """The rules of a config's `data` section."""
+        return cls(
+            d.target_start,
+            d.target_end,
+            tuple(d.lat_range),
+            tuple(d.lon_range),
+            tuple(d.quality_flags),
+            d.min_values_per_day,
+            d.min_days_per_sensor,
+            d.min_overlap_days,
+        )
 
 
 def _in_region(lat: float, lon: float, rules: TargetRules) -> bool:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: sets up ./.venv with the test extra on first use, then runs pytest with
-# 8 fake CPU devices (tests/conftest.py). Extra arguments go to pytest, e.g. -m "not slow".
+# 8 fake CPU devices (tests/conftest.py) in two worker processes. Extra arguments go to pytest,
+# e.g. -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOMOJAX_EXTRAS=test source launch/_env.sh
@@ -34,5 +35,13 @@ fi
 if ! python -c "import cfchecker, compliance_checker" 2>/dev/null; then
   python -m pip install -q --disable-pip-version-check cfchecker compliance-checker 2>/dev/null \
     || echo "==> cfchecker/compliance-checker not installable here: the cfchecks test will be skipped"
+fi
+# Two worker processes (pytest-xdist), each test file on one of them (`--dist loadfile`: a file's
+# module fixtures are built once): most tests are single-threaded dispatch of tiny programs, so
+# two of them at a time use the two cores of a small machine. SOMOJAX_TEST_WORKERS=0 runs the
+# tests in this process; -n N among the arguments overrides it.
+workers="${SOMOJAX_TEST_WORKERS:-2}"
+if [ "$workers" != 0 ] && python -c "import xdist" 2>/dev/null; then
+  set -- -n "$workers" --dist loadfile "$@"
 fi
 exec python -m pytest "$@"

@@ -32,7 +32,7 @@ from somojax.prepare.bounds import STATIC as STATIC_BOUNDS
 from somojax.prepare.bounds import check_screen
 from somojax.prepare.bounds import clean as bounds_clean
 from somojax.prepare.era5 import FORCING_VARS, SM_VARS, clean_era5, expand_paths, read_era5, require, screen_era5
-from somojax.prepare.forcings import build_forcings, long_term_statics, region_bbox
+from somojax.prepare.forcings import INPUT_SOURCES, build_forcings, long_term_statics, region_bbox
 from somojax.prepare.ismn import IsmnScan, scan_ismn
 from somojax.prepare.report import Ledger, summary_lines, write_report
 from somojax.prepare.scheduler import dask_scheduler
@@ -339,7 +339,9 @@ def _open_era5(inputs: Inputs, d, stated: dict[str, str], report: dict) -> tuple
         period=(d.forcing_start, d.forcing_end),
         stated_units=stated,
     )
-    need = sorted({v for x in d.dynamic_inputs for v in _NEEDS[x]} | set(SM_VARS), key=(FORCING_VARS + SM_VARS).index)
+    need = sorted(
+        {v for x in d.dynamic_inputs for v in INPUT_SOURCES[x]} | set(SM_VARS), key=(FORCING_VARS + SM_VARS).index
+    )
     require(era5, need, files)
     era5 = {v: era5[v] for v in need}
     log.info(
@@ -474,15 +476,6 @@ def _stations(targ: xr.Dataset) -> int:
 
 
 PARALLEL_FILES = 500  # ISMN archives with at least this many soil-moisture files are read in parallel
-
-_NEEDS = {
-    "log_tp": ("tp",),
-    "t2m": ("t2m",),
-    "snr": ("ssr", "str"),
-    "ssrd": ("ssrd",),
-    "q": ("d2m", "sp"),
-    "skt": ("skt",),
-}
 
 
 def _incomplete_cells(

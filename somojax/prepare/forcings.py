@@ -341,7 +341,7 @@ def region_bbox(lat_range: Sequence[float], lon_range: Sequence[float]) -> tuple
 
 
 # which ERA5 variables each dynamic input is built from
-_INPUT_SOURCES: dict[str, tuple[str, ...]] = {
+INPUT_SOURCES: dict[str, tuple[str, ...]] = {
     "log_tp": ("tp",),
     "t2m": ("t2m",),
     "snr": ("ssr", "str"),
@@ -354,9 +354,9 @@ _INPUT_SOURCES: dict[str, tuple[str, ...]] = {
 def _check_era5(era5: Mapping[str, xr.DataArray], inputs: Sequence[str]) -> None:
     """Raises `InputDataError` for an input somojax does not build or an ERA5 variable that is not
     on a latitude/longitude grid."""
-    unknown = [v for v in inputs if v not in _INPUT_SOURCES]
+    unknown = [v for v in inputs if v not in INPUT_SOURCES]
     if unknown:
-        raise InputDataError(f"data.dynamic_inputs: unknown input(s) {unknown}; somojax builds {list(_INPUT_SOURCES)}")
+        raise InputDataError(f"data.dynamic_inputs: unknown input(s) {unknown}; somojax builds {list(INPUT_SOURCES)}")
     for v, da in era5.items():
         if C.LAT not in da.dims or C.LON not in da.dims:
             raise InputDataError(

@@ -46,7 +46,7 @@ from somojax.data.pipeline import ArrayTrainData
 from somojax.errors import CheckpointError, TrainingError
 from somojax.train import schedule
 from somojax.train.compile import JitOnce
-from somojax.train.loop import LoopState, Trainer, _NoMetrics, to_host, write_summary
+from somojax.train.loop import LoopState, Trainer, _NoMetrics, record_validation, to_host, write_summary
 from somojax.models import ealstm, losses
 from somojax.train.step import BATCH_KEYS, StepOptions, init_state
 from somojax.utils import signals
@@ -426,16 +426,7 @@ class GroupTrainer(Trainer):
             {"step": step, "epoch": epoch, "lr": lr, **(val or {}), "best": d.new_best, "lr_next": d.tracker.lr}
         )
         if val is not None:
-            members = {f"val_loss_member{k}": x for k, x in enumerate(val["val_loss_members"])}
-            writer.write(step, {"val_loss": val["val_loss"], **members, "epoch": epoch, "lr": lr}, prefix="val/")
-            log.info(
-                "%s update %d: validation loss %.4g (members %s)%s",
-                name,
-                step,
-                val["val_loss"],
-                " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
-                " *best*" if d.new_best else "",
-            )
+            record_validation(writer, name, step, epoch, lr, val, d.new_best)
         loop.tracker = d.tracker
         if d.new_best:
             best.save_best(step, self._slice(state["params"], g), self._group_best_meta(g, loop))

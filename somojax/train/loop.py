@@ -103,6 +103,21 @@ _SCHEDULE_RESUME_KEYS = {
 }
 
 
+def record_validation(metrics: Any, name: str, step: int, epoch: int, lr: float, val: Mapping, new_best: bool) -> None:
+    """Writes a validation's losses (ensemble mean and members) to the metrics file, prefix
+    `val/`, and logs them; the single and the stacked trainers both record them so."""
+    members = {f"val_loss_member{m}": x for m, x in enumerate(val["val_loss_members"])}
+    metrics.write(step, {"val_loss": val["val_loss"], **members, "epoch": epoch, "lr": lr}, prefix="val/")
+    log.info(
+        "%s update %d: validation loss %.4g (ensemble mean; members %s)%s",
+        name,
+        step,
+        val["val_loss"],
+        " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
+        " *best*" if new_best else "",
+    )
+
+
 def to_host(tree: Any) -> Any:
     """Device arrays -> NumPy on this process (replicated arrays of a multi-host mesh included)."""
 
@@ -583,18 +598,7 @@ class Trainer:
             "lr_next": d.tracker.lr,
         }
         if val is not None:
-            members = {f"val_loss_member{m}": x for m, x in enumerate(val["val_loss_members"])}
-            metrics.write(
-                step, {"val_loss": val["val_loss"], **members, "epoch": rec["epoch"], "lr": lr}, prefix="val/"
-            )
-            log.info(
-                "%s update %d: validation loss %.4g (ensemble mean; members %s)%s",
-                layer,
-                step,
-                val["val_loss"],
-                " ".join(f"{x:.3g}" for x in val["val_loss_members"]),
-                " *best*" if d.new_best else "",
-            )
+            record_validation(metrics, layer, step, rec["epoch"], lr, val, d.new_best)
         if d.decayed:
             n = self.budget.lr_patience
             log.info(

@@ -30,14 +30,14 @@ VARIANTS = {
     # name: (kind, kwargs)
     "autodiff": ("autodiff", dict(hoist=False, remat=True, unroll=1)),
     "autodiff-hoist": ("autodiff", dict(hoist=True, remat=False, unroll=1)),
-    "vjp": ("vjp", dict(hoist=False, block=8)),
-    "vjp-hoist": ("vjp", dict(hoist=True, block=8)),
-    "vjp-b16": ("vjp", dict(hoist=False, block=16)),
-    "vjp-b32": ("vjp", dict(hoist=False, block=32)),
-    "vjp-nobarrier": ("vjp", dict(hoist=False, block=8, split_barrier=False)),
-    "vjp-bf16": ("vjp", dict(hoist=False, block=8, compute_dtype="bfloat16")),
-    "vjp-split2": ("vjp-split", dict(hoist=False, block=8, parts=2)),
-    "vjp-split4": ("vjp-split", dict(hoist=False, block=8, parts=4)),
+    "vjp": ("vjp", dict(hoist=False, backward_block=8)),
+    "vjp-hoist": ("vjp", dict(hoist=True, backward_block=8)),
+    "vjp-b16": ("vjp", dict(hoist=False, backward_block=16)),
+    "vjp-b32": ("vjp", dict(hoist=False, backward_block=32)),
+    "vjp-nobarrier": ("vjp", dict(hoist=False, backward_block=8, split_barrier=False)),
+    "vjp-bf16": ("vjp", dict(hoist=False, backward_block=8, compute_dtype="bfloat16")),
+    "vjp-split2": ("vjp-split", dict(hoist=False, backward_block=8, parts=2)),
+    "vjp-split4": ("vjp-split", dict(hoist=False, backward_block=8, parts=4)),
 }
 
 
@@ -86,7 +86,7 @@ def make_step(kind: str, kw: dict, members: int | None, member_mode: str = "vmap
     if member_mode == "stacked":  # one recurrence loop over all members (the engine's default)
         if kind != "vjp":
             raise SystemExit("--ensemble-modes stacked needs a vjp variant")
-        skw = {a: b for a, b in kw.items() if a != "block"}  # the stacked default block
+        skw = {a: b for a, b in kw.items() if a != "backward_block"}  # the stacked default block
 
         def stacked(p, o, xd, xs, y):
             def total(p):

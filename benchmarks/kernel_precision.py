@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from somojax.bench.harness import machine  # noqa: E402
 from somojax.infer import kernels  # noqa: E402
 from somojax.models import cell, ensemble  # noqa: E402
+from somojax.models.kernel import KernelOptions  # noqa: E402
 from tests.test_kernel_precision import deviations  # noqa: E402
 
 NEW_UPDATE = cell.next_state
@@ -68,7 +69,7 @@ def speed(repeats: int) -> dict:
         use(update)
         f = jax.jit(
             lambda p, x, xs: kernels.predict_normalised.__wrapped__(
-                p, x, xs, seq_length=L, rows_per_step=1536, hoist=False
+                p, x, xs, seq_length=L, kernel=KernelOptions(hoist=False, rows_per_step=1536)
             )
         )
         compiled[name] = f.lower(params, x, xs).compile()

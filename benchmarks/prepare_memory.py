@@ -136,7 +136,7 @@ def in_fresh_process(fn, *args):
 
 def run(root: Path, layout: str, years: int, extra: list[str]) -> dict:
     """One layout and length: the inputs written, then prepared on the cluster (`extra`: more
-    config overrides, e.g. data.chunk_days=365)."""
+    config overrides, e.g. layout.forcing_chunk_days=365)."""
     work = root / f"{layout}-{years}y"
     era5, rest, t_write = in_fresh_process(write_inputs, work, layout, years)
     res = in_fresh_process(prepare_on_cluster, work, era5, rest, years, extra)
@@ -164,7 +164,7 @@ def main() -> None:
     p.add_argument("--years", default="1,4")
     p.add_argument("--root", default="runs/prepare_memory")
     p.add_argument("--out", default="benchmarks/results/prepare_memory-cpu-2c.json")
-    p.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. data.chunk_days=365")
+    p.add_argument("overrides", nargs="*", help="config overrides for every run, e.g. layout.forcing_chunk_days=365")
     a = p.parse_args()
     root = Path(a.root).absolute()
     runs = [run(root, lay, int(y), a.overrides) for lay in a.layouts.split(",") for y in a.years.split(",")]

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 from somojax import constants as C  # noqa: E402
 from somojax.infer import kernels  # noqa: E402
+from somojax.models.kernel import KernelOptions  # noqa: E402
 
 CELLS = ("-0.625_-49.375", "-0.625_-50.625", "-0.625_-51.875", "-0.625_-79.375", "-0.625_101.875")
 L, DAYS, H = 365, 7305, 128
@@ -106,7 +107,11 @@ def kernel_exact(sd, x, xs, hoist: bool) -> np.ndarray:
     }
     return np.asarray(
         kernels.predict_normalised(
-            p, jnp.asarray(x, jnp.float32), jnp.asarray(xs, jnp.float32), seq_length=L, hoist=hoist
+            p,
+            jnp.asarray(x, jnp.float32),
+            jnp.asarray(xs, jnp.float32),
+            seq_length=L,
+            kernel=KernelOptions(hoist=hoist),
         )[0],
         np.float64,
     )

@@ -403,7 +403,7 @@ def _run_command(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     from somojax.utils.devices import configure_cpu_devices
 
-    configure_cpu_devices(cfg.cpu_devices, cfg.train.batch_size)  # before JAX starts
+    configure_cpu_devices(cfg.layout.cpu_devices, cfg.train.batch_size)  # before JAX starts
     pid = 0
     if args.command in DISTRIBUTED:  # a multi-process job (SLURM, TPU pod, SOMOJAX_COORDINATOR)
         from somojax.utils.distributed import initialize

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import logging
 import os
 import re
 import types
@@ -27,6 +28,8 @@ import yaml
 from somojax import constants as C
 from somojax.config_checks import check_config
 from somojax.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------
@@ -84,9 +87,6 @@ class DataConfig:
     # time steps per ERA5 file the plausibility check reads before anything is written: 0 = every
     # value (exact counts); N = N evenly spaced steps (faster on TBs of ERA5; docs/reliability.md)
     era5_check_steps: int = 0
-    # Zarr chunks of forcings.zarr: days x cells x cells (docs/stores.md)
-    chunk_days: int = 1461
-    chunk_cells: int = 24
     # arid = net radiation / precipitation: precipitation below this floor [mm/year] is raised to it
     arid_min_precip: float = 1.0
     dynamic_inputs: tuple[str, ...] = C.DYNAMIC_INPUTS
@@ -118,21 +118,17 @@ class ModelConfig:
     dropout: float = 0.5
     seq_length: int = 365
     predict_last_n: int = 1  # 1: sequence-to-one (the paper)
-    dtype: Literal["float32", "bfloat16"] = "float32"  # parameters and activations
-    # jax matmul precision for h @ W_hh: "default" (TF32 on recent NVIDIA GPUs), "high", "highest"
+    # numerics of training (they change the numbers beyond float32 round-off, so they belong to
+    # the model, not to `kernel`): the recurrent products' operand type (bfloat16: float32
+    # accumulation, parameters and optimizer stay float32) and jax matmul precision ("default" is
+    # TF32 on recent NVIDIA GPUs). Inference always runs float32 at "highest" (docs/inference.md).
+    dtype: Literal["float32", "bfloat16"] = "float32"
     matmul_precision: Literal["default", "high", "highest"] = "highest"
-    # training-time formulation of x_t @ W_ih (docs/design.md#training-formulation): "auto" picks per backend
-    hoist: Literal["auto", "yes", "no"] = "auto"
-    remat: bool = True
-    unroll: int = 1
-    # training gradients: "custom" = hand-written backward pass (somojax.models.recurrence, faster
-    # on CPU), "autodiff" = jax.grad through lax.scan (uses remat/unroll); "auto" = custom
-    backward: Literal["auto", "autodiff", "custom"] = "auto"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Ensemble training (issue: training engine)."""
+    """Ensemble training: members, batches, loss, budget and learning-rate schedule (docs/training.md)."""
 
     layers: tuple[str, ...] = C.LAYERS
     members: int = 5
@@ -167,13 +163,6 @@ class TrainConfig:
     checkpoint_every_steps: Optional[int] = None  # besides every validation; None: none
     log_every_steps: int = 50
     seed: int = 0
-    # mesh (`member`, `data`); 0 = as many devices as divide the member count
-    mesh_member_size: int = 0
-    # how one step runs the members: "stacked" (one recurrence loop over all members; needs
-    # model.backward custom/auto), "vmap" (batched ops over the member axis), "loop" (one
-    # independent chain per member in the same graph); "auto": stacked for several members with
-    # the custom backward, loop for one (docs/training.md)
-    ensemble_mode: Literal["auto", "vmap", "loop", "stacked"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -195,20 +184,7 @@ class InferConfig:
     # features_<lat>_<lon>.dat and the statics table (global_attri.dat)
     forcing_tables: str = ""
     statics_table: str = ""
-    tile_cells: int = 2048  # most cells per device pass (a batch of one tile)
-    time_block_days: int = 1800  # most output days per device pass (a multiple of shard_time)
-    memory_budget_gb: float = 4.0  # host+device memory for one pass; shrinks passes to fit
-    rows_per_step: int = 0  # exact mode: cells x windows stepped together; 0: auto (196608 // H)
-    hoist: Literal["auto", "yes", "no"] = "auto"  # input projection before the steps; auto: not on CPU
     output: str = ""  # prediction store; empty: <workdir>/predictions.zarr
-    # Zarr v3 layout: shards are the unit of writing (a tile = shard_lat x shard_lon cells, a
-    # time block = a multiple of shard_time days); inner chunks are the unit of reading.
-    shard_time: int = 360
-    shard_lat: int = 60
-    shard_lon: int = 60
-    chunk_time: int = 30
-    chunk_lat: int = 30
-    chunk_lon: int = 30
     export_dir: str = ""  # NetCDF export; empty: <workdir>/export
     # ACDD attributes of the exported files: who made them, under which terms
     institution: str = ""  # empty: "unknown (set infer.institution)"
@@ -217,7 +193,7 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Cross-validation and skill scores (issue: evaluation)."""
+    """Cross-validation and skill scores (docs/evaluation.md)."""
 
     folds: int = 5
     fold_seed: int = 0
@@ -232,7 +208,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Benchmarks (issue: benchmarks)."""
+    """Benchmarks (`somojax bench`, docs/benchmarks.md)."""
 
     repeats: int = 5
     warmup: int = 2
@@ -243,6 +219,58 @@ class BenchConfig:
     output_dir: str = "benchmarks/results"
 
 
+# Everything above says what is computed; the two sections below only say how fast, in how much
+# memory and in which pieces. Changing them leaves every number the same (to float32 round-off,
+# where sums are reordered) and leaves checkpoints, stores and resumption valid.
+@dataclass(frozen=True)
+class KernelConfig:
+    """How the EA-LSTM recurrence runs, for training and inference (`somojax.models.kernel`)."""
+
+    # x_t W_ih + b for all days in one product before the loop ("yes") or inside each step ("no");
+    # auto: inside on the CPU (less memory traffic per step), before elsewhere
+    hoist: Literal["auto", "yes", "no"] = "auto"
+    # training gradients: "custom" = the hand-written backward pass (somojax/models/recurrence.py),
+    # "autodiff" = jax.grad through lax.scan (uses remat and unroll); auto = custom
+    backward: Literal["auto", "autodiff", "custom"] = "auto"
+    remat: bool = True  # autodiff: recompute each step in the backward pass (less memory)
+    unroll: int = 1  # lax.scan unroll factor
+    # how one training step runs the members: "stacked" (one recurrence loop over all members;
+    # needs the custom backward), "vmap" (batched ops over the member axis), "loop" (one
+    # independent chain per member in the same graph); auto: stacked for several members with
+    # the custom backward, loop for one or with the batch split over CPU devices (docs/training.md)
+    ensemble_mode: Literal["auto", "vmap", "loop", "stacked"] = "auto"
+    # exact inference: cells x windows stepped together (cache blocking); 0: 196608 // H
+    rows_per_step: int = 0
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    """Devices, memory per pass, and the pieces of the stores (docs/scaling.md, docs/stores.md)."""
+
+    # JAX CPU devices of a `somojax` command (one per core: the batch is split over the cores,
+    # somojax/utils/devices.py); 0: the usable cores (the largest count dividing train.batch_size);
+    # 1: one device whose products use all cores. A count in XLA_FLAGS wins. No effect on GPUs/TPUs.
+    cpu_devices: int = 0
+    # training mesh (`member`, `data`): devices on the member axis; 0: as many as divide the members
+    mesh_member_size: int = 0
+    # inference passes: most cells and output days per device pass, and the host+device memory
+    # one pass may take (passes shrink to fit)
+    tile_cells: int = 2048
+    time_block_days: int = 1800  # a multiple of shard_time
+    memory_budget_gb: float = 4.0
+    # predictions.zarr (Zarr v3): shards are the unit of writing (a tile = shard_lat x shard_lon
+    # cells, a time block = a multiple of shard_time days); inner chunks are the unit of reading
+    shard_time: int = 360
+    shard_lat: int = 60
+    shard_lon: int = 60
+    chunk_time: int = 30
+    chunk_lat: int = 30
+    chunk_lon: int = 30
+    # forcings.zarr chunks: days x cells x cells
+    forcing_chunk_days: int = 1461
+    forcing_chunk_cells: int = 24
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole somojax run."""
@@ -250,10 +278,6 @@ class Config:
     name: str = "paper"
     workdir: str = "runs/{name}"  # every output of the run lives here
     seed: int = 0
-    # JAX CPU devices of a `somojax` command (one per core: the batch is split over the cores,
-    # somojax/utils/devices.py); 0: the usable cores (the largest count dividing train.batch_size);
-    # 1: one device whose products use all cores. A count in XLA_FLAGS wins. No effect on GPUs/TPUs.
-    cpu_devices: int = 0
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -261,6 +285,8 @@ class Config:
     infer: InferConfig = field(default_factory=InferConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
 
     # --- derived paths ----------------------------------------------------------------
     @property
@@ -304,7 +330,56 @@ SECTIONS: dict[str, type] = {
     "infer": InferConfig,
     "evaluate": EvaluateConfig,
     "bench": BenchConfig,
+    "kernel": KernelConfig,
+    "layout": LayoutConfig,
 }
+
+# Keys that moved to `kernel` and `layout` (performance and layout apart from the science). A
+# config file, a command-line override or a checkpoint's saved settings may still use the old
+# name: it is read as the new one, with a warning that names both (`_moved`).
+MOVED: dict[str, str] = {
+    "cpu_devices": "layout.cpu_devices",
+    "model.hoist": "kernel.hoist",
+    "model.backward": "kernel.backward",
+    "model.remat": "kernel.remat",
+    "model.unroll": "kernel.unroll",
+    "train.ensemble_mode": "kernel.ensemble_mode",
+    "train.mesh_member_size": "layout.mesh_member_size",
+    "infer.hoist": "kernel.hoist",
+    "infer.rows_per_step": "kernel.rows_per_step",
+    "data.chunk_days": "layout.forcing_chunk_days",
+    "data.chunk_cells": "layout.forcing_chunk_cells",
+    **{f"infer.{k}": f"layout.{k}" for k in ("tile_cells", "time_block_days", "memory_budget_gb")},
+    **{f"infer.{a}_{d}": f"layout.{a}_{d}" for a in ("shard", "chunk") for d in ("time", "lat", "lon")},
+}
+
+
+def _moved(raw: Mapping, where: str) -> dict:
+    """`raw` (a config tree as written) with the keys of `MOVED` under their new names.
+
+    Each old key read is logged once with its new name; two spellings of one key with different
+    values (`model.hoist: yes`, `infer.hoist: no`) are an error.
+    """
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for old, new in MOVED.items():
+        o_sec, _, o_key = old.rpartition(".")
+        holder = out.get(o_sec) if o_sec else out
+        if not isinstance(holder, dict) or o_key not in holder:
+            continue
+        value = holder.pop(o_key)
+        if o_sec and not holder:
+            del out[o_sec]
+        n_sec, n_key = new.split(".")
+        target = out.setdefault(n_sec, {})
+        if not isinstance(target, dict):
+            continue  # a malformed section: _check_keys names it
+        if n_key in target and target[n_key] != value:
+            raise ConfigError(
+                f"{where} sets {new} twice with different values ({old}={value!r}, and {target[n_key]!r})"
+            )
+        target[n_key] = value
+        log.warning("%s: %s is now %s (read as that; rename it to silence this)", where, old, new)
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -377,7 +452,8 @@ def _sources(tree: Mapping, overrides: Sequence[str]) -> dict[str, str]:
         for kk, (_, path) in leaves:
             out[f"{k}.{kk}" if kk else k] = f"config {path}"
     for item in overrides:
-        out[item.split("=", 1)[0].strip()] = f"command-line override {item!r}"
+        key = item.split("=", 1)[0].strip()
+        out[MOVED.get(key, key)] = f"command-line override {item!r}"
     return out
 
 
@@ -395,6 +471,7 @@ def _load_tree(path: Path, seen: tuple[Path, ...]) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
     base = raw.pop("base", None)
+    raw = _moved(raw, f"config {path}")
     tree: dict = {}
     if base:
         base_path = Path(base)
@@ -545,8 +622,11 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             value = _parse_yaml(text) if text != "" else ""
         except (yaml.YAMLError, ValueError) as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
-        parts = key.strip().split(".")
         where = "command-line override"
+        key = MOVED.get(key.strip(), key.strip())
+        if key != item.split("=", 1)[0].strip():
+            log.warning("%s %r: %s is now %s (read as that)", where, item, item.split("=", 1)[0].strip(), key)
+        parts = key.split(".")
         if len(parts) == 1:
             names = [n for n in _field_names(Config) if n not in SECTIONS]
             if parts[0] not in names:
@@ -585,7 +665,7 @@ def to_dict(cfg: Config) -> dict:
 
 def from_dict(d: Mapping, source: str = "saved config") -> Config:
     """Rebuilds a `Config` from `to_dict` output (e.g. the copy stored in a checkpoint)."""
-    d = dict(d)
+    d = _moved(d, source)
     _check_keys(d, Path(source))
     tree = _annotate(d, Path(source))
     return _build(Config, tree, source={})

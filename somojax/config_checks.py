@@ -161,7 +161,6 @@ RULES: dict[str, Rule | str] = {
     "name": Rule(_run_name_ok, "a non-empty run name without / or \\"),
     "workdir": Rule(_workdir_ok, "a non-empty path; the only placeholder allowed is {name}"),
     "seed": SEED,
-    "cpu_devices": integer(0, what="0: one device per usable core"),
     # --- synth ------------------------------------------------------------------------------
     "synth.lat_range": edges(-90, 90, "latitude"),
     "synth.lon_range": edges(-180, 180, "longitude"),
@@ -203,8 +202,6 @@ RULES: dict[str, Rule | str] = {
         "a mapping of ERA5 variable names to units, e.g. {t2m: K, tp: m} (names and units are checked by `somojax prepare`)",
     ),
     "data.era5_check_steps": integer(0, what="0: every value; N: N time steps per ERA5 file"),
-    "data.chunk_days": POSITIVE,
-    "data.chunk_cells": POSITIVE,
     "data.arid_min_precip": number(0, lo_open=True, what="mm/year; the aridity divides by it"),
     "data.dynamic_inputs": names(what="forcing variable names"),
     "data.static_inputs": names(what="static variable names"),
@@ -221,10 +218,6 @@ RULES: dict[str, Rule | str] = {
     "model.predict_last_n": POSITIVE,
     "model.dtype": ENUM,
     "model.matmul_precision": ENUM,
-    "model.hoist": ENUM,
-    "model.remat": FLAG,
-    "model.unroll": POSITIVE,
-    "model.backward": ENUM,
     # --- train ------------------------------------------------------------------------------
     "train.layers": names(C.LAYERS, "layers"),
     "train.members": integer(1, what="the ensemble size"),
@@ -252,8 +245,6 @@ RULES: dict[str, Rule | str] = {
     "train.checkpoint_every_steps": optional(POSITIVE),
     "train.log_every_steps": POSITIVE,
     "train.seed": SEED,
-    "train.mesh_member_size": integer(0, what="0: as many devices as divide the member count"),
-    "train.ensemble_mode": ENUM,
     # --- infer ------------------------------------------------------------------------------
     "infer.mode": ENUM,
     "infer.start": DATE,
@@ -264,18 +255,7 @@ RULES: dict[str, Rule | str] = {
     "infer.points_file": "a CSV or ISMN archive path; read (and each row checked) by `somojax predict` when infer.region=points",
     "infer.forcing_tables": "a folder of SoMo.ml forcing tables; read (each file checked) by `somojax predict` when infer.region=points",
     "infer.statics_table": "a SoMo.ml statics table; read (each row checked) by `somojax predict` with infer.forcing_tables",
-    "infer.tile_cells": POSITIVE,
-    "infer.time_block_days": POSITIVE,
-    "infer.memory_budget_gb": number(0, lo_open=True),
-    "infer.rows_per_step": integer(0, what="0: automatic"),
-    "infer.hoist": ENUM,
     "infer.output": PATH,
-    "infer.shard_time": POSITIVE,
-    "infer.shard_lat": POSITIVE,
-    "infer.shard_lon": POSITIVE,
-    "infer.chunk_time": POSITIVE,
-    "infer.chunk_lat": POSITIVE,
-    "infer.chunk_lon": POSITIVE,
     "infer.export_dir": PATH,
     "infer.institution": "free text for the exported files' ACDD `institution` attribute (empty: unknown)",
     "infer.license": "free text for the exported files' ACDD `license` attribute (an SPDX id or a URL)",
@@ -298,6 +278,27 @@ RULES: dict[str, Rule | str] = {
     "bench.hidden_size": POSITIVE,
     "bench.rollout_days": POSITIVE,
     "bench.output_dir": PATH,
+    # --- kernel -----------------------------------------------------------------------------
+    "kernel.hoist": ENUM,
+    "kernel.backward": ENUM,
+    "kernel.remat": FLAG,
+    "kernel.unroll": POSITIVE,
+    "kernel.ensemble_mode": ENUM,
+    "kernel.rows_per_step": integer(0, what="0: automatic"),
+    # --- layout -----------------------------------------------------------------------------
+    "layout.cpu_devices": integer(0, what="0: one device per usable core"),
+    "layout.mesh_member_size": integer(0, what="0: as many devices as divide the member count"),
+    "layout.tile_cells": POSITIVE,
+    "layout.time_block_days": POSITIVE,
+    "layout.memory_budget_gb": number(0, lo_open=True),
+    "layout.shard_time": POSITIVE,
+    "layout.shard_lat": POSITIVE,
+    "layout.shard_lon": POSITIVE,
+    "layout.chunk_time": POSITIVE,
+    "layout.chunk_lat": POSITIVE,
+    "layout.chunk_lon": POSITIVE,
+    "layout.forcing_chunk_days": POSITIVE,
+    "layout.forcing_chunk_cells": POSITIVE,
 }
 
 
@@ -370,9 +371,9 @@ RELATIONS: list[tuple[tuple[str, ...], Callable[..., bool], str]] = [
     ),
     *[
         (
-            (f"infer.shard_{d}", f"infer.chunk_{d}"),
+            (f"layout.shard_{d}", f"layout.chunk_{d}"),
             lambda s, c: s % c == 0,
-            f"infer.shard_{d} must be a multiple of infer.chunk_{d}",
+            f"layout.shard_{d} must be a multiple of layout.chunk_{d}",
         )
         for d in ("time", "lat", "lon")
     ],

@@ -4,7 +4,7 @@ Work counts the recurrent cell-steps of the configured product (cells × output 
 members × steps per output: L in exact mode, (L + k − 1)/k chunked), its FLOPs (the input and
 recurrent products, 2·3H·(D + H) per cell-step) and the bytes the store receives (sm and
 sm_spread, float32, before compression). Memory per device is what one device pass holds
-(`infer.tile_cells`, `infer.time_block_days` plus the spin-up; the rollout's own formula).
+(`layout.tile_cells`, `layout.time_block_days` plus the spin-up; the rollout's own formula).
 
 Wall time comes from measured rates in the benchmark results (`somojax bench --only rollout`,
 JSON in bench.output_dir), scaled from the measured hidden size by the FLOP ratio. A row whose
@@ -105,12 +105,12 @@ def memory_per_device(cfg: Config) -> float:
     h, m = cfg.model.hidden_size, cfg.train.members
     d = max(n_inputs(cfg, l) for l in cfg.train.layers)
     spin = (cfg.model.seq_length - 1) * len(cfg.train.layers)  # the cascade's spin-up, at most
-    n_in_days = cfg.infer.time_block_days + spin
+    n_in_days = cfg.layout.time_block_days + spin
     per_cell = n_in_days * 4 * 2 * (d + 3 * h + 3 * (m + 2))
     batch = min(
-        cfg.infer.tile_cells,
-        cfg.infer.shard_lat * cfg.infer.shard_lon,
-        max(1, int(cfg.infer.memory_budget_gb * 1e9 // per_cell)),
+        cfg.layout.tile_cells,
+        cfg.layout.shard_lat * cfg.layout.shard_lon,
+        max(1, int(cfg.layout.memory_budget_gb * 1e9 // per_cell)),
     )
     return batch * per_cell
 
@@ -183,7 +183,7 @@ def plan(
     n, where = count_cells(cfg, cells)
     w = work(cfg, n)
     rate = rate_for(cfg, kind, Path(results_dir or cfg.bench.output_dir), device_gflops)
-    tiles = math.ceil(n / (cfg.infer.shard_lat * cfg.infer.shard_lon))  # at least; land tiles of a real grid are more
+    tiles = math.ceil(n / (cfg.layout.shard_lat * cfg.layout.shard_lon))  # at least; land tiles of a real grid are more
     used = min(devices, tiles)  # one tile is never split over processes
     seconds = w["cell_steps"] / (rate.cell_steps_per_s * used)
     out = {
@@ -206,7 +206,7 @@ def describe(p: dict, used: int) -> list[str]:
     return [
         f"rollout: {p['cells']:,} cells ({p['cells_from']}) x {p['days']:,} days x layers {', '.join(p['layers'])} x {p['members']} members, {p['mode']} mode",
         f"work: {p['cell_steps']:.4g} cell-steps, {p['flop']:.4g} FLOP; store: {p['store_bytes'] / 1e9:.3g} GB before compression",
-        f"memory per device pass: {p['memory_per_device_bytes'] / 1e9:.3g} GB (infer.tile_cells, infer.time_block_days, infer.memory_budget_gb)",
+        f"memory per device pass: {p['memory_per_device_bytes'] / 1e9:.3g} GB (layout.tile_cells, layout.time_block_days, layout.memory_budget_gb)",
         f"rate: {p['rate_cell_steps_per_s_per_device']:.4g} cell-steps/s per {p['kind']} device ({p['rate_source']})",
         f"wall time on {p['devices']} {p['kind']} device(s){'' if used == p['devices'] else f' ({used} busy: one tile per device at most)'}: "
         f"{hours:.3g} h ({hours / 24:.3g} days)",

@@ -26,7 +26,7 @@ def mesh_shape(n_members: int, n_devices: int, member_size: int = 0) -> tuple[in
     if member_size:
         if n_devices % member_size or n_members % member_size:
             raise ConfigError(
-                f"train.mesh_member_size={member_size} must divide both the device count ({n_devices}) "
+                f"layout.mesh_member_size={member_size} must divide both the device count ({n_devices}) "
                 f"and the member count ({n_members})"
             )
         return member_size, n_devices // member_size

@@ -85,10 +85,43 @@ def test_configs_are_frozen():
 
 def test_unquoted_yes_and_no_reach_yes_no_options():
     # YAML 1.1 reads `yes`/`no` as booleans; options spelled "yes"/"no" still take them
-    cfg = load_config("tiny", ["model.hoist=yes", "infer.hoist=no"])
-    assert cfg.model.hoist == "yes" and cfg.infer.hoist == "no"
-    with pytest.raises(ConfigError, match="model.hoist"):
-        load_config("tiny", ["model.hoist=maybe"])
+    assert load_config("tiny", ["kernel.hoist=yes"]).kernel.hoist == "yes"
+    assert load_config("tiny", ["kernel.hoist=no"]).kernel.hoist == "no"
+    with pytest.raises(ConfigError, match="kernel.hoist"):
+        load_config("tiny", ["kernel.hoist=maybe"])
+
+
+def test_performance_and_layout_keys_live_apart_from_the_science():
+    # what changes the numbers is in the stage sections; how fast and in which pieces is in
+    # `kernel` and `layout`, which no stage's fingerprint (pipeline, resume) reads
+    from somojax.pipeline import STAGE_INPUTS
+
+    science = {f.name for s in ("data", "model", "train", "infer") for f in dataclasses.fields(cfgmod.SECTIONS[s])}
+    knobs = {f.name for s in ("kernel", "layout") for f in dataclasses.fields(cfgmod.SECTIONS[s])}
+    assert not science & knobs
+    assert not {"hoist", "remat", "unroll", "backward", "tile_cells", "shard_lat", "cpu_devices"} & science
+    assert all("kernel" not in v and "layout" not in v for v in STAGE_INPUTS.values())
+
+
+def test_moved_keys_are_read_under_their_new_names(tmp_path, caplog):
+    old = tmp_path / "old.yaml"
+    old.write_text("base: tiny\nmodel:\n  hoist: 'no'\ninfer:\n  shard_lat: 8\n  chunk_lat: 4\ncpu_devices: 1\n")
+    with caplog.at_level("WARNING", logger="somojax.config"):
+        cfg = load_config(old, ["train.ensemble_mode=loop", "data.chunk_days=365"])
+    assert (cfg.kernel.hoist, cfg.layout.shard_lat, cfg.layout.chunk_lat, cfg.layout.cpu_devices) == ("no", 8, 4, 1)
+    assert (cfg.kernel.ensemble_mode, cfg.layout.forcing_chunk_days) == ("loop", 365)
+    assert "model.hoist is now kernel.hoist" in caplog.text and "data.chunk_days is now" in caplog.text
+    # a checkpoint's saved model settings from before the move still load
+    saved = cfgmod.to_dict(cfg)["model"] | {"hoist": "auto", "remat": True, "unroll": 1, "backward": "auto"}
+    assert cfgmod.from_dict({"model": saved}).model == cfg.model
+    # the old and the new spelling with different values: which one was meant is unknown
+    both = tmp_path / "both.yaml"
+    both.write_text("base: tiny\nmodel:\n  hoist: 'no'\nkernel:\n  hoist: 'yes'\n")
+    with pytest.raises(ConfigError, match="sets kernel.hoist twice"):
+        load_config(both)
+    # a moved key still gets its value rule, under its new name
+    with pytest.raises(ConfigError, match="layout.tile_cells"):
+        load_config("tiny", ["infer.tile_cells=0"])
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,7 +143,7 @@ BAD_VALUES = [
     ("model.dropout=-0.1", ">= 0 and < 1"),
     ("model.dropout=.nan", "a finite number"),
     ("model.seq_length=0", "an integer >= 1"),
-    ("model.unroll=0", "an integer >= 1"),
+    ("kernel.unroll=0", "an integer >= 1"),
     ("train.members=0", "the ensemble size"),
     ("train.batch_size=0", "an integer >= 1"),
     ("train.epochs=0", "an integer >= 1"),
@@ -128,8 +161,8 @@ BAD_VALUES = [
     ("infer.start=yesterday", "a calendar date"),
     ("infer.bbox=[44, 40, -98, -96]", "-90 <= south < north <= 90"),
     ("infer.bbox=[40, 44, -98, 200]", "-180 <= west < east <= 180"),
-    ("infer.tile_cells=0", "an integer >= 1"),
-    ("infer.memory_budget_gb=0", "> 0"),
+    ("layout.tile_cells=0", "an integer >= 1"),
+    ("layout.memory_budget_gb=0", "> 0"),
     ("data.lat_range=[-95, 10]", "latitude edges in -90..90"),
     ("data.lon_range=[10, -10]", "the first edge must be smaller than the second"),
     ("data.val_fraction=0", "> 0 and < 1"),
@@ -142,7 +175,7 @@ BAD_VALUES = [
     ("bench.repeats=0", "an integer >= 1"),
     ("name=''", "a non-empty run name"),
     ("workdir=runs/{user}", "the only placeholder allowed is {name}"),
-    ("cpu_devices=-2", "an integer >= 0"),
+    ("layout.cpu_devices=-2", "an integer >= 0"),
 ]
 
 
@@ -187,7 +220,7 @@ def test_a_bad_value_in_a_file_names_the_file(tmp_path):
             ["model.predict_last_n=31"],
             r"predict_last_n must not exceed model\.seq_length; found model\.predict_last_n=31 .*model\.seq_length=30 \(from config",
         ),
-        (["infer.shard_time=100"], r"infer\.shard_time must be a multiple of infer\.chunk_time"),
+        (["layout.shard_time=100"], r"layout\.shard_time must be a multiple of layout\.chunk_time"),
         (
             ["infer.region=cells"],
             r"infer\.region=cells needs infer\.cells_file.*infer\.cells_file='' \(from the default\)",
@@ -207,14 +240,14 @@ def test_edge_values_that_mean_something_are_allowed():
         [
             "model.dropout=0",
             "train.clip_norm=0",
-            "train.mesh_member_size=0",
+            "layout.mesh_member_size=0",
             "train.max_updates_per_epoch=null",
-            "infer.rows_per_step=0",
+            "kernel.rows_per_step=0",
             "infer.bbox=[-90, 90, -180, 180]",
             "data.split=period",
             "synth.hours_per_obs=24",
             "evaluate.quantiles=[0, 1]",
-            "cpu_devices=0",
+            "layout.cpu_devices=0",
         ],
     )
     assert cfg.train.max_updates_per_epoch is None and cfg.infer.bbox == (-90.0, 90.0, -180.0, 180.0)

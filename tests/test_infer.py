@@ -80,14 +80,14 @@ def setup(tmp_path_factory):
             f"workdir={root}/run",
             "infer.start=2000-04-01",
             "infer.end=2000-11-25",
-            "infer.shard_time=60",
-            "infer.time_block_days=120",
-            "infer.shard_lat=2",
-            "infer.shard_lon=4",
-            "infer.chunk_lat=2",
-            "infer.chunk_lon=2",
-            "infer.chunk_time=30",
-            "infer.tile_cells=5",
+            "layout.shard_time=60",
+            "layout.time_block_days=120",
+            "layout.shard_lat=2",
+            "layout.shard_lon=4",
+            "layout.chunk_lat=2",
+            "layout.chunk_lon=2",
+            "layout.chunk_time=30",
+            "layout.tile_cells=5",
         ],
     )
     f, s = _stores(cfg.store_dir)
@@ -211,19 +211,13 @@ def _uninterrupted(setup, tmp_path):
 
 
 def _overrides(cfg):
-    i = cfg.infer
+    i, lay = cfg.infer, cfg.layout
     return {
         "workdir": cfg.workdir,
         "infer.start": i.start,
         "infer.end": i.end,
-        "infer.shard_time": i.shard_time,
-        "infer.time_block_days": i.time_block_days,
-        "infer.shard_lat": i.shard_lat,
-        "infer.shard_lon": i.shard_lon,
-        "infer.chunk_lat": i.chunk_lat,
-        "infer.chunk_lon": i.chunk_lon,
-        "infer.chunk_time": i.chunk_time,
-        "infer.tile_cells": i.tile_cells,
+        **{f"layout.{k}": getattr(lay, k) for k in ("shard_time", "time_block_days", "shard_lat", "shard_lon")},
+        **{f"layout.{k}": getattr(lay, k) for k in ("chunk_lat", "chunk_lon", "chunk_time", "tile_cells")},
     }
 
 

@@ -23,13 +23,13 @@ from tests.test_infer import L, _bundle, _stores
 OVERRIDES = [
     "infer.start=2000-04-01",
     "infer.end=2000-11-25",
-    "infer.shard_time=60",
-    "infer.time_block_days=120",
-    "infer.shard_lat=2",
-    "infer.shard_lon=4",
-    "infer.chunk_lat=2",
-    "infer.chunk_lon=2",
-    "infer.chunk_time=30",
+    "layout.shard_time=60",
+    "layout.time_block_days=120",
+    "layout.shard_lat=2",
+    "layout.shard_lon=4",
+    "layout.chunk_lat=2",
+    "layout.chunk_lon=2",
+    "layout.chunk_time=30",
 ]
 NAN_FORCING = ("q", 100, 2, 3)  # variable, day, lat index, lon index
 NAN_STATIC = ("clay", 1, 4)

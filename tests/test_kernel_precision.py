@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from somojax.infer import kernels
+from somojax.models.kernel import KernelOptions
 
 H, D, S, L = 16, 6, 10, 365
 CELLS, DAYS = 3, 7305  # 20 years of outputs per cell
@@ -79,9 +80,8 @@ def deviations() -> dict[str, float]:
     out = {"numpy float32": float(np.abs(numpy_exact(p, x, xs, np.float32) - ref).max())}
     pj = {k: jnp.asarray(v, jnp.float32)[None] for k, v in p.items()}
     for name, (hoist, member_map) in PATHS.items():
-        y = kernels.predict_normalised(
-            pj, jnp.asarray(x), jnp.asarray(xs), seq_length=L, hoist=hoist, member_map=member_map
-        )
+        kernel = KernelOptions(hoist=hoist).replace(member_map=member_map)
+        y = kernels.predict_normalised(pj, jnp.asarray(x), jnp.asarray(xs), seq_length=L, kernel=kernel)
         out[name] = float(np.abs(np.asarray(y[0], np.float64) - ref).max())
     return out
 
@@ -114,8 +114,7 @@ def test_every_product_of_a_kernel_runs_at_the_requested_precision(mode, hoist):
         seq_length=L,
         mode=mode,
         last_n=1 if mode == "exact" else 5,
-        hoist=hoist,
-        member_map=False,
+        kernel=KernelOptions(hoist=hoist).replace(member_map=False),
     )
     dots = re.findall(r"stablehlo\.dot_general[^\n]*", lowered.as_text())
     assert len(dots) >= 3 + hoist  # recurrent (+ projection), static gate, head

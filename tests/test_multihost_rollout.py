@@ -32,14 +32,14 @@ REPO = Path(__file__).resolve().parent.parent
 INFER = {
     "infer.start": "2000-04-01",
     "infer.end": "2000-11-25",
-    "infer.shard_time": 60,
-    "infer.time_block_days": 120,
-    "infer.shard_lat": 2,
-    "infer.shard_lon": 4,
-    "infer.chunk_lat": 2,
-    "infer.chunk_lon": 2,
-    "infer.chunk_time": 30,
-    "infer.tile_cells": 4,
+    "layout.shard_time": 60,
+    "layout.time_block_days": 120,
+    "layout.shard_lat": 2,
+    "layout.shard_lon": 4,
+    "layout.chunk_lat": 2,
+    "layout.chunk_lon": 2,
+    "layout.chunk_time": 30,
+    "layout.tile_cells": 4,
 }
 PAIRS = 8
 TIMEOUT = 240
@@ -65,7 +65,7 @@ def _free_port() -> int:
 
 
 def _args(root: Path, store: Path, extra=()) -> list[str]:
-    over = {"workdir": f"{root}/run", **INFER, "infer.output": str(store), "cpu_devices": 1}
+    over = {"workdir": f"{root}/run", **INFER, "infer.output": str(store), "layout.cpu_devices": 1}
     return [sys.executable, "-m", "somojax", "predict", "-c", "tiny", *(f"{k}={v}" for k, v in over.items()), *extra]
 
 

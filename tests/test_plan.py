@@ -39,7 +39,7 @@ ROWS = [
 def test_paper_product_work_and_time(tmp_path, capsys):
     cfg = load_config("paper", [f"workdir={tmp_path}/run"])
     n = 100_000  # at least 4 tiles of shard_lat x shard_lon cells: all 4 devices busy
-    assert n / (cfg.infer.shard_lat * cfg.infer.shard_lon) >= 4
+    assert n / (cfg.layout.shard_lat * cfg.layout.shard_lon) >= 4
     p = plan(cfg, devices=4, cells=n, results_dir=_results(tmp_path, ROWS))
     days = 7305  # 2000-01-01 .. 2019-12-31
     steps = n * days * 3 * 5 * 365.0
@@ -74,7 +74,13 @@ def test_unmeasured_device_is_estimated_from_its_matmul_rate(tmp_path):
 def test_more_devices_than_tiles_do_not_help(tmp_path):
     cfg = load_config(
         "paper",
-        [f"workdir={tmp_path}/run", "infer.shard_lat=4", "infer.shard_lon=4", "infer.chunk_lat=4", "infer.chunk_lon=4"],
+        [
+            f"workdir={tmp_path}/run",
+            "layout.shard_lat=4",
+            "layout.shard_lon=4",
+            "layout.chunk_lat=4",
+            "layout.chunk_lon=4",
+        ],
     )
     res = _results(tmp_path, ROWS)
     a = plan(cfg, devices=2, cells=32, results_dir=res)  # 32 cells fill 2 tiles of 16 at most

@@ -210,8 +210,8 @@ def test_gridded_predict_of_a_bbox_needs_no_land_mask(bare_stores):
             f"infer.bbox=[{LAT[0]},{LAT[1]},{LON[0]},{LON[1]}]",
             "infer.start=2000-03-01",
             "infer.end=2000-04-30",
-            "infer.shard_time=30",
-            "infer.chunk_time=30",
+            "layout.shard_time=30",
+            "layout.chunk_time=30",
             f"infer.output={root}/grid.zarr",
         ],
     )

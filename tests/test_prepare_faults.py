@@ -306,11 +306,11 @@ def test_damaged_era5_chunk_read_while_writing_is_named(tmp_path):
     p.write_bytes(bytes(raw))
     era5 = read_era5([p])
     forc = build_forcings(clean_era5(era5), "2001-01-01", "2001-03-01", (40.0, 42.0), (-98.0, -96.0))
-    d = load_config("tiny").data
+    cfg = load_config("tiny")
     with pytest.raises(
         InputDataError,
         match=r"reading ERA5 failed while the forcings were written \(NetCDF: HDF error\): a file is damaged; data\.era5_check_steps=0",
     ):
         with _Staging(tmp_path / "stores") as stage:
-            _write_forcings(forc, stage, d, [str(p)], {})
+            _write_forcings(forc, stage, cfg.data, cfg.layout, [str(p)], {})
     assert _no_staging_left(tmp_path / "stores") and not (tmp_path / "stores" / C.FORCINGS_STORE).exists()

@@ -135,7 +135,7 @@ def test_cpu_device_count_rules():
     assert cpu_device_count(0, 256, cores=6) == 4  # the largest count <= 6 dividing the batch
     assert cpu_device_count(0, 7, cores=4) == 1
     assert cpu_device_count(3, 256, cores=2) == 3  # an explicit count is taken as given
-    with pytest.raises(ConfigError, match="cpu_devices=-1"):
+    with pytest.raises(ConfigError, match="layout.cpu_devices=-1"):
         cpu_device_count(-1, 256)
     assert flag_count(f"--xla_foo=1 {FLAG}=8") == 8
     assert flag_count("--xla_foo=1") is None

@@ -121,7 +121,7 @@ def test_learning_rate_schedule_by_epoch():
 @pytest.mark.parametrize("mode", ["stacked", "loop", pytest.param("vmap", marks=pytest.mark.slow)])
 def test_five_member_step_on_8_devices_equals_five_one_member_runs(tmp_path, mode):
     cfg = tiny_config(tmp_path, members=5, batch_size=16)
-    cfg5 = tiny_config(tmp_path, members=5, batch_size=16, ensemble_mode=mode)
+    cfg5 = tiny_config(tmp_path, kernel={"ensemble_mode": mode}, members=5, batch_size=16)
     tr = make_trainer(cfg5, tmp_path)
     assert tr.mesh.devices.size == 8 and tr.ensemble_mode == mode
     data = tr.data

@@ -102,7 +102,7 @@ def test_auto_mode_and_the_stacked_requirement():
     # batch split over one CPU device per core: separate chains measured faster
     assert resolve_ensemble_mode("auto", 5, 1, opts, data_axis=2, backend="cpu") == "loop"
     assert resolve_ensemble_mode("auto", 5, 1, opts, data_axis=2, backend="gpu") == "stacked"
-    autodiff = dataclasses.replace(opts, custom_vjp=False)
+    autodiff = dataclasses.replace(opts, kernel=opts.kernel.replace(custom_vjp=False))
     assert resolve_ensemble_mode("auto", 5, 1, autodiff) == "loop"
     assert resolve_ensemble_mode("auto", 4, 4, autodiff) == "vmap"
     with pytest.raises(ValueError, match="hand-written backward"):

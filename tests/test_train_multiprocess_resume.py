@@ -59,7 +59,7 @@ def train(workdir: Path, stores: Path, processes: int, max_updates: int, devices
         f"workdir={workdir}",
         f"data.store_dir={stores}",
         *DATA,
-        f"cpu_devices={devices // processes}",
+        f"layout.cpu_devices={devices // processes}",
         f"train.max_updates={max_updates}",
         "--layers",
         "L1",

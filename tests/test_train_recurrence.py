@@ -65,7 +65,7 @@ def test_grads_match_autodiff(last_n, hoist, block):
         return jnp.sum(ealstm.recurrence(p, x, x_s, last_n=last_n, hoist=False) * w)
 
     def custom(p, x):
-        return jnp.sum(recurrence_vjp(p, x, x_s, last_n=last_n, hoist=hoist, block=block) * w)
+        return jnp.sum(recurrence_vjp(p, x, x_s, last_n=last_n, hoist=hoist, backward_block=block) * w)
 
     v1, (g1, gx1) = jax.jit(jax.value_and_grad(plain, argnums=(0, 1)))(p, x_d)
     v2, (g2, gx2) = jax.jit(jax.value_and_grad(custom, argnums=(0, 1)))(p, x_d)
@@ -113,7 +113,7 @@ def test_grads_match_numpy_float64_finite_differences():
     w = rng.standard_normal((b, h))
     g = jax.grad(
         lambda p: jnp.sum(
-            recurrence_vjp(p, jnp.asarray(x_d, jnp.float32), jnp.asarray(x_s, jnp.float32), block=4)[:, 0] * w
+            recurrence_vjp(p, jnp.asarray(x_d, jnp.float32), jnp.asarray(x_s, jnp.float32), backward_block=4)[:, 0] * w
         )
     )(p)
     want = _numpy_grads(p, x_d, x_s, w)
@@ -142,7 +142,7 @@ def test_vmapped_over_members_equals_each_member():
     x_s = jnp.asarray(rng.standard_normal((3, 4, 10)), jnp.float32)
 
     def loss(p, xd, xs):
-        return jnp.sum(recurrence_vjp(p, xd, xs, block=4) ** 2)
+        return jnp.sum(recurrence_vjp(p, xd, xs, backward_block=4) ** 2)
 
     gv = jax.jit(jax.vmap(jax.grad(loss)))(stacked, x_d, x_s)
     one = jax.jit(jax.grad(loss))
@@ -164,7 +164,7 @@ def test_stacked_members_equal_each_member(last_n, hoist):
     w = jnp.asarray(rng.standard_normal((3, 4, last_n, 8)), jnp.float32)
 
     def loss(p, xd, xs, w):
-        return jnp.sum(recurrence_vjp(p, xd, xs, last_n=last_n, hoist=hoist, block=4) * w)
+        return jnp.sum(recurrence_vjp(p, xd, xs, last_n=last_n, hoist=hoist, backward_block=4) * w)
 
     for shared in (False, True):
         xd, xs = (x_d[0], x_s[0]) if shared else (x_d, x_s)
@@ -206,7 +206,7 @@ def test_engine_forward_matches_numpy_float64(backend, last_n):
     cfg = load_config("tiny")
     model = dataclasses.replace(cfg.model, predict_last_n=last_n, dropout=0.0)
     opts = step_options(model, cfg.train, backend=backend)
-    assert opts.custom_vjp and opts.hoist == (backend == "gpu")
+    assert opts.kernel.custom_vjp and opts.kernel.hoist == (backend == "gpu")
     p = random_params(7, 6, 10, 8)
     rng = np.random.default_rng(8)
     x_d = rng.standard_normal((4, 15, 6)).astype(np.float32)

@@ -35,7 +35,7 @@ def samples(arrays: WindowArrays, seq_length: int, cells, days) -> np.ndarray:
     return np.asarray(out, np.int64).reshape(-1, 2)
 
 
-def tiny_config(tmp_path, **train) -> Config:
+def tiny_config(tmp_path, kernel: dict | None = None, **train) -> Config:
     cfg = load_config(
         "tiny", [f"workdir={tmp_path}", "model.hidden_size=8", "model.seq_length=20", "model.dropout=0.1"]
     )
@@ -53,7 +53,8 @@ def tiny_config(tmp_path, **train) -> Config:
         patience=None,
     )
     t.update(train)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t))
+    k = dataclasses.replace(cfg.kernel, **(kernel or {}))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **t), kernel=k)
 
 
 def array_data(cfg: Config, arrays: WindowArrays | None = None, val_cells=(10, 11)) -> ArrayTrainData:

@@ -117,7 +117,7 @@ def _engine_step(cfg: Config, members: int, devices=None):
 
     b = cfg.bench
     model = dataclasses.replace(cfg.model, hidden_size=b.hidden_size, seq_length=b.seq_length)
-    opts = step_options(model, cfg.train)
+    opts = step_options(model, cfg.train, kernel=cfg.kernel)
     tx = make_optimizer(cfg.train.clip_norm)
     mesh = shd.make_mesh(members, 0, devices)
     key = jax.random.key(0)
@@ -126,7 +126,7 @@ def _engine_step(cfg: Config, members: int, devices=None):
     state = jax.jit(lambda: init_state(key, members, D, S, model, tx), out_shardings=st_sh)()
     bsh = shd.batch_sharding(mesh, per_member=True)
     mode = resolve_ensemble_mode(
-        cfg.train.ensemble_mode, members, mesh.shape[C.MEMBER_AXIS], opts, mesh.shape[C.DATA_AXIS]
+        cfg.kernel.ensemble_mode, members, mesh.shape[C.MEMBER_AXIS], opts, mesh.shape[C.DATA_AXIS]
     )
     step = jax.jit(
         make_train_step(opts, tx, shared_batches=False, mode=mode, mesh=mesh),
@@ -294,13 +294,13 @@ def bench_scaling(cfg: Config, device_counts=(1, 2, 4, 8)) -> dict:
 # ----------------------------------------------------------------------------------------
 def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
     """Exact and chunked rollout of one cell × `bench.rollout_days`, and of a tile of cells."""
-    from somojax.infer import engine
+    from somojax.models.kernel import KernelOptions
 
     b = cfg.bench
     H, L, days = b.hidden_size, b.seq_length, b.rollout_days
-    opts = engine.KernelOptions()
+    opts = KernelOptions()  # as `somojax predict` runs by default
     fns, work = _rollout_cases(b, opts, chunked_k)
-    times, measured = _timed_with_floor(fns, (opts.resolved_rows(H), H + D, 3 * H), b)
+    times, measured = _timed_with_floor(fns, (opts.rows(H), H + D, 3 * H), b)
     rate = measured["gflops"]
     rows = _rollout_rows(times, work, rate, H)
     exact = times["exact, 1 cell"]["median_s"]
@@ -343,7 +343,7 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
 def _rollout_cases(b, opts, chunked_k: int) -> tuple[dict, dict]:
     """The rollouts `bench_rollout` times, on random inputs and a fresh one-member ensemble.
 
-    Takes `cfg.bench` and the `engine.KernelOptions`; returns ({variant: a function running it
+    Takes `cfg.bench` and the `KernelOptions`; returns ({variant: a function running it
     to completion}, {variant: (cells, days out, cell-steps per output day)}). A tile whose cells
     divide over the local devices is sharded over them, as `somojax predict` does.
     """
@@ -367,14 +367,7 @@ def _rollout_cases(b, opts, chunked_k: int) -> tuple[dict, dict]:
         if cells % len(devices) == 0 and len(devices) > 1:
             cell_sharding = shd.batch_sharding(shd.make_mesh(1, 0, devices), per_member=False)
             x, xs = jax.device_put(x, cell_sharding), jax.device_put(xs, cell_sharding)
-        kw = dict(
-            seq_length=L,
-            mode=mode,
-            last_n=k,
-            rows_per_step=opts.resolved_rows(H),
-            hoist=opts.resolved_hoist(),
-            member_map=opts.resolved_member_map(),
-        )
+        kw = dict(seq_length=L, mode=mode, last_n=k, kernel=opts)
         fns[name] = lambda x=x, xs=xs, kw=kw: kernels.predict_normalised(params, x, xs, **kw).block_until_ready()
         work[name] = (cells, n_out, kernels.cost_per_output(mode, L, k))
     return fns, work
@@ -423,7 +416,7 @@ def bench_zarr(cfg: Config) -> dict:
     configured shard size (paper: 120 x 120 cells) x 2 time blocks of one shard (720 days)."""
     from somojax.infer import store as pstore
 
-    i = cfg.infer
+    i = cfg.layout
     n_lat, n_lon, days = 2 * i.shard_lat, 2 * i.shard_lon, 2 * i.shard_time
     layout = _zarr_layout(i)
     rng = np.random.default_rng(0)
@@ -457,7 +450,7 @@ def bench_zarr(cfg: Config) -> dict:
 
 
 def _zarr_layout(i):
-    """The prediction store layout `bench_zarr` writes, from `cfg.infer`: 2 x 2 shards of cells
+    """The prediction store layout `bench_zarr` writes, from `cfg.layout`: 2 x 2 shards of cells
     from 30° N, 0° E, 2 shards of days from 2000-01-01, the configured shard and chunk shapes."""
     import pandas as pd
 

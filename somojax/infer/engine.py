@@ -28,31 +28,7 @@ from somojax import constants as C
 from somojax.checkpoint import Bundle
 from somojax.errors import CheckpointError, ConfigError
 from somojax.infer import kernels
-
-
-@dataclass(frozen=True)
-class KernelOptions:
-    """How the kernel runs (not what it computes)."""
-
-    rows_per_step: int = 0  # cells x windows stepped together (cache blocking); 0: 196608 // H
-    hoist: bool | None = None  # None: step-wise input projection on CPU, hoisted elsewhere
-    member_map: bool | None = None  # None: lax.map on CPU, vmap on accelerators
-    precision: str | None = "highest"
-    unroll: int = 1
-
-    def resolved_member_map(self) -> bool:
-        if self.member_map is not None:
-            return self.member_map
-        return jax.default_backend() == "cpu"
-
-    def resolved_rows(self, hidden_size: int) -> int:
-        """Rows per step: ~0.75 MB of state per array (1536 rows at H = 128; measured best on CPU)."""
-        return self.rows_per_step or max(64, 196608 // hidden_size)
-
-    def resolved_hoist(self) -> bool:
-        if self.hoist is not None:
-            return self.hoist
-        return jax.default_backend() != "cpu"
+from somojax.models.kernel import KernelOptions  # how the kernels run (shared with training)
 
 
 def resolve_mode(bundle: Bundle, mode: str) -> str:
@@ -225,11 +201,7 @@ def _member_predictions(
         seq_length=bundle.model.seq_length,
         mode=mode,
         last_n=bundle.model.predict_last_n,
-        rows_per_step=options.resolved_rows(bundle.model.hidden_size),
-        hoist=options.resolved_hoist(),
-        precision=options.precision,
-        unroll=options.unroll,
-        member_map=options.resolved_member_map(),
+        kernel=options,
     )
     return np.asarray(y, np.float64)
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from somojax.models import cell
+from somojax.models.kernel import KernelOptions
 
 Params = Mapping[str, jax.Array]
 
@@ -152,10 +153,7 @@ def chunked_windows(
     return jnp.transpose(y, (1, 2, 0)).reshape(c, n_win * k)[:, :n_out]
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("seq_length", "mode", "last_n", "rows_per_step", "hoist", "precision", "unroll", "member_map"),
-)
+@functools.partial(jax.jit, static_argnames=("seq_length", "mode", "last_n", "kernel"))
 def predict_normalised(
     params: Params,
     x_d: jax.Array,
@@ -164,11 +162,7 @@ def predict_normalised(
     seq_length: int,
     mode: str = "exact",
     last_n: int = 1,
-    rows_per_step: int = 1536,
-    hoist: bool = False,
-    precision: str | None = "highest",
-    unroll: int = 1,
-    member_map: bool = True,
+    kernel: KernelOptions = KernelOptions(),
 ) -> jax.Array:
     """Every member's normalised predictions for every complete window.
 
@@ -178,26 +172,28 @@ def predict_normalised(
         masks the affected windows).
       x_s: [C, S] normalised statics.
       mode: "exact" or "chunked" (stride `last_n`).
-      hoist: project every day once (x·W_ih + b, [C, T, 3H]) before stepping, or multiply the
-        raw days inside each step together with the state. Both are exact; on CPU the step-wise
-        form is 1.5× faster (the projected slices are 3H/D times more memory traffic per step
-        than the raw days; docs/inference.md).
-      member_map: members one after another (`lax.map`; less memory, faster on CPU) or
-        vectorised (`vmap`; batched matmuls, for accelerators).
+      kernel: how it runs (`somojax.models.kernel.KernelOptions`; the default resolves per
+        backend). `hoist`: project every day once (x·W_ih + b, [C, T, 3H]) before stepping, or
+        multiply the raw days inside each step together with the state; both are exact, and on
+        the CPU the step-wise form moves 3H/D times less memory per step (docs/inference.md).
+        `cpu.member_map`: the members one after another (`lax.map`; less memory) or vectorised
+        (`vmap`; batched matmuls, for accelerators). `rows_per_step`, `precision`, `unroll`.
 
     Returns:
       [M, C, T − L + 1].
     """
+    hoist, precision, unroll = kernel.resolved_hoist(), kernel.precision, kernel.unroll
+    rows = kernel.rows(params["W_hh"].shape[-2])
 
     def one(p):
         # every product at the kernel's precision, not only the recurrent one (models/cell.py)
         src = cell.project(p, x_d, precision) if hoist else x_d
         i = cell.input_gate(p, x_s, precision)
         if mode == "exact":
-            return exact_windows(p, src, i, seq_length, rows_per_step, hoist, precision, unroll)
+            return exact_windows(p, src, i, seq_length, rows, hoist, precision, unroll)
         return chunked_windows(p, src, i, seq_length, last_n, hoist, precision, unroll)
 
-    if member_map:
+    if kernel.schedule().member_map:
         return jax.lax.map(one, dict(params))
     return jax.vmap(one)(dict(params))
 

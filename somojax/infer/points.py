@@ -38,6 +38,7 @@ from somojax.errors import ConfigError, InputDataError, writing
 from somojax.infer import engine, rollout
 from somojax.infer.export import COMPRESSION, depth_coords, global_attributes, sm_attrs, time_coords, write_netcdf
 from somojax.utils.logging import format_seconds, get_logger
+from somojax.models.kernel import infer_kernel
 
 log = get_logger("infer")
 
@@ -233,9 +234,7 @@ def predict_points(cfg: Config, layers: Sequence[str] | None = None) -> dict:
     rollout.check_period(bundles, out, times, start, end)
     first = start - pd.Timedelta(days=max(engine.spinup_days(bundles, l) for l in out))
     keep = (times >= first) & (times <= end)
-    options = engine.KernelOptions(
-        rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist]
-    )
+    options = infer_kernel(cfg.kernel)
     ds = rollout.predict_columns(
         bundles, times[keep], {v: c[:, keep] for v, c in columns.items()}, statics, start, out, cfg.infer.mode, options
     )

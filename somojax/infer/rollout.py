@@ -41,6 +41,7 @@ from somojax.infer import store as pstore
 from somojax.sharding import make_mesh
 from somojax.utils import distributed, faults
 from somojax.utils.logging import Progress, format_seconds, get_logger
+from somojax.models.kernel import KernelOptions, infer_kernel
 
 log = get_logger("infer")
 
@@ -216,7 +217,7 @@ def predict_cells(
     end: str,
     layers: Sequence[str] | None = None,
     mode: str = "auto",
-    options: engine.KernelOptions = engine.KernelOptions(),
+    options: KernelOptions = KernelOptions(),
 ) -> xr.Dataset:
     """Predictions at a list of cells over start..end (the cascade in one pass).
 
@@ -255,7 +256,7 @@ def predict_columns(
     start: pd.Timestamp,
     layers: Sequence[str],
     mode: str = "auto",
-    options: engine.KernelOptions = engine.KernelOptions(),
+    options: KernelOptions = KernelOptions(),
 ) -> xr.Dataset:
     """The cascade on raw input columns ([C, T] over `times`, which start with the spin-up)
     as a Dataset of `sm`, `sm_spread` (layer, cell, time) from `start` on."""
@@ -435,7 +436,7 @@ def make_plan(
     start, end = pd.Timestamp(cfg.infer.start), pd.Timestamp(cfg.infer.end)
     check_period(bundles, out, pd.DatetimeIndex(forcings[C.TIME].values), start, end)
     lat, lon, mask = region_mask(cfg, statics)
-    i = cfg.infer
+    i = cfg.layout
     layout = pstore.Layout(
         tuple(out),
         pd.date_range(start, end, freq="D"),
@@ -450,7 +451,7 @@ def make_plan(
 
 
 def _cell_batch(cfg: Config, plan: Plan, n_in_days: int) -> int:
-    """Most cells per device pass under `infer.tile_cells` and `infer.memory_budget_gb`.
+    """Most cells per device pass under `layout.tile_cells` and `layout.memory_budget_gb`.
 
     Bytes per cell and input day: inputs and their projection (D + 3H floats, one member at a
     time), the outputs of every layer (mean, spread, members), all float32, times 2 for copies.
@@ -459,13 +460,13 @@ def _cell_batch(cfg: Config, plan: Plan, n_in_days: int) -> int:
     d = max(len(b.dynamic_inputs) for b in plan.bundles.values())
     m = max(b.n_members for b in plan.bundles.values())
     per_cell = n_in_days * 4 * 2 * (d + 3 * h + 3 * (m + 2))
-    fit = int(cfg.infer.memory_budget_gb * 1e9 // per_cell)
+    fit = int(cfg.layout.memory_budget_gb * 1e9 // per_cell)
     if fit < 1:
         raise ConfigError(
-            f"infer.memory_budget_gb={cfg.infer.memory_budget_gb} is too small for one cell over {n_in_days} input days "
-            f"({per_cell / 1e9:.2f} GB); raise it or lower infer.time_block_days"
+            f"layout.memory_budget_gb={cfg.layout.memory_budget_gb} is too small for one cell over {n_in_days} input days "
+            f"({per_cell / 1e9:.2f} GB); raise it or lower layout.time_block_days"
         )
-    return max(1, min(cfg.infer.tile_cells, fit))
+    return max(1, min(cfg.layout.tile_cells, fit))
 
 
 def predict(cfg: Config, layers: Sequence[str] | None = None, fresh: bool = False) -> dict:
@@ -502,7 +503,7 @@ class _Run:
     nproc: int
     dynamic: list[str]  # the forcing variables the models read
     static: list[str]
-    options: engine.KernelOptions
+    options: KernelOptions
     sharding: NamedSharding
     n_dev: int
 
@@ -539,9 +540,7 @@ def _start(cfg: Config, layers: Sequence[str] | None, fresh: bool) -> _Run:
     mesh = make_mesh(1, devices=jax.local_devices())  # each process rolls out its own tiles
     sharding = NamedSharding(mesh, P(C.DATA_AXIS))
     dyn, sta = inputs_of(plan.bundles)
-    options = engine.KernelOptions(
-        rows_per_step=cfg.infer.rows_per_step, hoist={"auto": None, "yes": True, "no": False}[cfg.infer.hoist]
-    )
+    options = infer_kernel(cfg.kernel)
     return _Run(
         cfg, plan, path, forcings, statics, work, pid, nproc, dyn, sta, options, sharding, mesh.shape[C.DATA_AXIS]
     )

@@ -55,7 +55,7 @@ class Layout:
     def __post_init__(self):
         for a, b, what in zip(self.shard, self.chunk, ("time", "lat", "lon")):
             if a % b:
-                raise StoreError(f"infer.shard_{what}={a} must be a multiple of infer.chunk_{what}={b}")
+                raise StoreError(f"layout.shard_{what}={a} must be a multiple of layout.chunk_{what}={b}")
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -29,6 +29,7 @@ from flax import nnx
 # input_gate, project and head are the model's own functions, defined beside the cell's other
 # pieces (models/cell.py) so that the inference kernels use the very same ones
 from somojax.models.cell import head, input_gate, matmul, project, sigmoid
+from somojax.models.kernel import REFERENCE, KernelOptions
 from somojax.models.recurrence import recurrence_vjp
 
 Params = dict[str, jax.Array]
@@ -114,12 +115,8 @@ def recurrence(
     x_s: jax.Array,
     *,
     last_n: int = 1,
-    hoist: bool = True,
-    remat: bool = False,
-    unroll: int = 1,
-    precision: str | None = "highest",
-    compute_dtype: Any = None,
-    custom_vjp: bool = False,
+    kernel: KernelOptions = REFERENCE,
+    **changes: Any,
 ) -> jax.Array:
     """Runs the EA-LSTM over whole sequences from a zero state.
 
@@ -128,26 +125,23 @@ def recurrence(
       x_d: [B, T, D] dynamic inputs (normalised).
       x_s: [B, S] static inputs (normalised).
       last_n: number of final hidden states to return.
-      hoist: compute x W_ih + b for all days before the scan (one big matmul) instead of inside
-        each step. Inside is cheaper for training on CPU (docs/design.md#training-formulation).
-      remat: rematerialise each step in the backward pass (`jax.checkpoint`).
-      unroll: `lax.scan` unroll factor.
-      precision, compute_dtype: see `cell`.
-      custom_vjp: same values, gradients from the hand-written backward pass of
-        `somojax.models.recurrence` (faster training; `remat` and `unroll` do not apply).
+      kernel: how the recurrence runs (`somojax.models.kernel`): hoisted projection or not,
+        precision, the hand-written backward pass (`custom_vjp`, then `remat` and `unroll` do
+        not apply) or autodiff through `lax.scan`. Default: the model's own formulation.
+      **changes: `KernelOptions` fields to change (`hoist=False`): `kernel.replace(**changes)`.
 
     Returns:
       [B, last_n, H] hidden states of the last `last_n` days.
     """
-    if custom_vjp:
-        return recurrence_vjp(
-            params, x_d, x_s, last_n=last_n, hoist=hoist, precision=precision, compute_dtype=compute_dtype
-        )
+    kernel = kernel.replace(**changes)
+    if kernel.custom_vjp:
+        return recurrence_vjp(params, x_d, x_s, last_n=last_n, kernel=kernel)
+    precision, compute_dtype, unroll = kernel.precision, kernel.compute_dtype, kernel.unroll
     b, t, _ = x_d.shape
     hs = params["W_hh"].shape[0]
     i = input_gate(params, x_s, precision)
-    step, xs = _scan_step(params, x_d, i, hoist, precision, compute_dtype)
-    if remat:
+    step, xs = _scan_step(params, x_d, i, kernel.resolved_hoist(), precision, compute_dtype)
+    if kernel.remat:
         step = jax.checkpoint(step)
     zeros = jnp.zeros((b, hs), x_d.dtype)
     if last_n == 1:
@@ -205,36 +199,23 @@ def forward(
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
     deterministic: bool = True,
-    hoist: bool = True,
-    remat: bool = False,
-    unroll: int = 1,
-    precision: str | None = "highest",
-    compute_dtype: Any = None,
-    custom_vjp: bool = False,
+    kernel: KernelOptions = REFERENCE,
+    **changes: Any,
 ) -> jax.Array:
     """EA-LSTM predictions in normalised target units.
 
     Args:
       x_d: [B, T, D] normalised dynamic inputs; x_s: [B, S] normalised statics.
       predict_last_n: 1 for sequence-to-one, n for the last n days of the window.
+      kernel, **changes: how the recurrence runs (see `recurrence`).
 
     Returns:
       [B, predict_last_n] predictions for the last `predict_last_n` days.
     """
-    h = recurrence(
-        params,
-        x_d,
-        x_s,
-        last_n=predict_last_n,
-        hoist=hoist,
-        remat=remat,
-        unroll=unroll,
-        precision=precision,
-        compute_dtype=compute_dtype,
-        custom_vjp=custom_vjp,
-    )
+    kernel = kernel.replace(**changes)
+    h = recurrence(params, x_d, x_s, last_n=predict_last_n, kernel=kernel)
     h = dropout(h, dropout_rate, dropout_key, deterministic)
-    return head(params, h, precision)
+    return head(params, h, kernel.precision)
 
 
 class EALSTM(nnx.Module):

@@ -9,14 +9,12 @@ gradients inside the reverse loop. Here:
 - one member (not stacked), not hoisted (the CPU default), float32: each forward step is ONE product
   [h_{t-1}, x_t, 1] @ [W_hh; W_ih; b] ([B, H+D+1] x [H+D+1, 3H]) instead of h W_hh, x_t W_ih and
   a bias add: the step's last kernel writes h_t next to x_{t+1} and 1, so the input product
-  (a K = D matmul, as costly per call as 10% of the recurrent one on XLA:CPU) and the bias add
-  disappear; the backward's weight gradient d[W_hh; W_ih; b] is then one GEMM per block too.
+  (a K = D matmul, costly per call on XLA:CPU for its size) and the bias add disappear; the backward's weight gradient d[W_hh; W_ih; b] is then one GEMM per block too.
   The sum is the same, rounded in a different order (equal to float32 rounding, tested against
   NumPy float64). With the weight-gradient GEMM in plain NN form (`_rows_product`), one
-  member's training step on the 2-core CPU is 6-7% faster than with separate products;
+  member's training step on the CPU is faster than with separate products;
 - the forward scan stores, per step t, five [B, H] arrays: σ(f_t), σ(o_t), tanh(g_t), tanh(c_t),
-  c_t (separate contiguous arrays: XLA:CPU vectorises column slices of one wide array poorly,
-  3x slower in a micro-benchmark); c_{t-1} and h_{t-1} = σ(o_{t-1})·tanh(c_{t-1}) are read back
+  c_t (separate contiguous arrays: XLA:CPU vectorises column slices of one wide array poorly); c_{t-1} and h_{t-1} = σ(o_{t-1})·tanh(c_{t-1}) are read back
   from step t-1, so the loop never stores its own carry (which costs XLA a copy per step); with
   the fused product each is written by the kernel that computes it (`_forward_residuals`);
 - the backward is a reverse `lax.scan` with no transcendental functions: per step it computes
@@ -29,11 +27,12 @@ gradients inside the reverse loop. Here:
 Members can be stacked on a leading axis (parameters [M, ...], inputs [M, B, ...]): the same
 loops then run all members at once (a batched recurrent product per step, every elementwise
 kernel once over [M, B, ·], per-member weight-gradient GEMMs per block). XLA:CPU pays a fixed
-cost per kernel launch inside a loop (~2 µs, ~30 kernels per time step), which M separate loops
-pay M times; the 5-member training step is 0.92x the time of five independent chains.
+cost per kernel launch inside a loop (about 30 kernels per time step), which M separate loops
+pay M times.
 
-Measured on the project's 2-core CPU (B=256, T=365, H=128, fwd + bwd + Adam): 0.73-0.78x the
-time of autodiff with remat, the best plain-autodiff variant (`benchmarks/bench_train_step.py`).
+How these choices compare (against autodiff with and without remat, one member and stacks) is
+measured by `benchmarks/bench_train_step.py`; the figures are in docs/design.md ("Training
+formulation") and docs/training.md.
 
 Residual memory: 5·T·B·H floats per member (239 MB at the paper's shapes), against 2·T·B·H for
 autodiff with remat. The gradients equal `jax.grad` of `ealstm.recurrence` to float32 rounding
@@ -52,6 +51,7 @@ import jax.numpy as jnp
 from somojax.models.cell import PRECISIONS as _PRECISIONS
 from somojax.models.cell import matmul as _matmul
 from somojax.models.cell import sigmoid
+from somojax.models.kernel import TRAINING, KernelOptions
 
 
 def _previous_h(so_a: jax.Array, tc_a: jax.Array, t0, k: int) -> jax.Array:
@@ -72,8 +72,8 @@ def _rows_product(a: jax.Array, g: jax.Array, stacked: bool, precision, transpos
 
     One GEMM with k·B rows (per member when stacked), not k small products. `transpose` (one
     member): first materialise aᵀ [n, k·B], making it a plain (NN) GEMM; XLA:CPU then runs it
-    through YNNPACK instead of its path for a transposed operand: a one-member training step
-    measured 1-4% faster in five same-process comparisons, on one CPU device and on two.
+    through YNNPACK instead of its path for a transposed operand, which the training step measured
+    faster on one CPU device and on two (`CpuSchedule.transpose_rows`, models/kernel.py).
     """
     if stacked:
         a = jnp.moveaxis(a, 0, 1).reshape(a.shape[1], -1, a.shape[-1])
@@ -88,7 +88,7 @@ def _rows_product(a: jax.Array, g: jax.Array, stacked: bool, precision, transpos
 
 @dataclass(frozen=True)
 class _Static:
-    """The static configuration of one custom-VJP scan (the arguments of `recurrence_vjp`)."""
+    """The static configuration of one custom-VJP scan: `recurrence_vjp`'s `KernelOptions`, resolved."""
 
     last_n: int
     hoist: bool
@@ -193,8 +193,7 @@ def _forward_residuals(cfg: _Static, w_hh, w_ih, b, i, a0, xs):
     Each residual is written by the kernel that computes it, into a [T, B, H] buffer carried
     by the loop, and read back from there: the optimization barriers keep XLA from computing
     σ(f_t), ..., tanh(c_t) once for the buffer and again for their readers inside the step
-    (4 fewer kernels per step; one member's training step 2-3% faster in two same-process
-    comparisons).
+    (4 fewer kernels per step, measurably faster for one member's training step).
     c_{t-1} is read from the buffer too, so c is not carried.
     """
     hs = w_hh.shape[-2]
@@ -360,12 +359,8 @@ def recurrence_vjp(
     x_s: jax.Array,
     *,
     last_n: int = 1,
-    hoist: bool = False,
-    precision: str | None = "highest",
-    compute_dtype: Any = None,
-    block: int | None = None,
-    split_barrier: bool | None = None,
-    transpose_rows: bool | None = None,
+    kernel: KernelOptions = TRAINING,
+    **changes: Any,
 ) -> jax.Array:
     """`ealstm.recurrence` with the hand-written backward pass, for one member or a stack.
 
@@ -377,37 +372,34 @@ def recurrence_vjp(
       x_d: [B, T, D] dynamic inputs ([M, B, T, D] per member, or [B, T, D] shared, when stacked).
       x_s: [B, S] statics ([M, B, S] or [B, S] when stacked).
       last_n: number of final hidden states returned.
-      hoist: project all days (x W_ih + b) in one product before the loop instead of per step.
-      precision, compute_dtype: of the recurrent products h W_hh and dG W_hhᵀ (see `ealstm.cell`).
-      block: steps per weight-gradient product in the backward pass; None: 8 for one member,
-        4 for a stack (fastest measured on the 2-core CPU, benchmarks/bench_train_step.py).
-      split_barrier: materialise the three gate slices before the activations (faster on CPU);
-        None: on when the default backend is the CPU.
-      transpose_rows: one member: materialise the transposed row operand of the weight-gradient
-        products so that they are plain GEMMs (faster on CPU, see `_rows_product`); None: on when
-        the default backend is the CPU.
+      kernel: how it runs (`somojax.models.kernel.KernelOptions`): `hoist` (project all days
+        before the loop), `precision` and `compute_dtype` of the recurrent products h W_hh and
+        dG W_hhᵀ, `backward_block` (steps per weight-gradient product; None: 8 for one member, 4
+        for a stack) and the CPU schedule (`split_barrier`, `transpose_rows`).
+      **changes: `KernelOptions` fields to change: `kernel.replace(**changes)`.
 
     Returns:
       [B, last_n, H] hidden states of the last `last_n` days ([M, B, last_n, H] when stacked).
     """
+    kernel = kernel.replace(**changes)
     stacked = params["W_hh"].ndim == 3
     if stacked:
         x_d, x_s = _stacked_inputs(params["W_hh"].shape[0], x_d, x_s)
     t = x_d.shape[-2]
     if not 1 <= last_n <= t:
         raise ValueError(f"last_n={last_n} must lie in 1..{t} (the sequence length)")
-    on_cpu = jax.default_backend() == "cpu"
-    split_barrier = on_cpu if split_barrier is None else split_barrier
-    transpose_rows = on_cpu if transpose_rows is None else transpose_rows
-    if block is None:
-        block = 4 if stacked else 8
+    precision = kernel.precision
+    block = kernel.backward_block or (4 if stacked else 8)
     b_s, b = params["b_s"], params["b"]
     if stacked:  # [M, 1, n]: broadcast over the batch rows
         b_s, b = b_s[:, None, :], b[:, None, :]
     i = jax.nn.sigmoid(_matmul(x_s, params["W_sh"], precision, None) + b_s)  # cell.input_gate, its bias broadcast
     x = jnp.moveaxis(x_d, -2, 0)  # [T, (M,) B, D]
-    cd = None if compute_dtype is None else jnp.dtype(compute_dtype)
-    cfg = _Static(int(last_n), bool(hoist), precision, cd, int(block), bool(split_barrier), bool(transpose_rows))
+    cd = None if kernel.compute_dtype is None else jnp.dtype(kernel.compute_dtype)
+    sched = kernel.schedule()
+    cfg = _Static(
+        int(last_n), kernel.resolved_hoist(), precision, cd, int(block), sched.split_barrier, sched.transpose_rows
+    )
     out = _make(cfg)(params["W_hh"], params["W_ih"], b, i, x)
     return jnp.moveaxis(out, 0, -2)
 

@@ -253,7 +253,7 @@ def _prepare(cfg: Config, report: dict) -> dict:
 
     # ---- 2. write the stores (staged), then move them into place together --------------
     with _Staging(cfg.store_dir) as stage:
-        forc = _write_forcings(forc, stage, d, files, report)
+        forc = _write_forcings(forc, stage, d, cfg.layout, files, report)
         stat = _write_statics(forc, etopo, gldas, land, land_src, stage, d, report)
         _forcing_gaps(forc, stat, d, report)
         targ = _write_targets(scan, forc, stat, stage, d, report)
@@ -379,8 +379,9 @@ def _open_statics(inputs: Inputs, cfg: Config, report: dict) -> tuple[dict, dict
     return etopo, gldas, land, land_src
 
 
-def _write_forcings(forc: xr.Dataset, stage: _Staging, d, files: list[str], report: dict) -> xr.Dataset:
-    fchunks = {C.TIME: d.chunk_days, C.LAT: d.chunk_cells, C.LON: d.chunk_cells, C.LAYER: 1}
+def _write_forcings(forc: xr.Dataset, stage: _Staging, d, layout, files: list[str], report: dict) -> xr.Dataset:
+    c = layout
+    fchunks = {C.TIME: c.forcing_chunk_days, C.LAT: c.forcing_chunk_cells, C.LON: c.forcing_chunk_cells, C.LAYER: 1}
     final = stores.store_path(stage.out_dir, "forcings")
     log.info("writing %s: %s days x %s x %s cells", final, forc.sizes[C.TIME], forc.sizes[C.LAT], forc.sizes[C.LON])
     tf = time.perf_counter()

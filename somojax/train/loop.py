@@ -229,7 +229,7 @@ class Trainer:
         self.dir = Path(checkpoint_dir)
         self.meta = dict(meta)
         self.tc = cfg.train
-        self.mesh: Mesh = shd.make_mesh(self.tc.members, self.tc.mesh_member_size, devices)
+        self.mesh: Mesh = shd.make_mesh(self.tc.members, cfg.layout.mesh_member_size, devices)
         self.fp = fingerprint(cfg, {"n_dynamic": n_dynamic, "n_static": n_static, **(resume_extra or {})})
         self.metrics_dir = Path(metrics_dir) if metrics_dir else self.dir
         data_size = self.mesh.shape[C.DATA_AXIS]
@@ -238,7 +238,7 @@ class Trainer:
                 f"train.batch_size={self.tc.batch_size} must be a multiple of the mesh's data axis "
                 f"({data_size} of {self.mesh.devices.size} devices; mesh {dict(self.mesh.shape)}); "
                 f"use e.g. train.batch_size={data_size * max(1, round(self.tc.batch_size / data_size))} "
-                "or set train.mesh_member_size"
+                "or set layout.mesh_member_size"
             )
         self.budget = schedule.budget(self.tc, data.steps_per_epoch)
         self.tx = make_optimizer(self.tc.clip_norm)
@@ -261,7 +261,11 @@ class Trainer:
         self.val_sharding = shd.batch_sharding(self.mesh, per_member=False)
         metric_sharding = NamedSharding(self.mesh, P())
         mode = resolve_ensemble_mode(
-            tc.ensemble_mode, tc.members, self.mesh.shape[C.MEMBER_AXIS], self.opts, self.mesh.shape[C.DATA_AXIS]
+            self.cfg.kernel.ensemble_mode,
+            tc.members,
+            self.mesh.shape[C.MEMBER_AXIS],
+            self.opts,
+            self.mesh.shape[C.DATA_AXIS],
         )
         self.ensemble_mode = mode
         sync = needs_blocking_dispatch(self.mesh.devices.flat)  # see utils/devices.py: CPU collectives

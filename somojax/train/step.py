@@ -16,6 +16,7 @@ and member m of an N-member run draws what a 1-member run with key rng[m] draws.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -25,8 +26,9 @@ import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from somojax import constants as C
-from somojax.config import ModelConfig, TrainConfig
+from somojax.config import KernelConfig, ModelConfig, TrainConfig
 from somojax.models import ealstm, ensemble, losses
+from somojax.models.kernel import TRAINING, KernelOptions, train_kernel
 from somojax.models.recurrence import recurrence_vjp
 
 BATCH_KEYS = ("x_d", "x_s", "y", "sigma")  # what the step reads from a batch
@@ -35,44 +37,30 @@ ENSEMBLE_MODES = ("vmap", "loop", "stacked")
 
 @dataclass(frozen=True)
 class StepOptions:
-    """Static settings of the step (hashable: part of what jit compiles)."""
+    """Static settings of the step (hashable: part of what jit compiles): what the step trains
+    (loss, dropout, outputs per window) and how its recurrence runs (`kernel`)."""
 
     predict_last_n: int = 1
     dropout: float = 0.0
     loss: str = "nse"  # "nse" (NSE*) or "mse"
     nse_eps: float = 0.1
     sigma_scale: float = 1.0  # σ_c is multiplied by this (1/target std for normalised units)
-    hoist: bool = False
-    remat: bool = True
-    unroll: int = 1
-    precision: str = "highest"
-    compute_dtype: str | None = None
-    custom_vjp: bool = True
+    kernel: KernelOptions = TRAINING
 
     def model_kwargs(self) -> dict[str, Any]:
-        return dict(
-            predict_last_n=self.predict_last_n,
-            hoist=self.hoist,
-            remat=self.remat,
-            unroll=self.unroll,
-            precision=self.precision,
-            compute_dtype=None if self.compute_dtype is None else jnp.dtype(self.compute_dtype),
-            custom_vjp=self.custom_vjp,
-        )
+        """The keywords of `ealstm.forward` (without dropout) for the model this step trains."""
+        return dict(predict_last_n=self.predict_last_n, kernel=self.kernel)
 
 
 def step_options(
-    model: ModelConfig, train: TrainConfig, target_std: float = 1.0, backend: str | None = None
+    model: ModelConfig,
+    train: TrainConfig,
+    target_std: float = 1.0,
+    backend: str | None = None,
+    kernel: KernelConfig = KernelConfig(),
 ) -> StepOptions:
-    """Resolves the config (including the per-backend `auto` choices) into `StepOptions`.
-
-    `model.hoist: auto` hoists the input projection except on the CPU, where computing x_t W_ih
-    inside the step is faster for training (docs/design.md#training-formulation). `model.backward: auto` uses the
-    hand-written backward pass. `model.dtype: bfloat16` runs the recurrent matmul on bfloat16
-    operands with float32 accumulation; parameters, state and optimizer stay float32.
-    """
-    backend = backend or jax.default_backend()
-    hoist = {"yes": True, "no": False, "auto": backend != "cpu"}[model.hoist]
+    """Resolves the config into `StepOptions`; `kernel:`'s `auto` choices for `backend` (default:
+    JAX's), see `somojax.models.kernel.train_kernel`."""
     sigma_scale = 1.0 if train.nse_sigma_units == "raw" else 1.0 / float(target_std)
     return StepOptions(
         predict_last_n=model.predict_last_n,
@@ -80,12 +68,7 @@ def step_options(
         loss=train.loss,
         nse_eps=train.nse_eps,
         sigma_scale=sigma_scale,
-        hoist=hoist,
-        remat=model.remat,
-        unroll=model.unroll,
-        precision=model.matmul_precision,
-        compute_dtype=None if model.dtype == "float32" else model.dtype,
-        custom_vjp=model.backward in ("auto", "custom"),
+        kernel=train_kernel(kernel, model, backend),
     )
 
 
@@ -143,29 +126,13 @@ def data_parallel_recurrence(opts: StepOptions, mesh: Mesh | None, *, stacked: b
     steps its own batch rows (and, `stacked`, its own members) through the whole time loop, and
     the parameters' gradients are summed over `data` once, after the backward loop. Left to the
     automatic partitioner, the backward loop gathered activations and all-reduced partial
-    weight gradients on every block of steps: 2 devices took 2.2x the time of one
+    weight gradients on every block of steps: 2 devices took longer than one
     (docs/training.md, "Devices"). Values are the same; sums differ only in rounding order.
     """
-    kw = opts.model_kwargs()
-    last_n = kw.pop("predict_last_n")
-    if stacked:
-
-        def rec(p, x_d, x_s):
-            return recurrence_vjp(
-                p,
-                x_d,
-                x_s,
-                last_n=last_n,
-                hoist=kw["hoist"],
-                precision=kw["precision"],
-                compute_dtype=kw["compute_dtype"],
-            )
-    else:
-
-        def rec(p, x_d, x_s):
-            return ealstm.recurrence(p, x_d, x_s, last_n=last_n, **kw)
-
-    if mesh is None or mesh.size == 1 or not opts.custom_vjp:
+    rec = functools.partial(
+        recurrence_vjp if stacked else ealstm.recurrence, last_n=opts.predict_last_n, kernel=opts.kernel
+    )
+    if mesh is None or mesh.size == 1 or not opts.kernel.custom_vjp:
         return rec
     d = C.DATA_AXIS
     if stacked:  # params [M, ...]; inputs [M, B, ...] or shared [B, ...]; out [M, B, n, H]
@@ -179,7 +146,7 @@ def hidden_loss(
     params: Mapping, h: jax.Array, batch: Mapping, key: jax.Array | None, opts: StepOptions
 ) -> tuple[jax.Array, jax.Array]:
     """`member_loss` from the recurrence's hidden states h [B, n, H]: dropout, head, loss sums."""
-    pred = ealstm.head(params, ealstm.dropout(h, opts.dropout, key, deterministic=key is None), opts.precision)
+    pred = ealstm.head(params, ealstm.dropout(h, opts.dropout, key, deterministic=key is None), opts.kernel.precision)
     weight = None
     if opts.loss == "nse":
         weight = losses.nse_weight(batch["sigma"] * opts.sigma_scale, opts.nse_eps)
@@ -218,14 +185,14 @@ def resolve_ensemble_mode(
     auto: one member -> "loop" (a plain step); several with the hand-written backward pass ->
     "stacked" (all members in one loop: fewest kernel launches, fastest measured on one CPU
     device), except on a CPU whose batch is split over several devices (one per core), where
-    "loop" measured faster (5 members on 2 cores: 1.09 s against 1.23 s, docs/training.md);
+    "loop" measured faster (docs/training.md, "Devices");
     without it, "loop" when every device holds all members (mesh member axis 1), else "vmap".
     """
     if requested != "auto":
         return requested
     if members == 1:
         return "loop"
-    if opts.custom_vjp:
+    if opts.kernel.custom_vjp:
         if data_axis > 1 and (backend or jax.default_backend()) == "cpu":
             return "loop"
         return "stacked"
@@ -257,9 +224,9 @@ def make_train_step(
     """
     if mode not in ENSEMBLE_MODES:
         raise ValueError(f"ensemble mode {mode!r}: expected one of {ENSEMBLE_MODES}")
-    if mode == "stacked" and not opts.custom_vjp:
+    if mode == "stacked" and not opts.kernel.custom_vjp:
         raise ValueError(
-            "ensemble mode 'stacked' needs the hand-written backward pass (model.backward: auto or custom)"
+            "ensemble mode 'stacked' needs the hand-written backward pass (kernel.backward: auto or custom)"
         )
     if mode == "vmap":
         return _vmapped_step(opts, tx, shared_batches)

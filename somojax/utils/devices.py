@@ -2,14 +2,12 @@
 
 XLA:CPU runs one device's program on one thread and spreads a single matmul over the intra-op
 thread pool. The EA-LSTM's recurrent product is small ([B, H] x [H, 3H] per step) and spreading
-it over two cores gains little: 117 GFLOP/s on 2 cores against 102 on one, on the project's
-2-core AMD EPYC. With one device per core and the batch split over them (the mesh's `data` axis,
-the same code path as several GPUs), each core runs its own half of the batch through the whole
-time loop: 186 GFLOP/s, and the one-member training step went from 288 ms to 215 ms
-(docs/training.md, "Devices").
+it over two cores gains little. With one device per core and the batch split over them (the
+mesh's `data` axis, the same code path as several GPUs), each core runs its own half of the
+batch through the whole time loop, which is much faster (measured: docs/training.md, "Devices").
 
 JAX reads the device count from XLA_FLAGS when its CPU backend starts, so this must run before
-the first JAX computation; the `somojax` command does it from the config key `cpu_devices`.
+the first JAX computation; the `somojax` command does it from the config key `layout.cpu_devices`.
 A device count already given in XLA_FLAGS (tests, the benchmarks' scaling runs, a user) wins.
 On a GPU or TPU machine the flag only shapes the (unused) CPU platform.
 """
@@ -36,13 +34,15 @@ def usable_cores() -> int:
 
 
 def cpu_device_count(requested: int, batch_size: int, cores: int | None = None) -> int:
-    """The CPU device count for `cpu_devices: requested` (0: auto).
+    """The CPU device count for `layout.cpu_devices: requested` (0: auto).
 
     auto: the largest count <= the usable cores that divides the training batch (the batch is
     split evenly over the mesh's `data` axis, which divides the device count).
     """
     if requested < 0:
-        raise ConfigError(f"cpu_devices={requested}: expected 0 (one device per core) or a positive device count")
+        raise ConfigError(
+            f"layout.cpu_devices={requested}: expected 0 (one device per core) or a positive device count"
+        )
     if requested:
         return requested
     n = max(1, cores if cores is not None else usable_cores())

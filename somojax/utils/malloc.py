@@ -2,14 +2,13 @@
 
 XLA:CPU allocates every execution's temporaries and outputs afresh. With glibc defaults, large
 blocks come from `mmap` and go back to the kernel on `free`, so each training step first-touches
-(page-faults) hundreds of MB again: on the project's 2-core VM that was ~30% of a training step.
+(page-faults) hundreds of MB again, a large share of a training step on a small CPU machine.
 `keep_freed_memory()` makes glibc keep freed memory for reuse (one arena, no `mmap` for large
 blocks, never trimming the heap), which removes those faults. "Never" matters: with the largest
 trim threshold `mallopt` takes (2 GiB), a step whose temporaries exceed 2 GiB (the 5-member
-step at the paper's shapes) handed its memory back after every call and faulted it in again:
-4x slower in a micro-benchmark (five scans with 1.4 GB of outputs), 1.5x on the training step. It is process-wide, affects only later
-allocations, and is best called before JAX starts its threads. `SOMOJAX_MALLOC=default`
-disables it.
+step at the paper's shapes) handed its memory back after every call and faulted it in again,
+several times slower. It is process-wide, affects only later allocations, and is best called
+before JAX starts its threads. `SOMOJAX_MALLOC=default` disables it.
 """
 
 from __future__ import annotations

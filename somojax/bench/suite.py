@@ -79,8 +79,11 @@ def _failures(rows: list[dict]) -> list[str]:
 # ----------------------------------------------------------------------------------------
 def bench_floor(cfg: Config) -> dict:
     """Matmul rates of the recurrent shapes and of a large square GEMM."""
+    from somojax.models.kernel import KernelOptions
+
     b, h = cfg.bench, cfg.bench.hidden_size
-    shapes = [(b.batch_size, h, 3 * h), (1536, h + D, 3 * h), (1536, h, 3 * h), (2048, 2048, 2048)]
+    rows_per_step = KernelOptions().rows(h)  # the exact rollout's product (1536 rows at H = 128)
+    shapes = [(b.batch_size, h, 3 * h), (rows_per_step, h + D, 3 * h), (rows_per_step, h, 3 * h), (2048, 2048, 2048)]
     rows = []
     for m, k, n in shapes:
         r = floor.matmul_rate(m, k, n, repeats=b.repeats)

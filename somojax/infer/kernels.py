@@ -57,7 +57,7 @@ def exact_windows(
     src: jax.Array,
     i: jax.Array,
     seq_length: int,
-    rows_per_step: int = 1536,
+    rows_per_step: int,
     hoisted: bool = False,
     precision: str | None = "highest",
     unroll: int = 1,

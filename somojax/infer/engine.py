@@ -167,8 +167,9 @@ def layer_predictions(
     n_real = n_cells if n_real is None else n_real
     clipped = int(np.sum((raw[:, :n_real] < 0) & valid[None, :n_real]))
     raw = np.maximum(raw, 0.0)
-    m = raw.mean(axis=0)
-    s = raw.std(axis=0)
+    with np.errstate(invalid="ignore"):  # a non-finite member output: its day is counted below
+        m = raw.mean(axis=0)
+        s = raw.std(axis=0)
     mean[:, L - 1 :] = np.where(valid, m, np.nan)
     spread[:, L - 1 :] = np.where(valid, s, np.nan)
     reason[ok & ~np.isfinite(mean)] = 1 + NAN_REASONS.index("nonfinite_model_output")

@@ -24,12 +24,14 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,30 +47,52 @@ STAGES = (
     "train_cascade",
     "predict_cascade",
 )
-PERIOD = {"start": "1999-01-01", "end": "2002-12-31", "station_start": "2000-01-01"}
+START, STATION_START = "1999-01-01", "2000-01-01"
+WARMUP_DAYS = 3 * 364  # L3 of the cascade needs 3 x (365 - 1) days of forcing before its first day
+
+
+def period(args) -> dict[str, str]:
+    """The dates of every stage: the world from START to --end; targets, the exact rollout and
+    the cascade at its end (after the cascade's warm-up), the chunked rollout over its last year."""
+    day = lambda t: t.strftime("%Y-%m-%d")  # noqa: E731
+    end = pd.Timestamp(args.end)
+    first = pd.Timestamp(START) + pd.Timedelta(days=WARMUP_DAYS)
+    if end - first < pd.Timedelta(days=args.exact_days + 9):
+        raise SystemExit(f"--end {args.end}: the period needs {args.exact_days + 10} days after {day(first)}")
+    return {
+        "end": day(end),
+        "target_start": day(first),
+        "val_start": day(end - pd.Timedelta(days=9)),
+        "out_start": day(end - pd.Timedelta(days=args.exact_days - 1)),
+        "year_start": day(end - pd.Timedelta(days=364)),
+        "min_days": str(min(60, (end - first).days // 2)),
+    }
+
+
 MODEL = ["model.hidden_size=128", "model.seq_length=365", "train.batch_size=256", "train.patience=null"]
 
 
 def world(args) -> list[str]:
     """Overrides of the world (synth + data): the latitude band asked for, every longitude."""
-    lat = f"[{args.lat_range[0]},{args.lat_range[1]}]"
+    lat, d = f"[{args.lat_range[0]},{args.lat_range[1]}]", period(args)
     return [
         f"synth.lat_range={lat}",
         "synth.lon_range=[-180,180]",
         f"synth.land_mask={args.mask}",
         f"synth.band_deg={args.band_deg}",
         f"synth.n_stations={args.stations}",
-        f"synth.start={PERIOD['start']}",
-        f"synth.end={PERIOD['end']}",
-        f"synth.station_start={PERIOD['station_start']}",
+        f"synth.start={START}",
+        f"synth.end={d['end']}",
+        f"synth.station_start={STATION_START}",
         f"data.lat_range={lat}",
         "data.lon_range=[-180,180]",
-        f"data.forcing_start={PERIOD['start']}",
-        f"data.forcing_end={PERIOD['end']}",
-        "data.target_start=2002-01-01",  # the cascade: L3 needs 3 x 364 days of forcing first
-        f"data.target_end={PERIOD['end']}",
-        "data.val_start=2002-07-01",
-        "data.val_end=2002-12-31",
+        f"data.forcing_start={START}",
+        f"data.forcing_end={d['end']}",
+        f"data.target_start={d['target_start']}",
+        f"data.target_end={d['end']}",
+        f"data.val_start={d['val_start']}",
+        f"data.val_end={d['end']}",
+        f"data.min_days_per_sensor={d['min_days']}",
     ]
 
 
@@ -76,7 +100,8 @@ def stage_overrides(stage: str, args, root: Path) -> tuple[Path, list[str]]:
     """(workdir, overrides) of one stage; the models share the world's stores."""
     stores = [f"data.store_dir={root / 'world' / 'stores'}"]
     updates = [f"train.max_updates={args.updates}", f"train.validate_every_updates={args.updates}"]
-    exact_days = ["infer.start=2002-12-01", f"infer.end=2002-12-{args.exact_days:02d}"]
+    d = period(args)
+    exact_days = [f"infer.start={d['out_start']}", f"infer.end={d['end']}"]
     if stage in ("synth", "prepare"):
         return root / "world", []
     if stage.endswith("_exact"):
@@ -88,7 +113,7 @@ def stage_overrides(stage: str, args, root: Path) -> tuple[Path, list[str]]:
         ]
     chunk = [f"model.predict_last_n={args.chunk}"]
     if stage.endswith("_chunked"):
-        year = ["infer.start=2002-01-01", "infer.end=2002-12-31", "infer.mode=chunked"]
+        year = [f"infer.start={d['year_start']}", f"infer.end={d['end']}", "infer.mode=chunked"]
         return root / "chunked", stores + updates + chunk + ["train.members=1", "train.layers=[L1]", *year]
     s, n, w, e = args.cascade_bbox
     tile = ["infer.region=bbox", f"infer.bbox=[{s},{n},{w},{e}]", "infer.mode=chunked", *exact_days]
@@ -96,32 +121,44 @@ def stage_overrides(stage: str, args, root: Path) -> tuple[Path, list[str]]:
 
 
 class PeakRss(threading.Thread):
-    """Polls the RSS of a process and its descendants; `peak` is the largest sum seen [bytes]."""
+    """Polls the RSS of a process and its descendants: `peak` is the largest sum seen [bytes];
+    `stopped` the seconds the process spent stopped (SIGSTOP by another job on shared cores),
+    which its wall time includes."""
 
     def __init__(self, pid: int, every: float = 0.5):
         super().__init__(daemon=True)
-        self.proc, self.every, self.peak, self.done = psutil.Process(pid), every, 0, threading.Event()
+        self.proc, self.every, self.peak, self.stopped = psutil.Process(pid), every, 0, 0.0
+        self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
                 self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+                self.stopped += self.every if self.proc.status() == psutil.STATUS_STOPPED else 0.0
             except psutil.Error:
                 pass
             self.done.wait(self.every)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of the finished children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run_stage(stage: str, args, root: Path, log: Path) -> dict:
     """Runs one CLI command; returns its wall time and peak RSS."""
     workdir, extra = stage_overrides(stage, args, root)
     command = stage.split("_")[0]
+    if command == "predict":  # a fresh rollout, not the resumption of a finished one
+        shutil.rmtree(workdir / "predictions.zarr", ignore_errors=True)
     cmd = [sys.executable, "-m", "somojax.cli", command, "-c", CONFIG, f"workdir={workdir}"]
     cmd += world(args) + MODEL + extra
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), cpu_seconds()
         child = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
         poll = PeakRss(child.pid)
         poll.start()
@@ -133,6 +170,8 @@ def run_stage(stage: str, args, root: Path, log: Path) -> dict:
     return {
         "stage": stage,
         "wall_s": round(wall, 1),
+        "stopped_s": round(poll.stopped, 1),
+        "cpu_s": round(cpu_seconds() - cpu0, 1),
         "peak_rss_gib": round(poll.peak / 2**30, 3),
         "workdir": str(workdir),
     }
@@ -146,7 +185,17 @@ def prediction_summary(workdir: Path) -> dict:
     """What `predict` recorded in its store: cells, days, cell-steps, throughput."""
     meta = json.loads((workdir / "predictions.zarr" / "zarr.json").read_text())
     summary = meta.get("attributes", {}).get("somojax_summary", {})
-    keep = ("cells", "days", "layers", "mode", "cell_steps_this_run", "cell_steps_per_second", "wall_s")
+    summary = json.loads(summary) if isinstance(summary, str) else summary
+    keep = (
+        "cells",
+        "days",
+        "layers",
+        "modes",
+        "members",
+        "cell_steps_this_run",
+        "cell_steps_per_second",
+        "wall_seconds",
+    )
     return {k: summary[k] for k in keep if k in summary} | {"store_gib": size_gib(workdir / "predictions.zarr")}
 
 
@@ -166,7 +215,8 @@ def main() -> None:
     p.add_argument("--lat-range", type=float, nargs=2, default=(-60.0, 90.0), help="south, north edges [°N]")
     p.add_argument("--band-deg", type=float, default=5.0, help="synth.band_deg: band height and tile size")
     p.add_argument("--stations", type=int, default=300)
-    p.add_argument("--exact-days", type=int, default=31, help="output days of the exact rollout (December 2002)")
+    p.add_argument("--exact-days", type=int, default=31, help="output days of the exact rollout and the cascade")
+    p.add_argument("--end", default="2002-02-10", help="last day of the world (from 1999-01-01)")
     p.add_argument("--chunk", type=int, default=30, help="model.predict_last_n of the chunked models")
     p.add_argument("--updates", type=int, default=3, help="training updates per layer")
     p.add_argument("--cascade-bbox", type=float, nargs=4, default=(45.0, 50.0, 0.0, 25.0), help="S N W E of the tile")

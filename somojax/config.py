@@ -47,6 +47,12 @@ class SynthConfig:
     n_stations: int = 60
     hours_per_obs: int = 3  # sub-daily sampling interval of the stations [h] (divides 24)
     seed: int = 0
+    # land mask of the Earth to simulate: an ERA5 `lsm` or GLDAS mask file, read as `prepare`
+    # reads data.land_mask; empty: the demo's own (all land but a lake and a river)
+    land_mask: str = ""
+    # 0: the region in one piece; > 0: independent tiles of band_deg x band_deg degrees, written
+    # one latitude band at a time, so memory follows the band and not the region (the globe)
+    band_deg: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,11 @@ RULES: dict[str, Rule | str] = {
     "synth.n_stations": POSITIVE,
     "synth.hours_per_obs": DIVIDES_24,
     "synth.seed": SEED,
+    "synth.land_mask": PATH,
+    "synth.band_deg": Rule(
+        lambda v: _finite(v) and v >= 0 and abs(v * 4 - round(v * 4)) < 1e-9,
+        "0 (the region in one piece) or a positive multiple of 0.25 (degrees per band and tile)",
+    ),
     # --- data -------------------------------------------------------------------------------
     "data.source": ENUM,
     "data.ismn": PATH,

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from somojax import constants as C
 from somojax import stores
-from somojax.config import Config, to_dict
+from somojax.config import Config, SynthConfig, to_dict
 from somojax.errors import ConfigError
 from somojax.synth import fields, soil, stations, weather, writers
 from somojax.utils.logging import get_logger
@@ -137,21 +137,44 @@ def simulate(cfg: Config) -> dict:
     """Simulates everything in memory (no files). Returns the pieces `generate` writes."""
     _check(cfg)
     s = cfg.synth
-    rng = np.random.default_rng(s.seed)
     region = fields.Region.from_edges(s.lat_range, s.lon_range)
+    return simulate_region(s, np.random.default_rng(s.seed), region)
+
+
+def simulate_region(
+    s: SynthConfig,
+    rng: np.random.Generator,
+    region: fields.Region,
+    land: np.ndarray | None = None,
+    n_stations: int | None = None,
+    globe: bool = False,
+) -> dict:
+    """Simulates one region (the whole demo, or one tile of the banded Earth, `synth.globe`).
+
+    Args:
+      land: [lat, lon] land mask to use instead of the demo's (a lake and a river).
+      n_stations: stations of this region (default `synth.n_stations`).
+      globe: a climate for any latitude, and as many storms per area as the demo has.
+    """
     days = pd.date_range(s.start, s.end, freq="D")
     wetness = np.clip(region.east_fraction() + 0.15 * fields.smooth_noise(rng, region.shape, 3.0), 0.0, 1.0)
     st = fields.make_statics(rng, region, wetness)
+    if land is not None:
+        st = fields.with_land(st, wetness, land)
     albedo = np.vectorize(lambda v: ALBEDO.get(int(v), 0.2))(st.domveg).astype(np.float64)
-    true_w, storms, scale = weather.make_weather(rng, region, days, st.elevation, albedo)
+    climate = weather.global_climate(region, st.elevation) if globe else None
+    rate = storm_rate(region) if globe else 1.0
+    true_w, storms, scale = weather.make_weather(rng, region, days, st.elevation, albedo, climate, rate)
 
     land = st.land
-    flat = lambda a: a[:, land]  # noqa: E731  [day, lat, lon] -> [day, land cell]
-    run = soil.spun_up(truth_params(st), flat(true_w.tp), flat(true_w.t2m), flat(true_w.ssr + true_w.str))
     truth = np.full((days.size, len(C.LAYERS)) + region.shape, np.nan)
-    truth[:, :, land] = run.theta[:, : len(C.LAYERS)]
+    run = None
+    if land.any():
+        flat = lambda a: a[:, land]  # noqa: E731  [day, lat, lon] -> [day, land cell]
+        run = soil.spun_up(truth_params(st), flat(true_w.tp), flat(true_w.t2m), flat(true_w.ssr + true_w.str))
+        truth[:, :, land] = run.theta[:, : len(C.LAYERS)]
 
-    era_w = weather.degrade(rng, region, true_w, storms, scale, st.elevation, albedo)
+    era_w = weather.degrade(rng, region, true_w, storms, scale, st.elevation, albedo, rate)
     n_all = region.shape[0] * region.shape[1]
     rs = lambda a: a.reshape(days.size, n_all)  # noqa: E731
     era_run = soil.spun_up(
@@ -163,9 +186,10 @@ def simulate(cfg: Config) -> dict:
     )
     swvl = {v: era_run.theta[:, k].reshape((days.size,) + region.shape) for k, v in enumerate(C.ERA5_SM_VARS)}
 
-    sensors = stations.make_sensors(
-        rng, region, st, truth, true_w.t2m, days, s.n_stations, s.station_start, s.hours_per_obs
-    )
+    n = s.n_stations if n_stations is None else n_stations
+    sensors = []
+    if n > 0 and land.any():
+        sensors = stations.make_sensors(rng, region, st, truth, true_w.t2m, days, n, s.station_start, s.hours_per_obs)
     return {
         "region": region,
         "days": days,
@@ -177,6 +201,13 @@ def simulate(cfg: Config) -> dict:
         "swvl": swvl,
         "sensors": sensors,
     }
+
+
+def storm_rate(region: fields.Region) -> float:
+    """How many times the demo's storms per day a region needs for the demo's storms per area
+    (storms are drawn over the region plus 2° on each side)."""
+    demo = (6.0 + 4.0) * (8.0 + 4.0)
+    return (region.north - region.south + 4.0) * (region.east - region.west + 4.0) / demo
 
 
 def truth_dataset(region: fields.Region, days: pd.DatetimeIndex, truth: np.ndarray) -> xr.Dataset:
@@ -205,7 +236,15 @@ def truth_dataset(region: fields.Region, days: pd.DatetimeIndex, truth: np.ndarr
 
 
 def generate(cfg: Config) -> Path:
-    """Generates the synthetic Earth into `cfg.raw_dir` (+ the truth store); returns `cfg.raw_dir`."""
+    """Generates the synthetic Earth into `cfg.raw_dir` (+ the truth store); returns `cfg.raw_dir`.
+
+    With `synth.band_deg` or `synth.land_mask` set, tile by tile in bounded memory (`globe`).
+    """
+    from somojax.synth import globe
+
+    if globe.enabled(cfg.synth):
+        _check(cfg)
+        return globe.generate(cfg)
     t0 = time.perf_counter()
     sim = simulate(cfg)
     region, days = sim["region"], sim["days"]

@@ -7,7 +7,7 @@ mean and standard deviation from it as it does for the real ETOPO1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -114,6 +114,14 @@ def make_statics(rng: np.random.Generator, region: Region, wetness: np.ndarray) 
         domveg=veg,
         land=land,
     )
+
+
+def with_land(st: Statics, wetness: np.ndarray, land: np.ndarray) -> Statics:
+    """The statics with another land mask: water where it has none, the vegetation of
+    `make_statics` on its land (also on cells the demo's own mask had made water)."""
+    veg = _vegetation(wetness, st.elevation)
+    veg[~land] = WATER
+    return replace(st, land=np.asarray(land, bool), domveg=veg)
 
 
 def _elevation_points(rng: np.random.Generator, region: Region) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

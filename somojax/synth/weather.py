@@ -106,6 +106,26 @@ def ar1(
     return x * sigma * np.sqrt(1 - phi * phi)
 
 
+def temperature_climate(region: Region, elevation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The demo's mid-latitude climate: (annual mean [K], seasonal amplitude [K]) per cell,
+    colder north and higher, the seasonal amplitude growing northwards."""
+    lat2 = region.lat2d()
+    t_mean = 289.0 - 0.75 * (lat2 - 35.0) - 0.0065 * (elevation - 400.0)
+    return t_mean, 11.0 + 0.35 * (lat2 - 35.0)
+
+
+def global_climate(region: Region, elevation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A climate for any latitude: (annual mean [K], signed seasonal amplitude [K]) per cell.
+
+    The demo's linear fit to latitude would give 360 K at 60°S; this follows zonal means of the
+    real Earth instead (about 300 K at the equator, 273 K at 60°, 246 K at 85°) and flips the
+    season south of the equator.
+    """
+    lat2 = region.lat2d()
+    t_mean = 300.0 - 0.0075 * lat2**2 - 0.0065 * (elevation - 400.0)
+    return t_mean, np.sign(lat2) * (1.0 + 0.3 * np.abs(lat2))
+
+
 def annual_precip_target(region: Region) -> np.ndarray:
     """Mean annual precipitation [mm year-1]: 350 at the west edge to 1100 at the east edge."""
     return 350.0 + 750.0 * region.east_fraction()
@@ -117,18 +137,23 @@ def make_weather(
     days: pd.DatetimeIndex,
     elevation: np.ndarray,
     albedo: np.ndarray,
+    temperature: tuple[np.ndarray, np.ndarray] | None = None,
+    storm_rate: float = 1.0,
 ) -> tuple[Weather, Storms, np.ndarray]:
-    """The true weather. Returns (weather, storm catalogue, per-cell precipitation scale)."""
+    """The true weather. Returns (weather, storm catalogue, per-cell precipitation scale).
+
+    Args:
+      temperature: (annual mean [K], signed seasonal amplitude [K]) per cell; default: the
+        mid-latitude climate of the demo (`temperature_climate`).
+      storm_rate: multiplies the storms per day (a larger region needs more to keep their density).
+    """
     shape = (days.size,) + region.shape
     doy = days.day_of_year.values
-    lat2 = region.lat2d()
-    # temperature: colder north and higher; seasonal amplitude grows northwards
-    t_mean = 289.0 - 0.75 * (lat2 - 35.0) - 0.0065 * (elevation - 400.0)
-    amp = 11.0 + 0.35 * (lat2 - 35.0)
+    t_mean, amp = temperature if temperature is not None else temperature_climate(region, elevation)
     season = -np.cos(2 * np.pi * (doy - 18) / 365.25)[:, None, None]
     t2m = t_mean[None] + amp[None] * season + ar1(rng, shape, 0.75, 3.5, 6.0)
 
-    storms = draw_storms(rng, region, days)
+    storms = draw_storms(rng, region, days, per_day=2.5 * storm_rate)
     raw = storm_field(storms, region)
     years = days.size / 365.25
     scale = annual_precip_target(region) / np.maximum(raw.sum(axis=0) / years, 1e-6)
@@ -144,7 +169,9 @@ def make_weather(
     d2m = t2m - dep
     ea = 0.6108 * np.exp(17.27 * (d2m - 273.15) / (d2m - 273.15 + 237.3))  # kPa
     rso = 0.75 * ra
-    strn = -STEFAN_BOLTZMANN * t2m**4 * (0.34 - 0.14 * np.sqrt(ea)) * (1.35 * np.clip(ssrd / rso, 0.3, 1.0) - 0.35)
+    # polar night has no clear-sky radiation to compare with: count it as clear (ratio 1)
+    clear = np.clip(np.divide(ssrd, rso, out=np.ones_like(ssrd), where=rso > 0), 0.3, 1.0)
+    strn = -STEFAN_BOLTZMANN * t2m**4 * (0.34 - 0.14 * np.sqrt(ea)) * (1.35 * clear - 0.35)
     sp = 101325.0 * np.exp(-elevation[None] / 8434.0) + 600.0 * ar1(rng, shape, 0.8, 1.0, 10.0)
     skt = t2m + 0.25 * (ssr + strn) - 1.5
     w = Weather(days, tp, t2m, d2m, sp, ssrd, ssr, strn, skt)
@@ -159,6 +186,7 @@ def degrade(
     scale: np.ndarray,
     elevation: np.ndarray,
     albedo: np.ndarray,
+    storm_rate: float = 1.0,
 ) -> Weather:
     """The reanalysis' view of the weather: the truth with realistic, correlated errors.
 
@@ -174,7 +202,7 @@ def degrade(
         storms.radius * rng.lognormal(0.0, 0.3, storms.radius.shape),
         storms.intensity * keep * rng.lognormal(0.0, 0.3, storms.intensity.shape),
     )
-    spurious = draw_storms(rng, region, truth.days, per_day=0.6)
+    spurious = draw_storms(rng, region, truth.days, per_day=0.6 * storm_rate)
     tp = (storm_field(kept, region) + storm_field(spurious, region)) * scale[None] * 1.1
     tp = np.where(tp < 0.1, 0.0, tp)
     shape = truth.tp.shape

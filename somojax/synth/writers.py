@@ -22,6 +22,7 @@ import xarray as xr
 from somojax.synth.fields import Region, Statics
 from somojax.synth.weather import Weather
 
+ETOPO_FILE = "etopo1_1arcmin.nc"
 ERA5_META = {
     "tp": ("Total precipitation", "m", "sum"),
     "t2m": ("2 metre temperature", "K", "mean"),
@@ -37,14 +38,17 @@ ERA5_META = {
 }
 
 
-def to_corners(field: np.ndarray) -> np.ndarray:
+def to_corners(field: np.ndarray, wrap_lon: bool = False) -> np.ndarray:
     """Cell-centre field [..., ny, nx] -> values at the (ny+1)x(nx+1) cell corners.
 
     A corner takes the mean of the cells around it (edges: replicated), so that the mean of a
-    cell's four corners is a [1 2 1]/4-smoothed version of the cell field.
+    cell's four corners is a [1 2 1]/4-smoothed version of the cell field. `wrap_lon`: the
+    field goes round the globe, so the corners on ±180° take the cells on both sides.
     """
     pad = [(0, 0)] * (field.ndim - 2) + [(1, 1), (1, 1)]
     p = np.pad(field, pad, mode="edge")
+    if wrap_lon:
+        p[..., 0], p[..., -1] = p[..., -2], p[..., 1]
     return 0.25 * (p[..., :-1, :-1] + p[..., 1:, :-1] + p[..., :-1, 1:] + p[..., 1:, 1:])
 
 
@@ -116,7 +120,13 @@ def write_era5(out_dir: Path, region: Region, w: Weather, swvl: dict[str, np.nda
 def write_statics(out_dir: Path, region: Region, st: Statics) -> dict[str, Path]:
     """ETOPO1-like and GLDAS-like static files; returns {kind: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    paths = {"etopo": write_etopo(out_dir, st)}
+    paths.update(write_gldas(out_dir, region, st))
+    return paths
+
+
+def write_etopo(out_dir: Path, st: Statics) -> Path:
+    """The ETOPO1-like elevation points of `st`; returns the path."""
     etopo = xr.Dataset(
         {"Band1": (("lat", "lon"), st.elev_points, {"long_name": "GDAL Band Number 1", "units": "m"})},
         coords={
@@ -125,8 +135,14 @@ def write_statics(out_dir: Path, region: Region, st: Statics) -> dict[str, Path]
         },
         attrs={"title": "synthetic ETOPO1-like 1 arc-minute elevation (somojax synthetic Earth)"},
     )
-    paths["etopo"] = out_dir / "etopo1_1arcmin.nc"
-    etopo.to_netcdf(paths["etopo"], encoding={"Band1": {"zlib": True, "complevel": 1}})
+    path = out_dir / ETOPO_FILE
+    etopo.to_netcdf(path, encoding={"Band1": {"zlib": True, "complevel": 1}})
+    return path
+
+
+def write_gldas(out_dir: Path, region: Region, st: Statics) -> dict[str, Path]:
+    """The GLDAS-like maps of `st` (soil, porosity, vegetation, land mask); returns {kind: path}."""
+    paths = {}
 
     def gldas(name: str, variables: dict[str, tuple[np.ndarray, str, str]]) -> Path:
         coords = {

@@ -104,7 +104,7 @@ def stage_overrides(stage: str, args, root: Path) -> tuple[Path, list[str]]:
     d = period(args)
     exact_days = [f"infer.start={d['out_start']}", f"infer.end={d['end']}"]
     if stage in ("synth", "prepare"):
-        return root / "world", []
+        return root / "world", [f"layout.forcing_chunk_days={args.chunk_days}"] if args.chunk_days else []
     if stage.endswith("_exact"):
         return root / "exact", stores + updates + [
             "train.members=1",
@@ -118,7 +118,12 @@ def stage_overrides(stage: str, args, root: Path) -> tuple[Path, list[str]]:
         return root / "chunked", stores + updates + chunk + ["train.members=1", "train.layers=[L1]", *year]
     s, n, w, e = args.cascade_bbox
     tile = ["infer.region=bbox", f"infer.bbox=[{s},{n},{w},{e}]", "infer.mode=chunked", *exact_days]
-    return root / "cascade", stores + updates + chunk + ["train.members=5", "train.layers=[L1,L2,L3]", *tile]
+    return root / "cascade", stores + updates + chunk + [
+        "train.members=5",
+        "train.batch_size=64",
+        "train.layers=[L1,L2,L3]",
+        *tile,
+    ]
 
 
 class PeakRss(threading.Thread):
@@ -218,6 +223,9 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=3, help="training updates per layer")
     p.add_argument("--cascade-bbox", type=float, nargs=4, default=(45.0, 50.0, 0.0, 25.0), help="S N W E of the tile")
     p.add_argument("--mask", default=MASK)
+    p.add_argument(
+        "--chunk-days", type=int, default=0, help="layout.forcing_chunk_days of the forcings (0: the config's)"
+    )
     p.add_argument("--workdir", default="/tmp/somojax-globe")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     p.add_argument("--tag", default="", help="suffix of the result file (e.g. reduced)")

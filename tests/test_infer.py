@@ -71,6 +71,20 @@ def _bundle(layer, seed, last_n=1, members=M):
     return Bundle(layer, params, model, stats, tuple(dyn), tuple(C.STATIC_INPUTS))
 
 
+# a short prediction period over several tiles, time blocks and chunks of the small test grid
+PERIOD_AND_LAYOUT = [
+    "infer.start=2000-04-01",
+    "infer.end=2000-11-25",
+    "layout.shard_time=60",
+    "layout.time_block_days=120",
+    "layout.shard_lat=2",
+    "layout.shard_lon=4",
+    "layout.chunk_lat=2",
+    "layout.chunk_lon=2",
+    "layout.chunk_time=30",
+]
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer")
@@ -78,15 +92,7 @@ def setup(tmp_path_factory):
         "tiny",
         [
             f"workdir={root}/run",
-            "infer.start=2000-04-01",
-            "infer.end=2000-11-25",
-            "layout.shard_time=60",
-            "layout.time_block_days=120",
-            "layout.shard_lat=2",
-            "layout.shard_lon=4",
-            "layout.chunk_lat=2",
-            "layout.chunk_lon=2",
-            "layout.chunk_time=30",
+            *PERIOD_AND_LAYOUT,
             "layout.tile_cells=5",
         ],
     )

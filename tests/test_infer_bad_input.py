@@ -18,19 +18,9 @@ from somojax.errors import CheckpointError, ConfigError, OutputError, StoreError
 from somojax.infer import engine, export, predict
 from somojax.infer import rollout
 from somojax.infer import store as pstore
-from tests.test_infer import L, _bundle, _stores
+from tests.test_infer import PERIOD_AND_LAYOUT, L, _bundle, _stores
 
-OVERRIDES = [
-    "infer.start=2000-04-01",
-    "infer.end=2000-11-25",
-    "layout.shard_time=60",
-    "layout.time_block_days=120",
-    "layout.shard_lat=2",
-    "layout.shard_lon=4",
-    "layout.chunk_lat=2",
-    "layout.chunk_lon=2",
-    "layout.chunk_time=30",
-]
+OVERRIDES = PERIOD_AND_LAYOUT
 NAN_FORCING = ("q", 100, 2, 3)  # variable, day, lat index, lon index
 NAN_STATIC = ("clay", 1, 4)
 

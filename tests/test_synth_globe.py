@@ -36,7 +36,7 @@ def _cfg(tmp_path: Path, band_deg: float, name: str = "w"):
 def banded(tmp_path_factory):
     """The window in 1.5° bands and tiles (2 bands x 4 tiles, the last ones 0.5° wide), prepared."""
     cfg = _cfg(tmp_path_factory.mktemp("globe"), 1.5)
-    earth.generate(cfg)
+    globe.generate(cfg)
     prepare(cfg)
     return cfg
 
@@ -76,7 +76,7 @@ def test_prepare_cell_elevation_is_the_simulated_one(banded):
 @needs_mask
 def test_banding_changes_neither_grid_nor_mask(banded, tmp_path):
     one = _cfg(tmp_path, 0.0, "one")  # the mask alone: the window as one tile
-    earth.generate(one)
+    globe.generate(one)
     assert json.loads((one.raw_dir / "synth_manifest.json").read_text())["tiles"] == 1
     for name in ("era5/era5_2000.nc", "static/etopo1_1arcmin.nc", "static/GLDASp4_landmask_025d.nc4"):
         a, b = xr.open_dataset(banded.raw_dir / name), xr.open_dataset(one.raw_dir / name)
@@ -132,4 +132,4 @@ def test_bad_band_deg_is_refused_naming_the_key(tmp_path):
 def test_missing_land_mask_is_refused_naming_the_key(tmp_path):
     cfg = load_config("tiny", [f"workdir={tmp_path}", "synth.land_mask=/nowhere/mask.nc"])
     with pytest.raises(ConfigError, match=r"synth\.land_mask=/nowhere/mask\.nc"):
-        earth.generate(cfg)
+        globe.generate(cfg)

@@ -236,15 +236,8 @@ def truth_dataset(region: fields.Region, days: pd.DatetimeIndex, truth: np.ndarr
 
 
 def generate(cfg: Config) -> Path:
-    """Generates the synthetic Earth into `cfg.raw_dir` (+ the truth store); returns `cfg.raw_dir`.
-
-    With `synth.band_deg` or `synth.land_mask` set, tile by tile in bounded memory (`globe`).
-    """
-    from somojax.synth import globe
-
-    if globe.enabled(cfg.synth):
-        _check(cfg)
-        return globe.generate(cfg)
+    """Generates the synthetic Earth in one piece into `cfg.raw_dir` (+ the truth store); returns
+    `cfg.raw_dir`. `somojax.synth.generate` chooses between this and the banded Earth (`globe`)."""
     t0 = time.perf_counter()
     sim = simulate(cfg)
     region, days = sim["region"], sim["days"]

@@ -318,7 +318,7 @@ def _shares(s: SynthConfig, g: dict, land: np.ndarray | None) -> list[list[int]]
     return [flat[i * nt : (i + 1) * nt] for i in range(len(g["bands"]))]
 
 
-def generate(cfg: Config) -> Path:
+def generate_banded(cfg: Config) -> Path:
     """Generates the tiled synthetic Earth into `cfg.raw_dir` (+ the truth store); returns it."""
     s, t0 = cfg.synth, time.perf_counter()
     check(s)
@@ -387,3 +387,12 @@ def _write_manifest(cfg: Config, g: dict, days, files: dict, gldas: dict, static
         "truth_store": str(files["truth"]),
     }
     (raw / "synth_manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def generate(cfg: Config) -> Path:
+    """The synthetic Earth into `cfg.raw_dir`: tile by tile in bounded memory when `synth.band_deg`
+    or `synth.land_mask` is set (`generate_banded`), else in one piece (`earth.generate`)."""
+    if not enabled(cfg.synth):
+        return earth.generate(cfg)
+    earth._check(cfg)
+    return generate_banded(cfg)

@@ -9,6 +9,7 @@ import pytest
 
 from somojax.config import load_config
 from somojax.data.samples import layer_inputs
+from somojax.errors import ConfigError
 from somojax.train.run import train_layer
 
 
@@ -37,3 +38,15 @@ def test_tiny_l1_validation_loss_decreases(tiny_stores):
     val = [h["val_loss"] for h in res.loop.history]
     assert len(val) == 4 and all(np.isfinite(val))
     assert val[-1] < val[0] and min(val) < 0.9 * val[0], val
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_too_few_samples_for_one_step_is_a_config_error(tiny_stores, shared):
+    """More samples per step than the region has: a ConfigError (exit code 2) naming the keys
+    that fix it, not an internal error."""
+    li = layer_inputs(tiny_stores, "L1")
+    batch = len(li.train_samples) + 1 if shared else len(li.train_samples) // 2 + 1
+    t = dataclasses.replace(tiny_stores.train, batch_size=batch, members=2, shared_batches=shared)
+    with pytest.raises(ConfigError, match=f"do not fill one step.*train.batch_size={batch}") as e:
+        train_layer(dataclasses.replace(tiny_stores, train=t), "L1", li)
+    assert ("train.shared_batches=true" in str(e.value)) is not shared

@@ -26,6 +26,8 @@ from typing import Iterable, Iterator, Protocol
 import grain
 import numpy as np
 
+from somojax.errors import ConfigError
+
 
 class TrainData(Protocol):
     steps_per_epoch: int
@@ -124,9 +126,12 @@ class ArrayTrainData:
         per_step = batch_size * (1 if shared_batches else members)
         full = self.n_train // per_step
         if full == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.n_train} training samples do not fill one step of {per_step} samples "
-                f"(train.batch_size={batch_size}{'' if shared_batches else f' x {members} members'})"
+                f"(train.batch_size={batch_size}{'' if shared_batches else f' x {members} members'}): "
+                "lower train.batch_size"
+                + ("" if shared_batches else ", set train.shared_batches=true")
+                + " or widen the target period or region (data.target_start/end, data.lat_range/lon_range)"
             )
         self.steps_per_epoch = min(full, max_updates_per_epoch) if max_updates_per_epoch else full
 

@@ -91,6 +91,18 @@ def test_unquoted_yes_and_no_reach_yes_no_options():
         load_config("tiny", ["kernel.hoist=maybe"])
 
 
+@pytest.mark.parametrize("hoist", ["yes", "no", "auto"])
+def test_kernel_hoist_yes_and_no_win_over_the_backend_and_auto_follows_it(hoist):
+    from somojax.models.kernel import infer_kernel, train_kernel
+
+    cfg = load_config("tiny", [f"kernel.hoist={hoist}"])
+    for backend in ("cpu", "gpu", "tpu"):
+        want = {"yes": True, "no": False, "auto": backend != "cpu"}[hoist]
+        assert train_kernel(cfg.kernel, cfg.model, backend).hoist is want
+        assert infer_kernel(cfg.kernel).resolved_hoist(backend) is want
+    assert infer_kernel(cfg.kernel).hoist is {"yes": True, "no": False, "auto": None}[hoist]
+
+
 def test_performance_and_layout_keys_live_apart_from_the_science():
     # what changes the numbers is in the stage sections; how fast and in which pieces is in
     # `kernel` and `layout`, which no stage's fingerprint (pipeline, resume) reads

@@ -105,28 +105,25 @@ REFERENCE = KernelOptions(hoist=True)
 TRAINING = KernelOptions(hoist=False, custom_vjp=True, remat=True)
 
 
-def _hoist(value: str, backend: str | None) -> bool | None:
-    """`kernel.hoist` (auto/yes/no) as `KernelOptions.hoist`; auto resolved for `backend` if given."""
-    choice = {"yes": True, "no": False, "auto": None}[value]
-    if choice is None and backend is not None:
-        return backend != "cpu"
-    return choice
+# `kernel.hoist` (auto/yes/no) as `KernelOptions.hoist`: auto is None, resolved by `resolved_hoist`
+_HOIST = {"yes": True, "no": False, "auto": None}
 
 
 def train_kernel(kernel: KernelConfig, model: ModelConfig, backend: str | None = None) -> KernelOptions:
     """The training step's options: `kernel:` with the model's numerics (`model.dtype`,
     `model.matmul_precision`); `kernel.hoist: auto` resolved for `backend` (default: JAX's)."""
-    return KernelOptions(
-        hoist=_hoist(kernel.hoist, backend or jax.default_backend()),
+    options = KernelOptions(
+        hoist=_HOIST[kernel.hoist],
         precision=model.matmul_precision,
         compute_dtype=None if model.dtype == "float32" else model.dtype,
         custom_vjp=kernel.backward in ("auto", "custom"),
         remat=kernel.remat,
         unroll=kernel.unroll,
     )
+    return options.replace(hoist=options.resolved_hoist(backend))
 
 
 def infer_kernel(kernel: KernelConfig) -> KernelOptions:
     """The rollout's options from `kernel:`, at float32 and the highest precision whatever the
     model was trained at: predictions are the reference semantics (docs/inference.md, "Precision")."""
-    return KernelOptions(hoist=_hoist(kernel.hoist, None), rows_per_step=kernel.rows_per_step, unroll=kernel.unroll)
+    return KernelOptions(hoist=_HOIST[kernel.hoist], rows_per_step=kernel.rows_per_step, unroll=kernel.unroll)

@@ -120,7 +120,8 @@ def analysis_increments(era_w: weather.Weather, true_w: weather.Weather) -> np.n
     return INCREMENT_MM_PER_K * INCREMENT_WEIGHTS[None, :, None] * (err * thawed)[:, None, :]
 
 
-def _check(cfg: Config) -> None:
+def check_settings(cfg: Config) -> None:
+    """ConfigError for synth settings no world can be made of (one-piece and banded alike)."""
     s = cfg.synth
     for name, (a, b) in (("lat_range", s.lat_range), ("lon_range", s.lon_range)):
         if not a < b:
@@ -135,7 +136,7 @@ def _check(cfg: Config) -> None:
 
 def simulate(cfg: Config) -> dict:
     """Simulates everything in memory (no files). Returns the pieces `generate` writes."""
-    _check(cfg)
+    check_settings(cfg)
     s = cfg.synth
     region = fields.Region.from_edges(s.lat_range, s.lon_range)
     return simulate_region(s, np.random.default_rng(s.seed), region)

@@ -394,5 +394,5 @@ def generate(cfg: Config) -> Path:
     or `synth.land_mask` is set (`generate_banded`), else in one piece (`earth.generate`)."""
     if not enabled(cfg.synth):
         return earth.generate(cfg)
-    earth._check(cfg)
+    earth.check_settings(cfg)
     return generate_banded(cfg)

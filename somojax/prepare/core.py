@@ -237,7 +237,7 @@ def _prepare(cfg: Config, report: dict) -> dict:
     _start_report(cfg, inputs, report)
 
     # ---- 1. open and check every input; nothing is written yet ------------------------
-    era5, files = _open_era5(inputs, d, stated, report, cfg.layout.forcing_chunk_cells)
+    era5, files = _open_era5(inputs, d, stated, report)
     forc = build_forcings(
         era5, d.forcing_start, d.forcing_end, d.lat_range, d.lon_range, d.dynamic_inputs, d.era5_accumulation
     )
@@ -325,12 +325,9 @@ def _start_report(cfg: Config, inputs: Inputs, report: dict) -> None:
     report["checks"]["spinup_target_period"] = "ok"
 
 
-def _open_era5(
-    inputs: Inputs, d, stated: dict[str, str], report: dict, lat_rows: int
-) -> tuple[dict[str, xr.DataArray], list[str]]:
+def _open_era5(inputs: Inputs, d, stated: dict[str, str], report: dict) -> tuple[dict[str, xr.DataArray], list[str]]:
     """ERA5 opened lazily, the needed variables present, every file and variable inside its
-    physical bounds (else `InputDataError` before anything is written); the bounds applied.
-    Dask chunks are bands of `lat_rows` rows where the files allow (`era5._chunk`)."""
+    physical bounds (else `InputDataError` before anything is written); the bounds applied."""
     log.info("reading ERA5 (%s)", ", ".join(inputs.era5 + inputs.era5_sm)[:200])
     files = expand_paths(inputs.era5, "data.era5") + (
         expand_paths(inputs.era5_sm, "data.era5_sm") if inputs.era5_sm else []
@@ -341,7 +338,6 @@ def _open_era5(
         bbox=region_bbox(d.lat_range, d.lon_range),
         period=(d.forcing_start, d.forcing_end),
         stated_units=stated,
-        lat_rows=lat_rows,
     )
     need = sorted(
         {v for x in d.dynamic_inputs for v in INPUT_SOURCES[x]} | set(SM_VARS), key=(FORCING_VARS + SM_VARS).index

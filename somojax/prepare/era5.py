@@ -289,44 +289,18 @@ def open_file(path: str | os.PathLike, stated_units: Mapping[str, str] | None = 
     return xr.merge(parts, compat="override", join="outer", combine_attrs="drop_conflicts")
 
 
-def _chunk(da: xr.DataArray, target_bytes: float = 96e6, lat_rows: int | None = None) -> xr.DataArray:
-    """Dask chunks of as many time steps as fit in ~100 MB (whole days when hourly), so that
-    daily reductions stay chunk-local; over latitude bands of `lat_rows` rows (every longitude)
-    where the file stores rows apart (`_band_rows`), else over whole maps.
-
-    Bands matter on large maps: the forcing store's chunks are long in time and small in space,
-    and regrouping whole-map chunks into them holds `layout.forcing_chunk_days` days of the whole
-    map per variable at once, while regrouping bands holds them of one band."""
+def _chunk(da: xr.DataArray, target_bytes: float = 96e6) -> xr.DataArray:
+    """Dask chunks of whole maps and as many time steps as fit in ~100 MB (whole days when
+    hourly), so that daily reductions stay chunk-local."""
     if C.TIME not in da.dims:
         return da.chunk()
-    rows = _band_rows(da, lat_rows)
-    space = {d: da.sizes[d] for d in da.dims if d != C.TIME} | ({C.LAT: rows} if rows else {})
-    per_step = max(1, int(np.prod(list(space.values()))) * 4)
+    per_step = max(1, int(np.prod([da.sizes[d] for d in da.dims if d != C.TIME])) * 4)
     n = max(1, int(target_bytes // per_step))
     dt = _time_step_seconds(da[C.TIME].values)
     if dt and dt < 86400 and 86400 % dt == 0:
         per_day = int(86400 // dt)
         n = max(per_day, n // per_day * per_day)
-    return da.chunk({C.TIME: min(n, da.sizes[C.TIME])} | ({C.LAT: rows} if rows else {}))
-
-
-def _band_rows(da: xr.DataArray, lat_rows: int | None) -> int | None:
-    """Rows per latitude band for `_chunk`: `lat_rows` rounded up to whole file chunks when the
-    file is contiguous or chunked in fewer rows than the map has (a band then reads only its own
-    rows); None (whole maps) otherwise, e.g. ARCO-ERA5's whole-map chunks, which every band
-    would read again."""
-    if not lat_rows or C.LAT not in da.dims or da.sizes[C.LAT] <= lat_rows:
-        return None
-    enc = da.encoding
-    native = (enc.get("preferred_chunks") or {}).get(C.LAT)
-    if native is None and enc.get("chunksizes") and len(enc["chunksizes"]) == da.ndim:
-        native = enc["chunksizes"][da.dims.index(C.LAT)]
-    if native is None:
-        native = 1 if enc.get("contiguous") else None
-    if native is None or native >= da.sizes[C.LAT]:
-        return None
-    rows = -(-lat_rows // native) * native
-    return rows if rows < da.sizes[C.LAT] else None
+    return da.chunk({C.TIME: min(n, da.sizes[C.TIME])})
 
 
 def _crop_period(da: xr.DataArray, period: tuple[str, str]) -> xr.DataArray | None:
@@ -402,7 +376,7 @@ def _read_pieces(
     return pieces
 
 
-def _join_pieces(v: str, parts: list[xr.DataArray], lat_rows: int | None = None) -> xr.DataArray:
+def _join_pieces(v: str, parts: list[xr.DataArray]) -> xr.DataArray:
     """The pieces of variable `v` as one DataArray, in time order, with `attrs["source_files"]` and
     (with a time axis) `attrs["file_steps"]`; raises `InputDataError` when the files overlap."""
     if C.TIME in parts[0].dims:
@@ -410,7 +384,7 @@ def _join_pieces(v: str, parts: list[xr.DataArray], lat_rows: int | None = None)
     srcs = [p.attrs.get("source_file", "?") for p in parts]
     steps = [int(p.sizes[C.TIME]) for p in parts] if C.TIME in parts[0].dims else None
     if C.TIME in parts[0].dims:
-        parts = [_chunk(p, lat_rows=lat_rows) for p in parts]
+        parts = [_chunk(p) for p in parts]
         da = xr.concat(parts, dim=C.TIME, join="exact", combine_attrs="drop_conflicts") if len(parts) > 1 else parts[0]
         t = da[C.TIME].values
         if t.size > 1:
@@ -437,7 +411,6 @@ def read_era5(
     what: str = "data.era5",
     period: tuple[str, str] | None = None,
     stated_units: Mapping[str, str] | None = None,
-    lat_rows: int | None = None,
 ) -> dict[str, xr.DataArray]:
     """Reads ERA5 files into one lazy DataArray per short name, concatenated over time.
 
@@ -460,7 +433,7 @@ def read_era5(
     files = expand_paths(paths, what)
     want = set(variables) if variables is not None else set(KNOWN)
     pieces = _read_pieces(files, want, bbox, period, stated_units)
-    return {v: _join_pieces(v, parts, lat_rows) for v, parts in pieces.items()}
+    return {v: _join_pieces(v, parts) for v, parts in pieces.items()}
 
 
 def require(

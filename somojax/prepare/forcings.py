@@ -189,11 +189,10 @@ def _aggregate_days(
     sel: xr.DataArray, n: int, days: np.ndarray, accumulated: bool, days_per_chunk: int | None
 ) -> xr.DataArray:
     """(day·n, ...) steps `sel` -> (day, ...) day totals (`accumulated`) or means, stamped `days`.
-    A dask `sel` is rechunked to `days_per_chunk` days (default ~100 MB per chunk, of its own
-    spatial chunks) first."""
+    A dask `sel` is rechunked to `days_per_chunk` days (default ~100 MB) per chunk first."""
     nd = days.size
     if hasattr(sel.data, "dask"):
-        per_day = int(np.prod([max(sel.chunksizes[d]) for d in sel.dims if d != C.TIME])) * 4 * n
+        per_day = int(np.prod([sel.sizes[d] for d in sel.dims if d != C.TIME])) * 4 * n
         k = days_per_chunk or max(1, int(96e6 // max(per_day, 1)))
         sel = sel.chunk({C.TIME: n * min(k, nd)})
     sel = sel.drop_vars(C.TIME)

@@ -239,3 +239,24 @@ def test_truncated_and_damaged_netcdf4_are_named(tmp_path):
         match=r"damaged\.nc: cannot read \w+ \(RuntimeError: NetCDF: HDF error\); the file may be truncated or damaged",
     ):
         screen_era5(era5)
+
+
+def test_netcdf_chunk_cache_is_limited_for_files_read(shared_data, tmp_path, monkeypatch):
+    """netCDF-C keeps a 64 MiB chunk cache per variable of every open file by default: ERA5 in
+    per-year files of ten variables held gigabytes in prepare; reading ERA5 limits it."""
+    import netCDF4
+
+    from somojax.prepare import era5
+
+    monkeypatch.setattr(era5, "NETCDF_CHUNK_CACHE_BYTES", 3 << 20)  # not the value set by a test before
+    path = tmp_path / "era5_swvl1.nc"  # the CDS sample as chunked NetCDF-4 (the sample is classic)
+    with xr.open_dataset(shared_data / "era5" / "era5_swvl1_lsm_5deg_2010-01-01.nc") as ds:
+        ds.to_netcdf(path, format="NETCDF4", encoding={"swvl1": {"chunksizes": (1, 6, 72)}})
+    netCDF4.set_chunk_cache(64 << 20, 1000, 0.75)
+    try:
+        read_era5([path])
+        assert netCDF4.get_chunk_cache()[0] == 3 << 20
+        with netCDF4.Dataset(path) as f:  # what xarray's netCDF4 backend gets for a file it opens
+            assert f["swvl1"].get_var_chunk_cache()[0] <= 3 << 20
+    finally:
+        netCDF4.set_chunk_cache(64 << 20, 1000, 0.75)

@@ -88,6 +88,7 @@ def _open_one(path: str) -> list[xr.Dataset]:
                 return [xr.open_zarr(p, chunks=None, consolidated=True, decode_timedelta=False)]
             except (KeyError, FileNotFoundError, ValueError):
                 return [xr.open_zarr(p, chunks=None, consolidated=False, decode_timedelta=False)]
+        _limit_netcdf_chunk_cache()
         return [xr.open_dataset(p, chunks=None, decode_timedelta=False)]
     except InputDataError:
         raise
@@ -275,6 +276,22 @@ def _with_stated_units(
             )
         ds[name] = ds[name].assign_attrs(units=unit, units_source="data.units (the file has no units attribute)")
     return ds
+
+
+# HDF5 chunk cache per open NetCDF variable. netCDF-C's default (64 MiB) is kept for every
+# variable of every file while prepare runs, so ERA5 split into per-year files of ten variables
+# held gigabytes of cache whatever the map size; the dask chunks read whole file chunks anyway,
+# so a small cache costs no rereads worth measuring (docs/stores.md, forcings.zarr).
+NETCDF_CHUNK_CACHE_BYTES = 4 << 20
+
+
+def _limit_netcdf_chunk_cache() -> None:
+    """Sets netCDF4's chunk cache for the files opened from now on (a process-wide setting)."""
+    import netCDF4
+
+    size, slots, preemption = netCDF4.get_chunk_cache()
+    if size != NETCDF_CHUNK_CACHE_BYTES:
+        netCDF4.set_chunk_cache(NETCDF_CHUNK_CACHE_BYTES, slots, preemption)
 
 
 def open_file(path: str | os.PathLike, stated_units: Mapping[str, str] | None = None) -> xr.Dataset:

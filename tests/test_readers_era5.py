@@ -243,7 +243,7 @@ def test_truncated_and_damaged_netcdf4_are_named(tmp_path):
 
 def test_netcdf_chunk_cache_is_limited_for_files_read(shared_data, tmp_path, monkeypatch):
     """netCDF-C keeps a 64 MiB chunk cache per variable of every open file by default: ERA5 in
-    per-year files of ten variables held gigabytes in prepare; reading ERA5 limits it."""
+    per-year files of 11 variables held gigabytes in prepare; reading ERA5 limits it."""
     import netCDF4
 
     from somojax.prepare import era5

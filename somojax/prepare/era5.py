@@ -279,7 +279,7 @@ def _with_stated_units(
 
 
 # HDF5 chunk cache per open NetCDF variable. netCDF-C's default (64 MiB) is kept for every
-# variable of every file while prepare runs, so ERA5 split into per-year files of ten variables
+# variable of every file while prepare runs, so ERA5 split into per-year files of 11 variables
 # held gigabytes of cache whatever the map size; the dask chunks read whole file chunks anyway,
 # so a small cache costs no rereads worth measuring (docs/stores.md, forcings.zarr).
 NETCDF_CHUNK_CACHE_BYTES = 4 << 20
